@@ -1,0 +1,55 @@
+"""Conversions between image tensors and pictures on disk or in HTML (PNG through Pillow)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from gandissect.storage import write_bytes_atomic
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Images (N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8."""
+    scaled = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return scaled.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def from_uint8(images: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> images (N, 3, H, W) float in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def grid(pictures: np.ndarray, columns: int | None = None, pad: int = 1) -> np.ndarray:
+    """Tile (N, H, W, 3) uint8 pictures into one picture, `columns` wide."""
+    n, h, w, _ = pictures.shape
+    columns = columns or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / columns)
+    out = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, 3), 255, np.uint8)
+    for i in range(n):
+        r, c = divmod(i, columns)
+        out[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = pictures[i]
+    return out
+
+
+def png_bytes(picture: np.ndarray, scale: int = 1) -> bytes:
+    image = Image.fromarray(picture)
+    if scale != 1:
+        image = image.resize((picture.shape[1] * scale, picture.shape[0] * scale), Image.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def save_png(path: str | Path, picture: np.ndarray, scale: int = 1) -> None:
+    write_bytes_atomic(path, png_bytes(picture, scale))
+
+
+def data_uri(picture: np.ndarray, scale: int = 1) -> str:
+    """A PNG data URI, so that an HTML page carries its pictures inside."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes(picture, scale)).decode("ascii")
