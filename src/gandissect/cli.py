@@ -46,10 +46,40 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="segmenter IoU on held-out scenes and the generator's FSD")
+    p.add_argument("--model", required=True, help="shipped model name (see `gandissect.models.available()`)")
+    p.add_argument("--samples", type=int, default=2000, help="images per metric (default 2000)")
+    p.add_argument("--batch-size", type=int, default=100, help="images per batch (default 100)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--out", default=None, help="also write the results to this JSON file")
+    p.set_defaults(handler=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from gandissect.metrics import frechet_segmentation_distance, segmenter_iou
+    from gandissect.models import load
+    from gandissect.storage import write_json_atomic
+
+    bundle = load(args.model, args.device)
+    size = int(bundle.metadata.get("image_size", 64))
+    iou = segmenter_iou(bundle.segmenter, args.samples, size, args.batch_size)
+    fsd = frechet_segmentation_distance(bundle.generator, bundle.segmenter, args.samples, args.batch_size)
+    result = {"model": args.model, "segmenter_iou": iou, "fsd": fsd}
+    print(json.dumps(result, indent=1))
+    if args.out:
+        write_json_atomic(args.out, result)
+        print(f"written to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gandissect", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
+    _add_evaluate(sub)
     return parser
 
 

@@ -179,7 +179,6 @@ def train_segmenter(config: SegmenterTrainConfig) -> Path:
     """Train the scene segmenter on freshly rendered, augmented scenes; returns the output folder."""
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "train_config.json", asdict(config))
     device = torch.device(config.device)
     torch.manual_seed(config.seed)
     model_config = SegmenterConfig(len(world.CONCEPTS), tuple(config.widths))
@@ -189,6 +188,10 @@ def train_segmenter(config: SegmenterTrainConfig) -> Path:
     checkpoint = out / "checkpoint.pt"
     parts = {"model": model, "opt": opt, "sched": sched}
     start = _load_checkpoint(checkpoint, parts)
+    if start and sched.total_steps != config.iterations:
+        raise ValueError(f"{checkpoint} follows a one-cycle learning-rate schedule of {sched.total_steps} iterations; "
+                         f"resume it with --iterations {sched.total_steps}, or train {config.iterations} in a new --out")
+    write_json_atomic(out / "train_config.json", asdict(config))
     elapsed = _previous_seconds(out)
     began = time.time()
     bar = tqdm(total=config.iterations, initial=start, desc="train segmenter", unit="it")

@@ -43,10 +43,15 @@ class Scene:
 
 
 class _Canvas:
-    """Paints colour and concept label together, so that labels always agree with pixels."""
+    """Paints colour and concept label together, so that labels always agree with pixels.
 
-    def __init__(self, size: int) -> None:
+    `detail` draws per-pixel noise; it is apart from the layout's generator because the number of values it
+    draws depends on the size, and the layout must not.
+    """
+
+    def __init__(self, size: int, detail: np.random.Generator) -> None:
         self.size = size
+        self.detail = detail
         centres = (np.arange(size, dtype=np.float32) + 0.5) / size
         self.xs = centres[None, :]
         self.ys = centres[:, None]
@@ -122,7 +127,7 @@ def render(seed: int, size: int = 64) -> Scene:
     if size < 16:
         raise ValueError(f"size must be at least 16 pixels, got {size}")
     rng = np.random.default_rng(seed)
-    canvas = _Canvas(size)
+    canvas = _Canvas(size, np.random.default_rng([seed, 1]))
     objects: list[SceneObject] = []
     horizon = float(rng.uniform(0.42, 0.62))
 
@@ -155,7 +160,7 @@ def render(seed: int, size: int = 64) -> Scene:
 
     light = np.float32(rng.uniform(0.7, 1.15))
     tint = _jitter(rng, (1.0, 1.0, 1.0), 0.08)
-    noise = rng.normal(0.0, 0.025, canvas.rgb.shape).astype(np.float32)
+    noise = canvas.detail.normal(0.0, 0.025, canvas.rgb.shape).astype(np.float32)
     image = np.clip(canvas.rgb * light * tint + noise, 0.0, 1.0)
     return Scene((image * 255.0 + 0.5).astype(np.uint8), canvas.labels, horizon, objects)
 
@@ -214,7 +219,7 @@ def _draw_grass(canvas: _Canvas, rng: np.random.Generator, horizon: float) -> No
     rows, cols = box
     shape = (rows.stop - rows.start, cols.stop - cols.start)
     depth = ((canvas.ys[rows] - horizon) / (1 - horizon))[:, :, None]
-    texture = rng.normal(0.0, 0.04, (*shape, 1)).astype(np.float32)
+    texture = canvas.detail.normal(0.0, 0.04, (*shape, 1)).astype(np.float32)
     colour = _pick(rng, GRASS_COLOURS) * (1.05 - 0.25 * depth) + texture
     canvas.paint(rows, cols, np.ones(shape, bool), np.clip(colour, 0, 1), "grass")
 
@@ -292,14 +297,15 @@ def _draw_tree(canvas: _Canvas, rng: np.random.Generator, x: float, base: float,
     placed = []
     if canvas.rect(x - trunk_w / 2, trunk_top, x + trunk_w / 2, base, _pick(rng, TRUNK_COLOURS), "trunk"):
         placed.append(SceneObject("trunk", (x - trunk_w / 2, trunk_top, x + trunk_w / 2, base), host))
+    foliage = _pick(rng, FOLIAGE_COLOURS)
     box = canvas.window(x - rx, cy - ry, x + rx, cy + ry)
     if box is not None:
         rows, cols = box
         dx, dy = (canvas.xs[:, cols] - x) / rx, (canvas.ys[rows, :] - cy) / ry
         mask = dx * dx + dy * dy <= 1.0
-        speckle = rng.normal(0.0, 0.05, (*mask.shape, 1)).astype(np.float32)
+        speckle = canvas.detail.normal(0.0, 0.05, (*mask.shape, 1)).astype(np.float32)
         shade = np.where(dx < 0, 1.1, 0.85)[..., None]
-        colour = np.clip(_pick(rng, FOLIAGE_COLOURS) * shade + speckle, 0, 1)
+        colour = np.clip(foliage * shade + speckle, 0, 1)
         canvas.paint(rows, cols, mask, colour, "tree")
     placed.insert(0, SceneObject("tree", (x - rx, cy - ry, x + rx, base)))
     return placed

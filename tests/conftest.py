@@ -1,0 +1,51 @@
+"""Shared fixtures: one CPU thread, and tiny training runs reused by several test modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from gandissect.training import GanTrainConfig, SegmenterTrainConfig, train_gan, train_segmenter
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def tiny_gan_config(out: Path, iterations: int = 4) -> GanTrainConfig:
+    """A 64x64 GAN small enough to train in about a second (4 * 2 ** 4 = 64)."""
+    return GanTrainConfig(out=str(out), iterations=iterations, batch_size=4, dataset_size=16, z_dim=8,
+                          channels=(16, 8, 8, 8), disc_channels=(8, 8, 8, 8), checkpoint_every=2, sample_every=2)
+
+
+def tiny_segmenter_config(out: Path, iterations: int = 4) -> SegmenterTrainConfig:
+    return SegmenterTrainConfig(out=str(out), iterations=iterations, batch_size=2, widths=(4, 8),
+                                checkpoint_every=2, sample_every=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_gan_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny GAN run folder (4 iterations, uninterrupted)."""
+    return train_gan(tiny_gan_config(tmp_path_factory.mktemp("gan")))
+
+
+@pytest.fixture(scope="session")
+def tiny_segmenter_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny segmenter run folder (4 iterations, uninterrupted)."""
+    return train_segmenter(tiny_segmenter_config(tmp_path_factory.mktemp("seg")))
+
+
+@pytest.fixture(scope="session")
+def make_gan_config():
+    return tiny_gan_config
+
+
+@pytest.fixture(scope="session")
+def make_segmenter_config():
+    return tiny_segmenter_config
