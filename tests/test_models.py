@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from gandissect import models, world
+from gandissect.cli import main
 from gandissect.models import WeightFileError
 from gandissect.models.scenegan import SceneDiscriminator, SceneGenerator
 from gandissect.segmenters import ColorSegmenter, MergedSegmenter, ModuleSegmenter
@@ -74,7 +77,7 @@ def test_unknown_name_lists_known_names(weights):
 def test_corrupt_weight_file_is_named(weights):
     path = weights / "tiny" / "generator.safetensors"
     path.write_bytes(b"this is not a safetensors file at all" * 10)
-    with pytest.raises(WeightFileError, match="generator.safetensors"):
+    with pytest.raises(WeightFileError, match=re.escape("generator.safetensors")):
         models.load("tiny")
 
 
@@ -83,7 +86,7 @@ def test_misshapen_tensor_is_named(weights):
     tensors = load_file(str(path))
     tensors["head.weight"] = torch.zeros(5, 4, 1, 1)
     save_file(tensors, str(path))
-    with pytest.raises(WeightFileError, match="'head.weight'") as info:
+    with pytest.raises(WeightFileError, match=re.escape("'head.weight'")) as info:
         models.load("tiny")
     assert "(5, 4, 1, 1)" in str(info.value) and "(12, 4, 1, 1)" in str(info.value)
 
@@ -93,7 +96,7 @@ def test_missing_tensor_is_named(weights):
     tensors = load_file(str(path))
     del tensors["output.1.bias"]
     save_file(tensors, str(path))
-    with pytest.raises(WeightFileError, match="output.1.bias"):
+    with pytest.raises(WeightFileError, match=re.escape("output.1.bias")):
         models.load("tiny")
 
 
@@ -185,10 +188,10 @@ def test_resolve_segmenter_color_file_module_and_merge(weights, tmp_path, monkey
 
 
 def test_bad_specs_say_what_is_wrong(weights, tmp_path):
-    with pytest.raises(ValueError, match="file.py:factory") as info:
+    with pytest.raises(ValueError, match=re.escape("file.py:factory")) as info:
         models.resolve_generator("no-such-model")
     assert "tiny" in str(info.value)
-    with pytest.raises(FileNotFoundError, match="missing.py"):
+    with pytest.raises(FileNotFoundError, match=re.escape("missing.py")):
         models.resolve_generator(f"{tmp_path / 'missing.py'}:make")
     (tmp_path / "my_gen.py").write_text(GENERATOR_FILE)
     (tmp_path / "my_seg.py").write_text(SEGMENTER_FILE)
@@ -200,3 +203,17 @@ def test_bad_specs_say_what_is_wrong(weights, tmp_path):
         models.resolve_segmenter(f"{tmp_path / 'my_seg.py'}:broken")
     with pytest.raises(ModuleNotFoundError):
         models.resolve_segmenter("gd_no_such_package.nets:make")
+
+
+def test_evaluate_command_prints_and_writes_both_metrics(weights, tmp_path, capsys):
+    out = tmp_path / "eval" / "tiny.json"
+    assert main(["evaluate", "--model", "tiny", "--samples", "3", "--batch-size", "2", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["model"] == "tiny"
+    assert result["segmenter_iou"]["count"] == 3 and set(result["segmenter_iou"]["per_concept"]) == set(world.CONCEPTS)
+    assert 0.0 <= result["segmenter_iou"]["mean_iou"] <= 1.0
+    assert result["fsd"]["count"] == 3 and result["fsd"]["fsd"] >= 0.0
+    assert set(result["fsd"]["per_concept"]) == set(world.CONCEPTS)
+    assert '"mean_iou"' in capsys.readouterr().out
+    assert main(["evaluate", "--model", "missing"]) == 2
+    assert "tiny" in capsys.readouterr().err

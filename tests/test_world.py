@@ -122,6 +122,7 @@ def test_part_pixels_lie_on_their_parts_and_hosts(scenes, part):
             continue
         pixels += len(xs)
         part_objects = [o for o in scene.objects if o.concept == part]
+        assert {scene.objects[o.host].concept for o in part_objects} == {host_concept}
         assert _inside_any(xs, ys, [o.box for o in part_objects]).all()
         hosts = [scene.objects[o.host].box for o in part_objects]
         if part == "roof":  # a roof overhangs its building by 0.01 and rises above it

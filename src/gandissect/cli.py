@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 import torch
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from gandissect.dissection import NonFiniteActivationError, RunFolderError
+    from gandissect.hooks import UnknownLayerError
+    from gandissect.models import WeightFileError
+    from gandissect.segmenters import SegmenterOutputError
+
+    return (UnknownLayerError, RunFolderError, NonFiniteActivationError, SegmenterOutputError, WeightFileError,
+            KeyError, ValueError, TypeError, AttributeError, FileNotFoundError, ImportError)
+
+
+USER_ERRORS = _user_errors()
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -26,9 +40,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                 continue
             flag = "--" + name.replace("_", "-")
             if isinstance(field.default, tuple):
-                p.add_argument(flag, type=_ints, default=field.default, help=f"comma-separated (default {field.default})")
+                p.add_argument(flag, type=_ints, default=field.default, help=f"comma-separated ({field.default})")
             else:
-                p.add_argument(flag, type=type(field.default), default=field.default, help=f"(default {field.default})")
+                p.add_argument(flag, type=type(field.default), default=field.default, help=f"({field.default})")
         p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
         p.set_defaults(handler=_run_train, config_class=config)
 
@@ -75,11 +89,151 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_ship(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ship", help="copy trained weights into the package as a named shipped model")
+    p.add_argument("--name", required=True, help="model name, e.g. scenes64")
+    p.add_argument("--gan", required=True, help="GAN training run folder")
+    p.add_argument("--segmenter", required=True, help="segmenter training run folder")
+    p.set_defaults(handler=_run_ship)
+
+
+def _run_ship(args: argparse.Namespace) -> int:
+    from gandissect.models import ship
+
+    print(f"shipped to {ship(args.name, args.gan, args.segmenter)}")
+    return 0
+
+
+def _add_layers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("layers", help="list a generator's layers with their output shapes")
+    p.add_argument("--model", required=True, help="shipped name, file.py:factory or package.module:factory")
+    p.add_argument("--all", action="store_true", help="also list nested modules")
+    p.set_defaults(handler=_run_layers)
+
+
+def _run_layers(args: argparse.Namespace) -> int:
+    from gandissect.hooks import layer_shapes
+    from gandissect.models import resolve_generator
+    from gandissect.sampling import sample_z
+
+    generator = resolve_generator(args.model)
+    shapes = layer_shapes(generator, sample_z(generator, 0, range(1)))
+    modules = dict(generator.named_modules())
+    print(f"{'layer':<32} {'module':<20} output shape")
+    for name, shape in shapes.items():
+        if args.all or "." not in name:
+            print(f"{name:<32} {type(modules[name]).__name__:<20} {tuple(shape)}")
+    return 0
+
+
+def _add_sample(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sample", help="generate images, segment them, and save both as grids")
+    p.add_argument("--model", default="scenes64", help="shipped model name (default scenes64)")
+    p.add_argument("--count", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="sample set seed (default 0)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(handler=_run_sample)
+
+
+def _run_sample(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gandissect.images import grid, label_colours, save_png, to_uint8
+    from gandissect.models import load
+    from gandissect.sampling import sample_z
+
+    bundle = load(args.model)
+    with torch.no_grad():
+        images = bundle.generator(sample_z(bundle.generator, args.seed, range(args.count)))
+        labels = bundle.segmenter.segment(images)[:, 0]
+    out = Path(args.out)
+    save_png(out / "samples.png", grid(to_uint8(images), 8), scale=2)
+    save_png(out / "segmentation.png", grid(label_colours(labels), 8), scale=2)
+    print(f"wrote {out / 'samples.png'} and {out / 'segmentation.png'}")
+    return 0
+
+
+def _add_dissect(sub: argparse._SubParsersAction) -> None:
+    from gandissect.dissection import DissectConfig
+
+    defaults = DissectConfig(layers=["layer1"])
+    p = sub.add_parser("dissect", help="match every unit of the chosen layers to a concept and write the report",
+                       description="Runs under torchrun too: samples are sharded by rank and merged.")
+    p.add_argument("--model", default="scenes64", help="shipped name, file.py:factory or package.module:factory")
+    p.add_argument("--segmenter", default=None,
+                   help="shipped name, 'color', a factory spec, or several joined by '+' "
+                        "(default for a shipped model: its segmenter + color)")
+    p.add_argument("--layers", default=None, help="comma-separated layer names (default: the model's middle layers)")
+    p.add_argument("--out", required=True, help="run folder for dissect.json, dissect.csv and report.html")
+    p.add_argument("--samples", type=int, default=defaults.samples, help=f"samples per set ({defaults.samples})")
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"({defaults.batch_size})")
+    p.add_argument("--quantile", type=float, default=defaults.quantile,
+                   help=f"top fraction of upsampled activations that sets each unit's threshold ({defaults.quantile})")
+    p.add_argument("--threshold-seed", type=int, default=defaults.threshold_seed, help="seed of the threshold set")
+    p.add_argument("--iou-seed", type=int, default=defaults.iou_seed, help="seed of the IoU set")
+    p.add_argument("--seg-size", type=int, default=None, help="size at which statistics are taken (segmenter's)")
+    p.add_argument("--topk", type=int, default=defaults.topk, help=f"top samples kept per unit ({defaults.topk})")
+    p.add_argument("--min-iou", type=float, default=defaults.min_iou, help=f"interpretable: IoU above ({defaults.min_iou})")
+    p.add_argument("--min-iqr", type=float, default=defaults.min_iqr, help=f"... and IQR above ({defaults.min_iqr})")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--force", action="store_true", help="overwrite the results in --out")
+    p.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    p.set_defaults(handler=_run_dissect)
+
+
+def default_layers(generator: torch.nn.Module) -> list[str]:
+    """The middle layers of a generator that names them layer1..layerN (the paper's choice)."""
+    names = list(getattr(generator, "layer_names", []))
+    layers = [n for n in names if n.startswith("layer")]
+    if not layers:
+        raise ValueError("this generator names no layer1..layerN: choose layers with --layers")
+    return layers[1:] if len(layers) > 2 else layers
+
+
+def _run_dissect(args: argparse.Namespace) -> int:
+    from gandissect import distributed, report
+    from gandissect.dissection import DissectConfig, Dissector
+    from gandissect.models import available, resolve_generator, resolve_segmenter
+
+    collective = distributed.init_from_env(args.device)
+    device = args.device
+    if collective.world > 1 and device.startswith("cuda"):
+        device = f"cuda:{os.environ.get('LOCAL_RANK', collective.rank)}"
+    generator = resolve_generator(args.model, device)
+    if args.segmenter is None:
+        if args.model not in available():
+            raise ValueError("--segmenter is required for a model that is not shipped")
+        args.segmenter = f"{args.model}+color"
+    segmenter = resolve_segmenter(args.segmenter, device)
+    layers = args.layers.split(",") if args.layers else default_layers(generator)
+    config = DissectConfig(layers=layers, samples=args.samples, batch_size=args.batch_size, quantile=args.quantile,
+                           threshold_seed=args.threshold_seed, iou_seed=args.iou_seed, seg_size=args.seg_size,
+                           topk=args.topk, min_iou=args.min_iou, min_iqr=args.min_iqr)
+    dissector = Dissector(generator, segmenter, config, args.out, device=device, resume=args.resume,
+                          force=args.force, collective=collective)
+    result = dissector.run()
+    document = dissector.finish(result, {"model": args.model, "segmenter": args.segmenter})
+    if document is not None:
+        for name, layer in document["layers"].items():
+            print(f"{name}: {layer['interpretable_units']} of {layer['shape'][0]} units interpretable "
+                  f"(IoU > {config.min_iou}, IQR > {config.min_iqr}): {layer['interpretable_by_concept']}")
+        if not args.no_report:
+            path = report.write_report(document, generator, args.out, device=device)
+            print(f"report: {path}")
+    distributed.shutdown(collective)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gandissect", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
+    _add_ship(sub)
     _add_evaluate(sub)
+    _add_sample(sub)
+    _add_layers(sub)
+    _add_dissect(sub)
     return parser
 
 
@@ -87,7 +241,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
-    return handler(args)
+    try:
+        return handler(args)
+    except USER_ERRORS as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        if os.environ.get("GANDISSECT_DEBUG"):
+            raise
+        print(f"gandissect {args.command}: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

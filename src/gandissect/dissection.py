@@ -53,6 +53,7 @@ class DissectConfig:
     topk: int = 12
     seg_size: int | None = None
     min_iou: float = 0.05
+    min_iqr: float = 0.01
     checkpoint_every: int = 8
 
     def __post_init__(self) -> None:
@@ -66,10 +67,11 @@ class DissectConfig:
             raise ValueError("threshold_seed and iou_seed must differ: thresholds and IoU use separate samples")
 
     def numbers_key(self) -> dict[str, Any]:
-        """The fields that change results (batching and checkpointing do not... except batch grouping)."""
+        """The fields that determine the statistics (a resumed run must match them)."""
         key = asdict(self)
         key.pop("checkpoint_every")
         key.pop("min_iou")
+        key.pop("min_iqr")
         return key
 
 
@@ -91,6 +93,8 @@ class Collective(Protocol):
 
     def merge(self, stats: dict[str, Statistic]) -> dict[str, Statistic]: ...
 
+    def barrier(self) -> None: ...
+
 
 class SingleProcess:
     rank = 0
@@ -101,6 +105,9 @@ class SingleProcess:
 
     def merge(self, stats: dict[str, Statistic]) -> dict[str, Statistic]:
         return stats
+
+    def barrier(self) -> None:
+        pass
 
 
 @dataclass
@@ -190,12 +197,16 @@ class Dissector:
             if stored != self.config.numbers_key():
                 changed = sorted(k for k in stored if stored.get(k) != self.config.numbers_key().get(k))
                 raise RunFolderError(f"cannot resume {self.out}: its run used other settings ({', '.join(changed)})")
-        elif self.collective.rank == 0:
+            return
+        # every rank has looked at the folder before rank 0 changes it, and sees it changed afterwards
+        self.collective.barrier()
+        if self.collective.rank == 0:
             if force:
                 for name in existing:
                     target = self.out / name
                     shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
             write_json_atomic(config_path, self.config.numbers_key())
+        self.collective.barrier()
 
     def _batches(self) -> list[tuple[int, int]]:
         size, total = self.config.batch_size, self.config.samples
@@ -305,13 +316,36 @@ class Dissector:
             self.on_batch(phase, done)
 
     def _save_checkpoint(self, stats: dict, meta: dict) -> None:
-        save_statistics(self.checkpoint_path, stats, meta)
+        save_statistics(self.checkpoint_path, stats, {**meta, "world": self.collective.world})
 
     def _load_checkpoint(self) -> tuple[dict, dict]:
+        if self.collective.world > 1:
+            # Ranks resume only together: each rank's checkpoint present, written by a run of this world
+            # size, all in the same phase (else their collectives would not pair up); otherwise all start
+            # over. Every rank reads the same files, then waits for the others before any rank writes.
+            agree = self._checkpoints_agree()
+            self.collective.barrier()
+            if not agree:
+                return {}, {}
         if not self.checkpoint_path.exists():
             return {}, {}
         stats, meta = load_statistics(self.checkpoint_path)
         return stats, meta
+
+    def _checkpoints_agree(self) -> bool:
+        from safetensors import safe_open
+
+        phases = set()
+        for rank in range(self.collective.world):
+            path = self.out / f"checkpoint-rank{rank}.safetensors"
+            if not path.exists():
+                return False
+            with safe_open(str(path), framework="pt") as handle:
+                meta = json.loads((handle.metadata() or {}).get("meta", "{}"))
+            if meta.get("world") != self.collective.world:
+                return False
+            phases.add(meta.get("phase"))
+        return len(phases) == 1
 
     def _thresholds(self, stats: dict, name: str) -> torch.Tensor:
         return stats[f"quantiles/{name}"].quantiles([1.0 - self.config.quantile])[:, 0].float()
@@ -335,6 +369,7 @@ class Dissector:
             save_statistics(self.out / "statistics.safetensors", self.statistics,
                             {"config": asdict(self.config), "concepts": self.concepts, "categories": self.categories})
             document = write_results(result, self.out, extra)
+        self.collective.barrier()  # checkpoints go only once the results are on disk
         self.checkpoint_path.unlink(missing_ok=True)
         return document
 
@@ -354,7 +389,9 @@ def unit_records(result: Dissection, name: str) -> list[dict[str, Any]]:
             "concept": result.concepts[concept],
             "category": result.categories[concept],
             "iou": float(best_iou[unit]),
-            "interpretable": bool(best_iou[unit] > result.config.min_iou),
+            "iqr_of_concept": float(layer.iqr["iqr"][unit, concept]),
+            "interpretable": bool(best_iou[unit] > result.config.min_iou
+                                  and layer.iqr["iqr"][unit, concept] > result.config.min_iqr),
             "iqr_concept": result.concepts[by_iqr],
             "iqr": float(best_iqr[unit]),
             "iqr_threshold": float(layer.iqr["threshold"][unit, by_iqr]),

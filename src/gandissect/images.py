@@ -53,3 +53,12 @@ def save_png(path: str | Path, picture: np.ndarray, scale: int = 1) -> None:
 def data_uri(picture: np.ndarray, scale: int = 1) -> str:
     """A PNG data URI, so that an HTML page carries its pictures inside."""
     return "data:image/png;base64," + base64.b64encode(png_bytes(picture, scale)).decode("ascii")
+
+
+def label_colours(labels: torch.Tensor, seed: int = 3) -> np.ndarray:
+    """Label maps (N, H, W), -1 for none, -> (N, H, W, 3) uint8 with a fixed distinct colour per label."""
+    rng = np.random.default_rng(seed)
+    palette = rng.integers(40, 256, (int(labels.max().clamp(min=0)) + 2, 3)).astype(np.uint8)
+    palette[-1] = 0
+    index = labels.cpu().numpy().astype(np.int64)
+    return palette[np.where(index < 0, len(palette) - 1, index)]

@@ -189,8 +189,9 @@ def train_segmenter(config: SegmenterTrainConfig) -> Path:
     parts = {"model": model, "opt": opt, "sched": sched}
     start = _load_checkpoint(checkpoint, parts)
     if start and sched.total_steps != config.iterations:
-        raise ValueError(f"{checkpoint} follows a one-cycle learning-rate schedule of {sched.total_steps} iterations; "
-                         f"resume it with --iterations {sched.total_steps}, or train {config.iterations} in a new --out")
+        raise ValueError(f"{checkpoint} follows a one-cycle learning-rate schedule of {sched.total_steps} "
+                         f"iterations; resume it with --iterations {sched.total_steps}, "
+                         f"or train {config.iterations} iterations in a new --out folder")
     write_json_atomic(out / "train_config.json", asdict(config))
     elapsed = _previous_seconds(out)
     began = time.time()

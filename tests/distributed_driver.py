@@ -1,0 +1,55 @@
+"""Dissect a tiny fixed generator into OUT, as one process or as one rank of a torchrun job.
+
+    python tests/distributed_driver.py OUT
+    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/distributed_driver.py OUT
+
+Used by tests/test_distributed.py (not collected by pytest itself). Options: --fail-after N makes the
+last rank raise after its Nth IoU batch (to leave checkpoints behind), --resume continues such a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from gandissect.dissection import DissectConfig, Dissector
+from gandissect.distributed import session
+from gandissect.models.scenegan import GeneratorConfig, SceneGenerator
+from gandissect.segmenters import ColorSegmenter
+
+
+def tiny_generator() -> SceneGenerator:
+    torch.manual_seed(0)
+    return SceneGenerator(GeneratorConfig(z_dim=16, channels=(16, 8, 8, 8), disc_channels=(8, 8, 8, 8)))
+
+
+def config() -> DissectConfig:
+    return DissectConfig(layers=["layer3", "layer4"], samples=72, batch_size=16, topk=5, checkpoint_every=1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--fail-after", type=int, default=0)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    batches = 0
+    with session("cpu") as collective:
+
+        def on_batch(phase: str, done: int) -> None:
+            nonlocal batches
+            batches += 1
+            last = collective.rank == collective.world - 1
+            if args.fail_after and phase == "iou" and done >= args.fail_after and last:
+                raise RuntimeError(f"planned failure on rank {collective.rank}")
+
+        dissector = Dissector(tiny_generator(), ColorSegmenter(), config(), args.out, collective=collective,
+                              progress=False, resume=args.resume, on_batch=on_batch)
+        dissector.finish(dissector.run())
+        print(f"dissected on rank {collective.rank} of world {collective.world} in {batches} batches", flush=True)
+
+
+if __name__ == "__main__":
+    main()

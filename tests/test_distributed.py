@@ -1,0 +1,126 @@
+"""torch.distributed scale-out: two ranks give exactly the results of one process, also after a resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from gandissect.dissection import SingleProcess
+from gandissect.distributed import TorchDistributed, init_from_env, session, shutdown
+from gandissect.stats import LevelCounts, TopK, UnitQuantiles, load_statistics
+
+DRIVER = Path(__file__).with_name("distributed_driver.py")
+
+pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
+                                reason="torch.distributed with gloo is not available")
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                                             "MASTER_PORT", "TORCHELASTIC_RUN_ID")}
+    return {**env, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _drive(out: Path, *args: str, ranks: int = 1, check: bool = True) -> subprocess.CompletedProcess:
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks)] if ranks > 1 else []
+    done = subprocess.run([sys.executable, *launcher, str(DRIVER), str(out), *args], env=_env(),
+                          capture_output=True, text=True, timeout=120)
+    if check:
+        assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def _batches(done: subprocess.CompletedProcess) -> dict[int, int]:
+    """Rank -> batches it ran, from the driver's last lines."""
+    found = re.findall(r"dissected on rank (\d+) of world (\d+) in (\d+) batches", done.stdout)
+    return {int(rank): int(count) for rank, _, count in found}
+
+
+def _assert_same_results(one: Path, other: Path) -> None:
+    assert json.loads((one / "dissect.json").read_text()) == json.loads((other / "dissect.json").read_text())
+    assert (one / "dissect.csv").read_text() == (other / "dissect.csv").read_text()
+    stats_one, meta_one = load_statistics(one / "statistics.safetensors")
+    stats_other, meta_other = load_statistics(other / "statistics.safetensors")
+    assert meta_one == meta_other
+    assert stats_one.keys() == stats_other.keys()
+    for name, stat in stats_one.items():
+        assert type(stat) is type(stats_other[name])
+        for field, tensor in stat.state_dict().items():
+            theirs = stats_other[name].state_dict()[field]
+            assert tensor.dtype == theirs.dtype and torch.equal(tensor, theirs), f"{name}/{field} differs"
+    assert not list(other.glob("checkpoint*")), "checkpoints are removed once results are written"
+
+
+@pytest.fixture(scope="module")
+def single_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist") / "one"
+    assert _batches(_drive(out)) == {0: 10}  # 5 batches of 16 (the last of 8), two passes
+    return out
+
+
+def test_two_ranks_match_one_process(single_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "two"
+    done = _drive(out, ranks=2)
+    assert _batches(done) == {0: 6, 1: 4}  # batches 0, 2, 4 and 1, 3, in each pass
+    _assert_same_results(single_run, out)
+
+
+def test_two_ranks_resume_after_a_failure(single_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "resumed"
+    failed = _drive(out, "--fail-after", "1", ranks=2, check=False)
+    assert failed.returncode != 0
+    assert not (out / "dissect.json").exists()
+    metas = {}
+    for rank in (0, 1):
+        _, metas[rank] = load_statistics(out / f"checkpoint-rank{rank}.safetensors")
+    assert metas[1] == {"phase": "iou", "next": 1, "done": 3, "world": 2}
+    assert metas[0]["phase"] == "iou"
+    done = _drive(out, "--resume", ranks=2)
+    assert _batches(done)[1] == 1  # rank 1 picks up at its second IoU batch
+    _assert_same_results(single_run, out)
+
+
+def test_merge_broadcast_and_barrier_with_one_rank(tmp_path: Path) -> None:
+    assert isinstance(init_from_env("cpu"), SingleProcess)  # not launched by torchrun
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        collective = TorchDistributed("cpu")
+        assert (collective.rank, collective.world) == (0, 1)
+        collective.barrier()
+        grids = {"a": torch.arange(6, dtype=torch.float64).view(2, 3), "b": torch.tensor([True, False])}
+        sent = collective.broadcast(grids)
+        assert sent.keys() == grids.keys() and all(torch.equal(sent[k], grids[k]) for k in grids)
+
+        torch.manual_seed(0)
+        acts, labels = torch.randn(2, 3, 4, 4), torch.randint(-1, 5, (2, 1, 4, 4))
+        quantiles = UnitQuantiles.calibrate(acts, bins=16)
+        quantiles.add(acts)
+        counts = LevelCounts(torch.randn(3, 4).sort(1).values, 5)
+        counts.add(acts, labels)
+        top = TopK(3, 2)
+        top.add(acts.flatten(2).amax(2), torch.arange(2))
+        stats = {"q": quantiles, "levels": counts, "top": top}
+        merged = collective.merge(stats)
+        assert merged.keys() == stats.keys()
+        for name, stat in stats.items():
+            assert type(merged[name]) is type(stat) and merged[name] is not stat
+            for field, tensor in stat.state_dict().items():
+                assert torch.equal(merged[name].state_dict()[field], tensor)
+    finally:
+        shutdown()
+    assert not dist.is_initialized()
+
+
+def test_session_without_torchrun_is_single_process() -> None:
+    with session("cpu") as collective:
+        assert isinstance(collective, SingleProcess)
+        collective.barrier()
+    shutdown(collective)  # a no-op for SingleProcess

@@ -1,0 +1,172 @@
+"""Streaming statistics against brute-force computations on small random data."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gandissect.stats import LevelCounts, TopK, UnitQuantiles, load_statistics, save_statistics
+
+
+def random_batch(seed: int, n: int = 6, units: int = 5, size: int = 8, concepts: int = 4, channels: int = 2):
+    g = torch.Generator().manual_seed(seed)
+    acts = torch.relu(torch.randn(n, units, size, size, generator=g))
+    acts = (acts * 4).round() / 4  # many ties, and exact zeros
+    labels = torch.randint(-1, concepts, (n, channels, size, size), generator=g)
+    return acts, labels
+
+
+def brute_counts(acts: torch.Tensor, labels: torch.Tensor, levels: torch.Tensor, concepts: int):
+    """n11[u, c, l] = pixels with act > level and concept c present in any channel; n1[u, l]; nc[c]."""
+    units, num_levels = levels.shape
+    present = torch.stack([(labels == c).any(1) for c in range(concepts)], 1)  # (N, C, H, W)
+    n11 = torch.zeros(units, concepts, num_levels, dtype=torch.long)
+    n1 = torch.zeros(units, num_levels, dtype=torch.long)
+    for u in range(units):
+        for j in range(num_levels):
+            above = acts[:, u] > levels[u, j]
+            n1[u, j] = above.sum()
+            for c in range(concepts):
+                n11[u, c, j] = (above & present[:, c]).sum()
+    return n11, n1, present.sum((0, 2, 3)), acts.shape[0] * acts.shape[2] * acts.shape[3]
+
+
+def brute_iqr(n11: int, n1: int, nc: int, total: int) -> float:
+    cells = [n11, n1 - n11, nc - n11, total - n1 - nc + n11]
+    p = [c / total for c in cells]
+
+    def h(ps):
+        return -sum(x * math.log(x) for x in ps if x > 0)
+
+    joint = h(p)
+    pa, pc = (cells[0] + cells[1]) / total, (cells[0] + cells[2]) / total
+    mutual = h([pa, 1 - pa]) + h([pc, 1 - pc]) - joint
+    return mutual / joint if joint > 0 else 0.0
+
+
+@pytest.fixture
+def levels() -> torch.Tensor:
+    g = torch.Generator().manual_seed(7)
+    candidates = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0, 1.5])  # on the grid of the activations: ties
+    extra = torch.rand(5, 4, generator=g) * 2
+    return torch.cat([candidates.expand(5, -1), extra], 1).sort(1).values
+
+
+def test_level_counts_equal_brute_force(levels):
+    acts, labels = random_batch(0)
+    labels[:, 1] = torch.where(torch.rand(labels[:, 1].shape) < 0.3, labels[:, 0], labels[:, 1])  # repeats
+    stat = LevelCounts(levels, 4)
+    stat.add(acts[:3], labels[:3])
+    stat.add(acts[3:], labels[3:])
+    n11, n1, nc, total = brute_counts(acts, labels, levels, 4)
+    got11, got10, got01, got00 = stat.tables()
+    assert torch.equal(got11.long(), n11)
+    assert torch.equal((got11 + got10).long(), n1[:, None, :].expand_as(n11))
+    assert torch.equal((got11 + got01).long()[0, :, 0], nc)
+    assert int(stat.pixels) == total
+    union = n1[:, None, :] + nc[None, :, None] - n11
+    assert torch.equal(stat.iou(), torch.where(union > 0, n11.double() / union.clamp(min=1).double(), 0.0))
+
+
+def test_iqr_argmax_equals_brute_force_search(levels):
+    acts, labels = random_batch(1, n=10)
+    stat = LevelCounts(levels, 4)
+    stat.add(acts, labels)
+    n11, n1, nc, total = brute_counts(acts, labels, levels, 4)
+    best = stat.best_levels()
+    iqr = stat.information_quality_ratio()
+    for u in range(levels.shape[0]):
+        for c in range(4):
+            scores = [brute_iqr(int(n11[u, c, j]), int(n1[u, j]), int(nc[c]), total) for j in range(levels.shape[1])]
+            assert iqr[u, c].tolist() == pytest.approx(scores, abs=1e-12)
+            top = max(scores)
+            assert scores[int(best["level_index"][u, c])] == pytest.approx(top, abs=1e-12)
+            assert float(best["threshold"][u, c]) == float(levels[u, int(best["level_index"][u, c])])
+
+
+def test_level_counts_merge_of_shards_equals_whole(levels):
+    acts, labels = random_batch(2, n=9)
+    whole = LevelCounts(levels, 4)
+    whole.add(acts, labels)
+    shards = [LevelCounts(levels, 4) for _ in range(3)]
+    for i, shard in enumerate(shards):
+        shard.add(acts[i::3], labels[i::3])
+    shards[0].merge(shards[1])
+    shards[0].merge(shards[2])
+    for name in LevelCounts.fields:
+        assert torch.equal(getattr(shards[0], name), getattr(whole, name)), name
+    with pytest.raises(ValueError, match="different levels"):
+        whole.merge(LevelCounts(levels + 1, 4))
+
+
+def test_labels_must_align_with_activations(levels):
+    acts, labels = random_batch(3)
+    with pytest.raises(ValueError, match="do not align"):
+        LevelCounts(levels, 4).add(acts, labels[:, :, :4])
+
+
+def test_quantile_rank_error_is_small_and_merge_is_exact():
+    g = torch.Generator().manual_seed(3)
+    values = torch.relu(torch.randn(40, 3, 32, 32, generator=g) * torch.tensor([1.0, 3.0, 0.2])[None, :, None, None])
+    values[:, 2] = torch.distributions.Exponential(2.0).sample((40, 32, 32))
+    whole = UnitQuantiles.calibrate(values[:4], bins=4096)
+    whole.add(values)
+    q = torch.tensor([0.5, 0.9, 0.99, 0.999])
+    estimate = whole.quantiles(q)
+    flat = values.transpose(0, 1).reshape(3, -1)
+    for u in range(3):
+        for i, target in enumerate(q.tolist()):
+            below = (flat[u] < estimate[u, i]).double().mean().item()
+            at_or_below = (flat[u] <= estimate[u, i]).double().mean().item()
+            error = 0.0 if below <= target <= at_or_below else min(abs(below - target), abs(at_or_below - target))
+            assert error <= 1e-3, (u, target, error)
+    shards = [UnitQuantiles(whole.low, whole.high, 4096) for _ in range(2)]
+    shards[0].add(values[:25])
+    shards[1].add(values[25:])
+    shards[0].merge(shards[1])
+    assert torch.equal(shards[0].counts, whole.counts)
+    assert torch.equal(shards[0].quantiles(q), estimate)
+
+
+def test_quantiles_stay_within_observed_range():
+    values = torch.rand(2, 2, 4, 4)
+    stat = UnitQuantiles.calibrate(values)
+    stat.add(values)
+    extremes = stat.quantiles([0.0, 1.0])
+    flat = values.transpose(0, 1).reshape(2, -1)
+    assert torch.allclose(extremes[:, 0].float(), flat.min(1).values)
+    assert torch.allclose(extremes[:, 1].float(), flat.max(1).values)
+
+
+def test_topk_equals_sorting_and_merges():
+    g = torch.Generator().manual_seed(4)
+    scores = (torch.rand(30, 4, generator=g) * 5).round()  # ties broken by lower sample index
+    whole = TopK(4, 5)
+    whole.add(scores, torch.arange(30))
+    shards = [TopK(4, 5), TopK(4, 5)]
+    shards[0].add(scores[1::2], torch.arange(1, 30, 2))
+    shards[1].add(scores[::2], torch.arange(0, 30, 2))
+    shards[1].merge(shards[0])
+    for u in range(4):
+        expected = sorted(range(30), key=lambda i: (-float(scores[i, u]), i))[:5]
+        assert whole.indices[u].tolist() == expected
+        assert shards[1].indices[u].tolist() == expected
+
+
+def test_save_and_load_round_trip(tmp_path, levels):
+    acts, labels = random_batch(5)
+    counts = LevelCounts(levels, 4)
+    counts.add(acts, labels)
+    quantiles = UnitQuantiles.calibrate(acts)
+    quantiles.add(acts)
+    top = TopK(5, 3)
+    top.add(acts.flatten(2).amax(2), torch.arange(6))
+    save_statistics(tmp_path / "s.safetensors", {"a": counts, "b": quantiles, "c": top}, {"note": "x"})
+    loaded, meta = load_statistics(tmp_path / "s.safetensors")
+    assert meta == {"note": "x"}
+    for name, original in {"a": counts, "b": quantiles, "c": top}.items():
+        assert type(loaded[name]) is type(original)
+        for field, tensor in original.state_dict().items():
+            assert torch.equal(loaded[name].state_dict()[field], tensor), (name, field)
