@@ -4,19 +4,23 @@
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/distributed_driver.py OUT
 
 Used by tests/test_distributed.py (not collected by pytest itself). Options: --fail-after N makes the
-last rank raise after its Nth IoU batch (to leave checkpoints behind), --resume continues such a run.
+last rank raise after its Nth IoU batch, once every rank has checkpointed its IoU pass, --resume continues such a run.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from gandissect.dissection import DissectConfig, Dissector
 from gandissect.distributed import session
 from gandissect.models.scenegan import GeneratorConfig, SceneGenerator
 from gandissect.segmenters import ColorSegmenter
+from gandissect.stats import load_statistics
 
 
 def tiny_generator() -> SceneGenerator:
@@ -26,6 +30,20 @@ def tiny_generator() -> SceneGenerator:
 
 def config() -> DissectConfig:
     return DissectConfig(layers=["layer3", "layer4"], samples=72, batch_size=16, topk=5, checkpoint_every=1)
+
+
+def _wait_for_iou_checkpoints(out: Path, world: int, timeout: float = 60.0) -> None:
+    """Let every rank checkpoint the start of its IoU pass, so that the failure leaves a resumable run."""
+    deadline = time.monotonic() + timeout
+    paths = [out / f"checkpoint-rank{r}.safetensors" if world > 1 else out / "checkpoint.safetensors"
+             for r in range(world)]
+    while time.monotonic() < deadline:
+        try:
+            if all(load_statistics(path)[1].get("phase") == "iou" for path in paths):
+                return
+        except (FileNotFoundError, OSError, SafetensorError):
+            pass
+        time.sleep(0.05)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,6 +61,7 @@ def main(argv: list[str] | None = None) -> None:
             batches += 1
             last = collective.rank == collective.world - 1
             if args.fail_after and phase == "iou" and done >= args.fail_after and last:
+                _wait_for_iou_checkpoints(Path(args.out), collective.world)
                 raise RuntimeError(f"planned failure on rank {collective.rank}")
 
         dissector = Dissector(tiny_generator(), ColorSegmenter(), config(), args.out, collective=collective,

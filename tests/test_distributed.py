@@ -13,9 +13,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from gandissect.dissection import SingleProcess
+from gandissect.dissection import Dissector, SingleProcess
 from gandissect.distributed import TorchDistributed, init_from_env, session, shutdown
-from gandissect.stats import LevelCounts, TopK, UnitQuantiles, load_statistics
+from gandissect.stats import LevelCounts, TopK, UnitQuantiles, load_statistics, save_statistics
 
 DRIVER = Path(__file__).with_name("distributed_driver.py")
 
@@ -124,3 +124,38 @@ def test_session_without_torchrun_is_single_process() -> None:
         assert isinstance(collective, SingleProcess)
         collective.barrier()
     shutdown(collective)  # a no-op for SingleProcess
+
+
+class _Rank(SingleProcess):
+    """Rank `rank` of a pretend world of two, for checks that need no other process."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank, self.world = rank, 2
+
+
+def test_ranks_resume_only_together(tmp_path: Path) -> None:
+    sys.path.insert(0, str(DRIVER.parent))
+    try:
+        from distributed_driver import config, tiny_generator
+    finally:
+        sys.path.remove(str(DRIVER.parent))
+    from gandissect.segmenters import ColorSegmenter
+
+    dissector = Dissector(tiny_generator(), ColorSegmenter(), config(), tmp_path, collective=_Rank(1), progress=False)
+    assert dissector.checkpoint_path.name == "checkpoint-rank1.safetensors"
+    stats = {"top": TopK(2, 1)}
+
+    def checkpoint(rank: int, **meta: object) -> None:
+        save_statistics(tmp_path / f"checkpoint-rank{rank}.safetensors", stats, meta)
+
+    checkpoint(1, phase="iou", next=1, done=3, world=2)
+    assert not dissector._checkpoints_agree()  # rank 0 has none: everyone starts over
+    assert dissector._load_checkpoint() == ({}, {})
+    checkpoint(0, phase="thresholds", next=2, done=2, world=2)
+    assert not dissector._checkpoints_agree()  # different phases: their collectives would not pair up
+    checkpoint(0, phase="iou", next=1, done=4, world=3)
+    assert not dissector._checkpoints_agree()  # written by three ranks: other shards
+    checkpoint(0, phase="iou", next=2, done=5, world=2)
+    assert dissector._checkpoints_agree()
+    loaded, meta = dissector._load_checkpoint()
+    assert meta == {"phase": "iou", "next": 1, "done": 3, "world": 2} and list(loaded) == ["top"]

@@ -121,11 +121,14 @@ def render_unit_images(generator: nn.Module, document: dict[str, Any], layer: st
     return {unit: strips[unit] for unit in chosen}
 
 
-def jpeg_uri(picture: np.ndarray, quality: int = 85) -> str:
-    """A JPEG data URI (4:4:4, so the 1-px outlines stay crisp)."""
-    buffer = io.BytesIO()
-    Image.fromarray(picture).save(buffer, format="JPEG", quality=quality, subsampling=0, optimize=True)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+def image_uri(picture: np.ndarray, quality: int = 75) -> str:
+    """A data URI of `picture`: JPEG (4:2:0, `quality`) or PNG, whichever is smaller; flat synthetic pictures
+    compress better losslessly, natural ones as JPEG."""
+    jpeg, png = io.BytesIO(), io.BytesIO()
+    Image.fromarray(picture).save(jpeg, format="JPEG", quality=quality, subsampling=2, optimize=True)
+    Image.fromarray(picture).save(png, format="PNG", optimize=True)
+    kind, data = ("jpeg", jpeg) if jpeg.tell() <= png.tell() else ("png", png)
+    return f"data:image/{kind};base64," + base64.b64encode(data.getvalue()).decode("ascii")
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -224,8 +227,10 @@ def concept_chart(layer_name: str, layer: dict[str, Any], concepts: list[dict[st
         if n > 0:
             groups.setdefault(category_of.get(concept, "other"), []).append((concept, int(n)))
     ordered = sorted(groups, key=_category_rank)
-    bar, gap, group_gap, left, top, plot_h, label_h = 16, 4, 18, 36, 18, 150, 96
     bars = [(cat, c, n) for cat in ordered for c, n in sorted(groups[cat], key=lambda t: (-t[1], t[0]))]
+    longest = max((min(len(c), 16) for _, c, _ in bars), default=4)
+    bar, gap, group_gap, left, top, plot_h = 16, 4, 18, 36, 18, 150
+    label_h = 30 + round(longest * 5.6)  # labels at 60 degrees, about 6.5 px per character
     width = left + 10 + sum(len(groups[c]) * (bar + gap) for c in ordered) + group_gap * max(len(ordered) - 1, 0)
     width = max(width, 320)
     height = top + plot_h + label_h + 22
@@ -298,7 +303,8 @@ def _header(document: dict[str, Any], data: dict[str, Any]) -> str:
         ("samples", f"{config.get('samples')} per set"),
         ("seeds", f"thresholds {config.get('threshold_seed')}, IoU and images {config.get('iou_seed')}"),
         ("quantile", f"top {config.get('quantile')} of each unit's upsampled activations"),
-        ("interpretable", f"IoU > {config.get('min_iou')}"),
+        ("interpretable", f"IoU > {config.get('min_iou')}"
+                          + (f" and IQR > {config['min_iqr']}" if "min_iqr" in config else "")),
         ("segmentation", "×".join(str(s) for s in document.get("segmentation_size", []))),
         ("concepts", f"{len(document['concepts'])} in {len({c['category'] for c in document['concepts']})} "
                      "categories"),
@@ -325,12 +331,12 @@ def _header(document: dict[str, Any], data: dict[str, Any]) -> str:
                      f'{esc(name)} <b>{n}</b></a>')
     legend = "".join(f'<span class="legend-item"><i style="background:{c}"></i>{esc(cat)}</span>'
                      for cat, c in sorted(data["colors"].items(), key=lambda t: _category_rank(t[0])))
-    return (f'<header id="top"><h1>{esc(title)}</h1>'
-            f'<table class="summary">{table}</table>'
-            f'<h2>Layers</h2><ul class="layers">{layer_rows}</ul>'
+    return (f'<header id="top"><h1>{esc(title)}</h1><div class="header-grid">'
+            f'<div><table class="summary">{table}</table></div>'
+            f'<div><h2>Layers</h2><ul class="layers">{layer_rows}</ul>'
             f'<h2>Concepts <span class="legend">{legend}</span></h2>'
             f'<p class="muted">Interpretable units per concept over all layers; click one for its best units.</p>'
-            f'<div class="chips">{"".join(chips)}</div></header>')
+            f'<div class="chips">{"".join(chips)}</div></div></div></header>')
 
 
 def _card(layer_name: str, record: dict[str, Any], uri: str, color: str) -> str:
@@ -398,13 +404,13 @@ def _title(document: dict[str, Any]) -> str:
 
 def write_report(document: dict[str, Any], generator: nn.Module, out_dir: str | Path,
                  device: str | torch.device = "cpu", images_per_unit: int = 8, batch_size: int = 32,
-                 quality: int = 85) -> Path:
+                 quality: int = 75) -> Path:
     """Render every unit's top images and write `out_dir/report.html` atomically; returns its path."""
     strips = {}
     for name in document["layers"]:
         pictures = render_unit_images(generator, document, name, count=images_per_unit, device=device,
                                       batch_size=batch_size)
-        strips[name] = {unit: jpeg_uri(picture, quality) for unit, picture in pictures.items()}
+        strips[name] = {unit: image_uri(picture, quality) for unit, picture in pictures.items()}
     path = Path(out_dir) / "report.html"
     write_text_atomic(path, render_html(document, strips, images_per_unit))
     return path
@@ -415,7 +421,10 @@ CSS = """
 *{box-sizing:border-box}
 body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);background:var(--bg)}
 header,main{max-width:1400px;margin:0 auto;padding:12px 20px}
-h1{font-size:22px;margin:8px 0 10px}h2{font-size:17px;margin:18px 0 8px}
+h1{font-size:22px;margin:8px 0 10px}
+.header-grid{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:28px}
+.header-grid h2:first-child{margin-top:0}
+@media (max-width:900px){.header-grid{grid-template-columns:1fr}}h2{font-size:17px;margin:18px 0 8px}
 a{color:var(--accent);text-decoration:none}
 .muted{color:var(--muted);font-weight:normal;font-size:13px}
 table.summary{border-collapse:collapse;font-size:13px}
@@ -431,7 +440,8 @@ ul.layers{margin:0;padding-left:18px}
 font-size:12px}
 .chip.zero{opacity:.5}
 .layer-section{border-top:1px solid var(--line);margin-top:12px}
-.chart-box{overflow-x:auto;background:#fff;border:1px solid var(--line);border-radius:6px;padding:6px}
+.chart-box{display:inline-block;max-width:100%;overflow-x:auto;background:#fff;border:1px solid var(--line);
+border-radius:6px;padding:6px}
 svg.concept-chart{display:block;font-size:11px}
 svg.concept-chart .grid{stroke:#e7e9ee}svg.concept-chart .axis{stroke:#9aa1ad}
 svg.concept-chart .tick,svg.concept-chart .count{fill:#6b7385;font-size:10px}
@@ -468,7 +478,7 @@ img.strip{display:block;width:100%;image-rendering:pixelated;margin-top:4px}
 .panel th{color:var(--muted);font-weight:600}
 .iou-bar{display:inline-block;height:9px;background:var(--accent);border-radius:2px;vertical-align:middle}
 .nav-links{display:flex;gap:14px;margin:6px 0 10px}
-.concept-units{display:grid;grid-template-columns:1fr;gap:10px}
+.concept-units{display:grid;grid-template-columns:repeat(auto-fill,minmax(480px,1fr));gap:10px}
 .concept-unit{border:1px solid var(--line);border-radius:6px;padding:6px;display:block;color:var(--fg)}
 .concept-unit:hover{border-color:var(--accent)}
 """
@@ -602,6 +612,7 @@ JS = r"""
         row("IoU", fmt(u.iou, 4) + (u.interpretable ? "  \u2014 interpretable" : "  \u2014 below the IoU cut " +
           fmt(data.min_iou))),
         row("threshold", fmt(u.threshold, 4)),
+        u.iqr_of_concept !== undefined ? row("IQR of " + u.concept, fmt(u.iqr_of_concept, 4)) : null,
         row("concept (by IQR)", u.iqr_concept),
         row("IQR", fmt(u.iqr, 4)),
         row("IQR threshold", fmt(u.iqr_threshold, 4)),
