@@ -170,3 +170,25 @@ def test_save_and_load_round_trip(tmp_path, levels):
         assert type(loaded[name]) is type(original)
         for field, tensor in original.state_dict().items():
             assert torch.equal(loaded[name].state_dict()[field], tensor), (name, field)
+
+
+def test_point_mass_at_minimum_is_exact():
+    g = torch.Generator().manual_seed(6)
+    values = torch.relu(torch.randn(20, 2, 16, 16, generator=g) - 1.3)  # about 90% exact zeros
+    stat = UnitQuantiles.calibrate(values[:2])
+    for i in range(0, 20, 5):
+        stat.add(values[i:i + 5])
+    flat = values.transpose(0, 1).reshape(2, -1)
+    zeros = (flat == 0).double().mean(1)
+    assert torch.equal(stat.at_minimum, (flat == 0).sum(1))
+    for u in range(2):
+        for target in (0.5, float(zeros[u]) - 0.01, float(zeros[u]) + 0.02, 0.99):
+            value = float(stat.quantiles([target])[u, 0])
+            below = (flat[u] < value).double().mean().item()
+            at_or_below = (flat[u] <= value).double().mean().item()
+            assert below - 1e-3 <= target <= at_or_below + 1e-3, (u, target, value, below, at_or_below)
+    split = [UnitQuantiles(stat.low, stat.high, stat.bins) for _ in range(2)]
+    split[0].add(values[:7])
+    split[1].add(values[7:])
+    split[1].merge(split[0])
+    assert torch.equal(split[1].at_minimum, stat.at_minimum) and torch.equal(split[1].counts, stat.counts)

@@ -48,7 +48,7 @@ CATEGORY_COLORS = {
     "texture": "#b07aa1",
 }
 EXTRA_COLORS = ("#9c755f", "#edc948", "#ff9da7", "#bab0ac", "#86bcb6", "#d37295")
-BELOW_CUT = '<span class="tag">below IoU cut</span>'
+BELOW_CUT = '<span class="tag">not interpretable</span>'
 ACTIVE = ' class="active"'
 KNOWN_KEYS = {"schema", "config", "concepts", "segmentation_size", "threshold_method", "layers"}
 
@@ -211,7 +211,8 @@ def page_data(document: dict[str, Any], count: int) -> dict[str, Any]:
         }
     colors = category_colors([c["category"] for c in document["concepts"]])
     return {"layers": layers, "concepts": concepts, "colors": colors,
-            "min_iou": document["config"].get("min_iou"), "images_per_unit": count}
+            "min_iou": document["config"].get("min_iou"), "min_iqr": document["config"].get("min_iqr"),
+            "images_per_unit": count}
 
 
 # ---------------------------------------------------------------------------------------------- chart
@@ -609,8 +610,9 @@ JS = r"""
         " the image is dimmed, the region is outlined."}),
       el("table", {}, [
         row("concept (by IoU)", u.concept + " (" + u.category + ")"),
-        row("IoU", fmt(u.iou, 4) + (u.interpretable ? "  \u2014 interpretable" : "  \u2014 below the IoU cut " +
-          fmt(data.min_iou))),
+        row("IoU", fmt(u.iou, 4) + (u.interpretable ? "  \u2014 interpretable" :
+          "  \u2014 not interpretable (needs IoU > " + fmt(data.min_iou) +
+          (data.min_iqr !== null ? " and IQR > " + fmt(data.min_iqr) : "") + ")")),
         row("threshold", fmt(u.threshold, 4)),
         u.iqr_of_concept !== undefined ? row("IQR of " + u.concept, fmt(u.iqr_of_concept, 4)) : null,
         row("concept (by IQR)", u.iqr_concept),

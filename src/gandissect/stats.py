@@ -82,11 +82,12 @@ class UnitQuantiles(Statistic):
     """Per-unit histogram of `bins` equal bins over [low, high], plus under/overflow and exact extremes.
 
     The range comes from a calibration batch (`calibrate`), so every shard that shares it can be merged.
-    Quantiles interpolate linearly inside a bin; the rank error is at most the largest bin's share of
-    the samples, a small fraction of a percent for 4096 bins over the tails of activations.
+    Quantiles interpolate linearly inside a bin, so the rank error is at most one bin's share of the
+    samples. A point mass at the minimum (the zeros of a ReLU unit) is counted exactly, apart from the
+    bins, so that quantiles inside it come out as the minimum itself.
     """
 
-    fields = ("low", "high", "counts", "minimum", "maximum")
+    fields = ("low", "high", "counts", "minimum", "maximum", "at_minimum")
 
     def __init__(self, low: torch.Tensor, high: torch.Tensor, bins: int = 4096) -> None:
         self.low = low.double()
@@ -94,6 +95,7 @@ class UnitQuantiles(Statistic):
         self.counts = torch.zeros(len(low), bins + 2, dtype=torch.long, device=low.device)
         self.minimum = torch.full_like(self.low, float("inf"))
         self.maximum = torch.full_like(self.low, float("-inf"))
+        self.at_minimum = torch.zeros(len(low), dtype=torch.long, device=low.device)
 
     @classmethod
     def calibrate(cls, acts: torch.Tensor, bins: int = 4096, margin: float = 0.05) -> UnitQuantiles:
@@ -107,29 +109,46 @@ class UnitQuantiles(Statistic):
     def bins(self) -> int:
         return self.counts.shape[1] - 2
 
+    def _bin_of(self, values: torch.Tensor) -> torch.Tensor:
+        """Histogram slot (0 = underflow, bins + 1 = overflow) of values (..., U, P) or (U,)."""
+        low, high = (self.low.float(), self.high.float())
+        if values.dim() > 1:
+            low, high = low[:, None], high[:, None]
+        scale = self.bins / (high - low)
+        return ((values - low) * scale).floor_().clamp_(-1, self.bins).long() + 1
+
     def add(self, acts: torch.Tensor) -> None:
         flat, _ = _flat(acts)
         units = flat.shape[1]
-        scale = (self.bins / (self.high - self.low)).float()[None, :, None]
-        index = ((flat - self.low.float()[None, :, None]) * scale).floor_().clamp_(-1, self.bins).long() + 1
+        index = self._bin_of(flat)
         index += torch.arange(units, device=flat.device)[None, :, None] * (self.bins + 2)
         self.counts += torch.bincount(index.flatten(), minlength=units * (self.bins + 2)).view(units, -1)
-        self.minimum = torch.minimum(self.minimum, flat.amin((0, 2)).double())
+        batch_min = flat.amin((0, 2)).double()
+        at_batch_min = (flat == batch_min.float()[None, :, None]).sum((0, 2))
+        self._absorb_minimum(batch_min, at_batch_min)
         self.maximum = torch.maximum(self.maximum, flat.amax((0, 2)).double())
+
+    def _absorb_minimum(self, other_min: torch.Tensor, other_count: torch.Tensor) -> None:
+        new_min = torch.minimum(self.minimum, other_min)
+        self.at_minimum = (torch.where(self.minimum == new_min, self.at_minimum, 0)
+                           + torch.where(other_min == new_min, other_count, 0))
+        self.minimum = new_min
 
     def merge(self, other: UnitQuantiles) -> None:
         self._check_mergeable(other, "low", "high")
         self.counts += other.counts.to(self.counts.device)
-        self.minimum = torch.minimum(self.minimum, other.minimum.to(self.minimum.device))
+        self._absorb_minimum(other.minimum.to(self.minimum.device), other.at_minimum.to(self.minimum.device))
         self.maximum = torch.maximum(self.maximum, other.maximum.to(self.maximum.device))
 
     def quantiles(self, q: torch.Tensor | list[float]) -> torch.Tensor:
         """Values (U, Q) below which a fraction q of each unit's activations lie."""
         q = torch.as_tensor(q, dtype=torch.float64, device=self.counts.device)
         counts = self.counts.double()
+        spike = self.at_minimum.double()
+        spike_bin = self._bin_of(self.minimum.float().clamp(min=-3e38))[:, None]
+        counts.scatter_add_(1, spike_bin, -spike[:, None])
         cumulative = counts.cumsum(1)
-        total = cumulative[:, -1:]
-        rank = q[None, :] * total
+        rank = q[None, :] * (cumulative[:, -1:] + spike[:, None]) - spike[:, None]
         index = torch.searchsorted(cumulative, rank.contiguous(), right=False).clamp(max=self.bins + 1)
         before = torch.where(index > 0, cumulative.gather(1, (index - 1).clamp(min=0)), torch.zeros_like(rank))
         inside = counts.gather(1, index).clamp(min=1)
@@ -141,7 +160,8 @@ class UnitQuantiles(Statistic):
         right = torch.where(index == 0, self.low[:, None].expand_as(right), right)
         left = torch.where(index == self.bins + 1, self.high[:, None].expand_as(left), left)
         right = torch.where(index == self.bins + 1, self.maximum[:, None].expand_as(right), right)
-        value = left + fraction * (right - left)
+        left = torch.maximum(left, self.minimum[:, None])
+        value = torch.where(rank <= 0, self.minimum[:, None], left + fraction * (right - left))
         return torch.minimum(torch.maximum(value, self.minimum[:, None]), self.maximum[:, None])
 
 
