@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from planted import DISTRACTORS, PLANTED, PlantedGenerator
 from torch import nn
 
 from gandissect.dissection import (
@@ -20,6 +19,7 @@ from gandissect.hooks import Trace, UnknownLayerError
 from gandissect.sampling import sample_z
 from gandissect.segmenters import ColorSegmenter, SegmenterOutputError
 from gandissect.stats import load_statistics
+from planted import DISTRACTORS, PLANTED, PlantedGenerator
 
 CONFIG = {"layers": ["features"], "samples": 96, "batch_size": 32, "quantile": 0.15, "checkpoint_every": 1}
 
@@ -140,8 +140,8 @@ def test_unknown_layer_lists_existing_layers(tmp_path):
 
 
 class FloatSegmenter:
-    concepts = ["a", "b"]
-    categories = ["object", "object"]
+    concepts = ("a", "b")
+    categories = ("object", "object")
 
     def segment(self, images):
         return torch.zeros(images.shape[0], 1, 32, 32)

@@ -61,7 +61,7 @@ def test_level_counts_equal_brute_force(levels):
     stat.add(acts[:3], labels[:3])
     stat.add(acts[3:], labels[3:])
     n11, n1, nc, total = brute_counts(acts, labels, levels, 4)
-    got11, got10, got01, got00 = stat.tables()
+    got11, got10, got01, _ = stat.tables()
     assert torch.equal(got11.long(), n11)
     assert torch.equal((got11 + got10).long(), n1[:, None, :].expand_as(n11))
     assert torch.equal((got11 + got01).long()[0, :, 0], nc)

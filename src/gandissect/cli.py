@@ -173,8 +173,12 @@ def _add_dissect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iou-seed", type=int, default=defaults.iou_seed, help="seed of the IoU set")
     p.add_argument("--seg-size", type=int, default=None, help="size at which statistics are taken (segmenter's)")
     p.add_argument("--topk", type=int, default=defaults.topk, help=f"top samples kept per unit ({defaults.topk})")
-    p.add_argument("--min-iou", type=float, default=defaults.min_iou, help=f"interpretable: IoU above ({defaults.min_iou})")
+    p.add_argument("--min-iou", type=float, default=defaults.min_iou,
+                   help=f"interpretable: IoU above ({defaults.min_iou})")
     p.add_argument("--min-iqr", type=float, default=defaults.min_iqr, help=f"... and IQR above ({defaults.min_iqr})")
+    p.add_argument("--label-method", choices=("iqr", "quantile"), default=defaults.label_method,
+                   help="label units by IoU at per-(unit, concept) IQR thresholds (the paper's) or at the unit's "
+                        f"quantile threshold ({defaults.label_method})")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--force", action="store_true", help="overwrite the results in --out")
@@ -209,7 +213,8 @@ def _run_dissect(args: argparse.Namespace) -> int:
     layers = args.layers.split(",") if args.layers else default_layers(generator)
     config = DissectConfig(layers=layers, samples=args.samples, batch_size=args.batch_size, quantile=args.quantile,
                            threshold_seed=args.threshold_seed, iou_seed=args.iou_seed, seg_size=args.seg_size,
-                           topk=args.topk, min_iou=args.min_iou, min_iqr=args.min_iqr)
+                           topk=args.topk, min_iou=args.min_iou, min_iqr=args.min_iqr,
+                           label_method=args.label_method)
     dissector = Dissector(generator, segmenter, config, args.out, device=device, resume=args.resume,
                           force=args.force, collective=collective)
     result = dissector.run()

@@ -54,6 +54,7 @@ class DissectConfig:
     seg_size: int | None = None
     min_iou: float = 0.05
     min_iqr: float = 0.01
+    label_method: str = "iqr"
     checkpoint_every: int = 8
 
     def __post_init__(self) -> None:
@@ -63,6 +64,8 @@ class DissectConfig:
             raise ValueError(f"quantile is the top fraction of activations, in (0, 1); got {self.quantile}")
         if self.samples < 1 or self.batch_size < 1:
             raise ValueError("samples and batch_size must be positive")
+        if self.label_method not in ("iqr", "quantile"):
+            raise ValueError(f"label_method is 'iqr' or 'quantile', got {self.label_method!r}")
         if self.threshold_seed == self.iou_seed:
             raise ValueError("threshold_seed and iou_seed must differ: thresholds and IoU use separate samples")
 
@@ -72,6 +75,7 @@ class DissectConfig:
         key.pop("checkpoint_every")
         key.pop("min_iou")
         key.pop("min_iqr")
+        key.pop("label_method")
         return key
 
 
@@ -374,28 +378,40 @@ class Dissector:
         return document
 
 
-def unit_records(result: Dissection, name: str) -> list[dict[str, Any]]:
-    """One JSON-able record per unit of layer `name`: its best concept by IoU and by IQR."""
+def label_scores(result: Dissection, name: str) -> torch.Tensor:
+    """IoU (U, C) that labels units: at each (unit, concept)'s IQR level ("iqr", the paper's choice) or at
+    each unit's quantile threshold ("quantile")."""
     layer = result.layers[name]
-    best_iou, best_concept = layer.iou.max(1)
-    best_iqr, iqr_concept = layer.iqr["iqr"].max(1)
+    return layer.iqr["iou"] if result.config.label_method == "iqr" else layer.iou
+
+
+def unit_records(result: Dissection, name: str) -> list[dict[str, Any]]:
+    """One JSON-able record per unit of layer `name`, labelled by both threshold methods."""
+    layer = result.layers[name]
+    by_quantile_iou, by_quantile = layer.iou.max(1)
+    by_iqr_iou, by_iqr = layer.iqr["iou"].max(1)
+    use_iqr = result.config.label_method == "iqr"
     records = []
     for unit in range(layer.iou.shape[0]):
-        concept, by_iqr = int(best_concept[unit]), int(iqr_concept[unit])
+        q_concept, p_concept = int(by_quantile[unit]), int(by_iqr[unit])
+        concept = p_concept if use_iqr else q_concept
+        iou = float(by_iqr_iou[unit] if use_iqr else by_quantile_iou[unit])
+        iqr = float(layer.iqr["iqr"][unit, concept])
         kept = layer.top_indices[unit] >= 0
         records.append({
             "unit": unit,
-            "threshold": float(layer.thresholds[unit]),
             "concept": result.concepts[concept],
             "category": result.categories[concept],
-            "iou": float(best_iou[unit]),
-            "iqr_of_concept": float(layer.iqr["iqr"][unit, concept]),
-            "interpretable": bool(best_iou[unit] > result.config.min_iou
-                                  and layer.iqr["iqr"][unit, concept] > result.config.min_iqr),
-            "iqr_concept": result.concepts[by_iqr],
-            "iqr": float(best_iqr[unit]),
-            "iqr_threshold": float(layer.iqr["threshold"][unit, by_iqr]),
-            "iqr_iou": float(layer.iqr["iou"][unit, by_iqr]),
+            "iou": iou,
+            "iqr": iqr,
+            "threshold": float(layer.iqr["threshold"][unit, concept] if use_iqr else layer.thresholds[unit]),
+            "interpretable": bool(iou > result.config.min_iou and iqr > result.config.min_iqr),
+            "quantile_threshold": float(layer.thresholds[unit]),
+            "quantile_concept": result.concepts[q_concept],
+            "quantile_iou": float(by_quantile_iou[unit]),
+            "iqr_concept": result.concepts[p_concept],
+            "iqr_threshold": float(layer.iqr["threshold"][unit, p_concept]),
+            "iqr_iou": float(by_iqr_iou[unit]),
             "top_samples": layer.top_indices[unit][kept].tolist(),
             "top_values": layer.top_values[unit][kept].tolist(),
         })
@@ -403,11 +419,11 @@ def unit_records(result: Dissection, name: str) -> list[dict[str, Any]]:
 
 
 def concept_rankings(result: Dissection, name: str) -> dict[str, dict[str, Any]]:
-    """Per concept: units ranked by IoU at their thresholds (descending; ties by unit number)."""
-    layer = result.layers[name]
+    """Per concept: units ranked by their labelling IoU for it (descending; ties by unit number)."""
+    matrix = label_scores(result, name)
     rankings = {}
     for c, concept in enumerate(result.concepts):
-        scores = layer.iou[:, c].tolist()
+        scores = matrix[:, c].tolist()
         order = sorted(range(len(scores)), key=lambda u: (-scores[u], u))
         rankings[concept] = {"category": result.categories[c], "units": order, "iou": [scores[u] for u in order]}
     return rankings
@@ -434,18 +450,20 @@ def to_json(result: Dissection, extra: dict[str, Any] | None = None) -> dict[str
         "config": asdict(result.config),
         "concepts": [{"name": n, "category": c} for n, c in zip(result.concepts, result.categories, strict=True)],
         "segmentation_size": list(result.size),
+        "label_method": result.config.label_method,
         "threshold_method": (
-            f"threshold/iou: one level per unit, the top {result.config.quantile:g} of its upsampled activations; "
-            f"iqr_*: per (unit, concept), the level of {result.config.iqr_levels} candidates (top 0.1% to 100%) "
-            "maximising I(A;S)/H(A,S)"
+            f"quantile_*: one level per unit, the top {result.config.quantile:g} of its upsampled activations "
+            f"(threshold set); iqr_*: per (unit, concept), the level among {result.config.iqr_levels} candidates "
+            "(top 0.1% to 100% of the threshold set) maximising I(A;S)/H(A,S) on the IoU set, as in the paper; "
+            f"units are labelled by the {result.config.label_method} method"
         ),
         **(extra or {}),
         "layers": layers,
     }
 
 
-CSV_COLUMNS = ("layer", "unit", "concept", "category", "iou", "threshold", "interpretable",
-               "iqr_concept", "iqr", "iqr_threshold", "iqr_iou")
+CSV_COLUMNS = ("layer", "unit", "concept", "category", "iou", "iqr", "threshold", "interpretable",
+               "quantile_concept", "quantile_iou", "quantile_threshold", "iqr_concept", "iqr_iou", "iqr_threshold")
 
 
 def to_csv(document: dict[str, Any]) -> str:

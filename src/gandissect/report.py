@@ -212,6 +212,7 @@ def page_data(document: dict[str, Any], count: int) -> dict[str, Any]:
     colors = category_colors([c["category"] for c in document["concepts"]])
     return {"layers": layers, "concepts": concepts, "colors": colors,
             "min_iou": document["config"].get("min_iou"), "min_iqr": document["config"].get("min_iqr"),
+            "label_method": document.get("label_method", "quantile"),
             "images_per_unit": count}
 
 
@@ -356,7 +357,7 @@ def _card(layer_name: str, record: dict[str, Any], uri: str, color: str) -> str:
         f'<span class="iou">IoU {_num(record["iou"])}</span></div>'
         f'<img class="strip" src="{uri}" alt="top images of {esc(layer_name)} unit {unit}">'
         f'<div class="card-foot"><span>{esc(record["category"])}</span>'
-        f'<span>IQR: {esc(record.get("iqr_concept", ""))} {_num(record.get("iqr"))}</span>'
+        f'<span>IQR {_num(record.get("iqr"))}</span>'
         f'{"" if interpretable else BELOW_CUT}</div></a>')
 
 
@@ -609,16 +610,16 @@ JS = r"""
         " images of the IoU sample set by peak activation; outside the region above the threshold" +
         " the image is dimmed, the region is outlined."}),
       el("table", {}, [
-        row("concept (by IoU)", u.concept + " (" + u.category + ")"),
+        row("concept", u.concept + " (" + u.category + "), labelled by the " + data.label_method + " method"),
         row("IoU", fmt(u.iou, 4) + (u.interpretable ? "  \u2014 interpretable" :
           "  \u2014 not interpretable (needs IoU > " + fmt(data.min_iou) +
           (data.min_iqr !== null ? " and IQR > " + fmt(data.min_iqr) : "") + ")")),
-        row("threshold", fmt(u.threshold, 4)),
-        u.iqr_of_concept !== undefined ? row("IQR of " + u.concept, fmt(u.iqr_of_concept, 4)) : null,
-        row("concept (by IQR)", u.iqr_concept),
-        row("IQR", fmt(u.iqr, 4)),
-        row("IQR threshold", fmt(u.iqr_threshold, 4)),
-        row("IoU at IQR threshold", fmt(u.iqr_iou, 4)),
+        row("IQR of " + u.concept, fmt(u.iqr, 4)),
+        row("threshold (outlined)", fmt(u.threshold, 4)),
+        row("by the unit's quantile threshold", u.quantile_concept + ", IoU " + fmt(u.quantile_iou, 4) +
+          " at " + fmt(u.quantile_threshold, 4)),
+        row("by IQR thresholds (paper)", u.iqr_concept + ", IoU " + fmt(u.iqr_iou, 4) +
+          " at " + fmt(u.iqr_threshold, 4)),
         row("top samples (peak activation)", samples)
       ]),
       el("h3", {text: "IoU per concept, top " + u.top_concepts.length}),

@@ -21,7 +21,8 @@ def latent_shape(generator: nn.Module) -> tuple[int, ...]:
     dim = getattr(generator, "z_dim", None)
     if dim is None:
         raise AttributeError(
-            f"{type(generator).__name__} declares no latent size: give it a `z_dim` (int) or `z_shape` (tuple) attribute"
+            f"{type(generator).__name__} declares no latent size: "
+            "give it a `z_dim` (int) or `z_shape` (tuple) attribute"
         )
     return (int(dim),)
 

@@ -44,6 +44,8 @@ def save_torch_atomic(path: str | Path, obj: Any) -> None:
     write_bytes_atomic(path, buffer.getvalue())
 
 
-def save_safetensors_atomic(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+def save_safetensors_atomic(
+    path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> None:
     contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     write_bytes_atomic(path, safetensors_bytes(contiguous, metadata=metadata))

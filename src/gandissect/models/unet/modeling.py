@@ -47,7 +47,9 @@ class UNetSegmenter(nn.Module):
         for w in widths:
             self.down.append(_conv_block(c_in, w))
             c_in = w
-        self.up = nn.ModuleList(_conv_block(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(len(widths) - 1)))
+        self.up = nn.ModuleList(
+            _conv_block(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(len(widths) - 1))
+        )
         self.head = nn.Conv2d(widths[0], self.config.num_classes, 1)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
