@@ -83,6 +83,8 @@ def test_segmenter_run_writes_weights(tiny_segmenter_run):
     expected = UNetSegmenter(SegmenterConfig(12, (4, 8))).state_dict()
     assert tensors.keys() == expected.keys()
     assert json.loads((tiny_segmenter_run / "progress.json").read_text())["iteration"] == 4
+    with Image.open(tiny_segmenter_run / "samples_000004.png") as picture:  # scenes, truth, prediction rows
+        assert picture.size == ((8 * 65 + 1) * 2, (3 * 65 + 1) * 2)
 
 
 def test_segmenter_killed_and_resumed_equals_uninterrupted_run(tiny_segmenter_run, tmp_path, make_segmenter_config,

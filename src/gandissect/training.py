@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from gandissect import world
-from gandissect.images import from_uint8, grid, save_png, to_uint8
+from gandissect.images import from_uint8, grid, label_colours, save_png, to_uint8
 from gandissect.models.scenegan import GeneratorConfig, SceneDiscriminator, SceneGenerator
 from gandissect.models.unet import SegmenterConfig, UNetSegmenter
 from gandissect.storage import save_safetensors_atomic, save_torch_atomic, write_json_atomic
@@ -175,6 +175,16 @@ def augment(images: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
     return (x + noise).clamp(-1, 1)
 
 
+def _save_segmentation_grid(model: UNetSegmenter, path: Path, size: int) -> None:
+    """Held-out scenes, their ground truth and the model's prediction, row by row."""
+    pictures, labels = world.render_batch(range(HELD_OUT_SEEDS, HELD_OUT_SEEDS + 8), size)
+    model.eval()
+    with torch.no_grad():
+        predicted = model(from_uint8(pictures).to(next(model.parameters()).device)).argmax(1).cpu()
+    rows = [pictures, label_colours(torch.from_numpy(labels).long()), label_colours(predicted)]
+    save_png(path, grid(np.concatenate(rows), 8), scale=2)
+
+
 def train_segmenter(config: SegmenterTrainConfig) -> Path:
     """Train the scene segmenter on freshly rendered, augmented scenes; returns the output folder."""
     out = Path(config.out)
@@ -211,6 +221,9 @@ def train_segmenter(config: SegmenterTrainConfig) -> Path:
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")
         done = iteration + 1
+        if done % config.sample_every == 0 or done == config.iterations:
+            _save_segmentation_grid(model, out / f"samples_{done:06d}.png", config.image_size)
+            model.train()
         if done % config.checkpoint_every == 0 or done == config.iterations:
             save_torch_atomic(checkpoint, {**{k: v.state_dict() for k, v in parts.items()}, "iteration": done})
             _record_progress(out, done, elapsed + time.time() - began)

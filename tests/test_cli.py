@@ -1,0 +1,65 @@
+"""The command line on a planted model: dissect end to end, list layers, and clear one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gandissect.cli import main
+
+PLANTED = str(Path(__file__).parent / "planted.py") + ":PlantedGenerator"
+
+
+def run_dissect(out: Path, *extra: str) -> int:
+    return main(["dissect", "--model", PLANTED, "--segmenter", "color", "--layers", "features", "--samples", "64",
+                 "--batch-size", "32", "--quantile", "0.15", "--out", str(out), *extra])
+
+
+def test_dissect_writes_results_and_report(tmp_path, capsys):
+    assert run_dissect(tmp_path / "run") == 0
+    printed = capsys.readouterr().out
+    assert "features: 3 of 5 units interpretable" in printed
+    document = json.loads((tmp_path / "run" / "dissect.json").read_text())
+    assert document["model"] == PLANTED and document["segmenter"] == "color"
+    assert [u["concept"] for u in document["layers"]["features"]["units"][:3]] == ["red", "green", "blue"]
+    assert (tmp_path / "run" / "report.html").stat().st_size > 1000
+
+
+def test_existing_run_is_refused_then_forced(tmp_path, capsys):
+    assert run_dissect(tmp_path, "--no-report") == 0
+    capsys.readouterr()
+    assert run_dissect(tmp_path, "--no-report") == 2
+    assert "--resume" in capsys.readouterr().err
+    assert run_dissect(tmp_path, "--no-report", "--force") == 0
+
+
+def test_unknown_layer_is_one_clear_line(tmp_path, capsys):
+    code = main(["dissect", "--model", PLANTED, "--segmenter", "color", "--layers", "layer7", "--out", str(tmp_path)])
+    error = capsys.readouterr().err
+    assert code == 2
+    assert "no layer 'layer7'" in error and "features" in error and "Traceback" not in error
+
+
+def test_unknown_model_lists_shipped_names(tmp_path, capsys):
+    assert main(["dissect", "--model", "nosuchmodel", "--out", str(tmp_path)]) == 2
+    assert "nosuchmodel" in capsys.readouterr().err
+
+
+def test_layers_lists_names_and_shapes(capsys):
+    assert main(["layers", "--model", PLANTED]) == 0
+    out = capsys.readouterr().out
+    assert "features" in out and "(5, 8, 8)" in out and "(3, 32, 32)" in out
+
+
+def test_segmenter_is_required_for_own_models(tmp_path, capsys):
+    assert main(["dissect", "--model", PLANTED, "--out", str(tmp_path)]) == 2
+    assert "--segmenter is required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["dissect"], ["train"], ["nonsense"]])
+def test_usage_errors_exit_nonzero(argv):
+    with pytest.raises(SystemExit) as error:
+        main(argv)
+    assert error.value.code == 2
