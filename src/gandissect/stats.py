@@ -79,15 +79,16 @@ class Statistic:
 
 
 class UnitQuantiles(Statistic):
-    """Per-unit histogram of `bins` equal bins over [low, high], plus under/overflow and exact extremes.
+    """Per-unit histogram of `bins` equal bins over (low, high], plus two end slots and exact extremes.
 
-    The range comes from a calibration batch (`calibrate`), so every shard that shares it can be merged.
-    Quantiles interpolate linearly inside a bin, so the rank error is at most one bin's share of the
-    samples. A point mass at the minimum (the zeros of a ReLU unit) is counted exactly, apart from the
-    bins, so that quantiles inside it come out as the minimum itself.
+    Slot 0 holds values <= low, slot s the values in (low + (s - 1) w, low + s w], slot bins + 1 those
+    above high. The range comes from a calibration batch (`calibrate`): low is its minimum, so the point
+    mass of a ReLU unit's zeros falls in slot 0 by itself and quantiles inside it come out as exactly 0.
+    Shards that share the range merge. Quantiles interpolate linearly inside a bin, so the rank error is
+    at most one bin's share of the samples.
     """
 
-    fields = ("low", "high", "counts", "minimum", "maximum", "at_minimum")
+    fields = ("low", "high", "counts", "minimum", "maximum")
 
     def __init__(self, low: torch.Tensor, high: torch.Tensor, bins: int = 4096) -> None:
         self.low = low.double()
@@ -95,73 +96,59 @@ class UnitQuantiles(Statistic):
         self.counts = torch.zeros(len(low), bins + 2, dtype=torch.long, device=low.device)
         self.minimum = torch.full_like(self.low, float("inf"))
         self.maximum = torch.full_like(self.low, float("-inf"))
-        self.at_minimum = torch.zeros(len(low), dtype=torch.long, device=low.device)
 
     @classmethod
     def calibrate(cls, acts: torch.Tensor, bins: int = 4096, margin: float = 0.05) -> UnitQuantiles:
-        """A histogram whose range spans the calibration activations (N, U, H, W), widened by `margin`."""
+        """A histogram from the calibration activations' (N, U, H, W) minimum to their maximum plus `margin`."""
         flat, _ = _flat(acts)
         low, high = flat.amin((0, 2)).double(), flat.amax((0, 2)).double()
-        spread = (high - low).clamp(min=1e-6)
-        return cls(low - margin * spread, high + margin * spread, bins)
+        return cls(low, high + margin * (high - low).clamp(min=1e-6), bins)
 
     @property
     def bins(self) -> int:
         return self.counts.shape[1] - 2
 
-    def _bin_of(self, values: torch.Tensor) -> torch.Tensor:
-        """Histogram slot (0 = underflow, bins + 1 = overflow) of values (..., U, P) or (U,)."""
-        low, high = (self.low.float(), self.high.float())
+    def _slot_of(self, values: torch.Tensor) -> torch.Tensor:
+        """Histogram slot (int32) of values (N, U, P), or of one value per unit (U,)."""
+        low, high = self.low.float(), self.high.float()
         if values.dim() > 1:
             low, high = low[:, None], high[:, None]
         scale = self.bins / (high - low)
-        return ((values - low) * scale).floor_().clamp_(-1, self.bins).long() + 1
+        return torch.addcmul(-low * scale, values, scale).ceil_().clamp_(0, self.bins + 1).to(torch.int32)
 
     def add(self, acts: torch.Tensor) -> None:
         flat, _ = _flat(acts)
         units = flat.shape[1]
-        index = self._bin_of(flat)
-        index += torch.arange(units, device=flat.device)[None, :, None] * (self.bins + 2)
+        index = self._slot_of(flat)
+        index += torch.arange(units, device=flat.device, dtype=torch.int32)[None, :, None] * (self.bins + 2)
         self.counts += torch.bincount(index.flatten(), minlength=units * (self.bins + 2)).view(units, -1)
-        batch_min = flat.amin((0, 2)).double()
-        at_batch_min = (flat == batch_min.float()[None, :, None]).sum((0, 2))
-        self._absorb_minimum(batch_min, at_batch_min)
+        self.minimum = torch.minimum(self.minimum, flat.amin((0, 2)).double())
         self.maximum = torch.maximum(self.maximum, flat.amax((0, 2)).double())
-
-    def _absorb_minimum(self, other_min: torch.Tensor, other_count: torch.Tensor) -> None:
-        new_min = torch.minimum(self.minimum, other_min)
-        self.at_minimum = (torch.where(self.minimum == new_min, self.at_minimum, 0)
-                           + torch.where(other_min == new_min, other_count, 0))
-        self.minimum = new_min
 
     def merge(self, other: UnitQuantiles) -> None:
         self._check_mergeable(other, "low", "high")
         self.counts += other.counts.to(self.counts.device)
-        self._absorb_minimum(other.minimum.to(self.minimum.device), other.at_minimum.to(self.minimum.device))
+        self.minimum = torch.minimum(self.minimum, other.minimum.to(self.minimum.device))
         self.maximum = torch.maximum(self.maximum, other.maximum.to(self.maximum.device))
 
     def quantiles(self, q: torch.Tensor | list[float]) -> torch.Tensor:
         """Values (U, Q) below which a fraction q of each unit's activations lie."""
         q = torch.as_tensor(q, dtype=torch.float64, device=self.counts.device)
         counts = self.counts.double()
-        spike = self.at_minimum.double()
-        spike_bin = self._bin_of(self.minimum.float().clamp(min=-3e38))[:, None]
-        counts.scatter_add_(1, spike_bin, -spike[:, None])
         cumulative = counts.cumsum(1)
-        rank = q[None, :] * (cumulative[:, -1:] + spike[:, None]) - spike[:, None]
+        rank = q[None, :] * cumulative[:, -1:]
         index = torch.searchsorted(cumulative, rank.contiguous(), right=False).clamp(max=self.bins + 1)
         before = torch.where(index > 0, cumulative.gather(1, (index - 1).clamp(min=0)), torch.zeros_like(rank))
-        inside = counts.gather(1, index).clamp(min=1)
-        fraction = ((rank - before) / inside).clamp(0, 1)
+        fraction = ((rank - before) / counts.gather(1, index).clamp(min=1)).clamp(0, 1)
         width = (self.high - self.low)[:, None] / self.bins
-        left = self.low[:, None] + (index - 1).double() * width
-        right = left + width
-        left = torch.where(index == 0, self.minimum[:, None].expand_as(left), left)
-        right = torch.where(index == 0, self.low[:, None].expand_as(right), right)
+        right = self.low[:, None] + index.double() * width
+        left = right - width
+        low, minimum = self.low[:, None].expand_as(left), self.minimum[:, None].expand_as(left)
+        left = torch.where(index == 0, minimum, left)
+        right = torch.where(index == 0, low, right)
         left = torch.where(index == self.bins + 1, self.high[:, None].expand_as(left), left)
         right = torch.where(index == self.bins + 1, self.maximum[:, None].expand_as(right), right)
-        left = torch.maximum(left, self.minimum[:, None])
-        value = torch.where(rank <= 0, self.minimum[:, None], left + fraction * (right - left))
+        value = left + fraction * (right - left)
         return torch.minimum(torch.maximum(value, self.minimum[:, None]), self.maximum[:, None])
 
 
@@ -188,11 +175,12 @@ class LevelCounts(Statistic):
         assert flat_labels is not None
         n, units, p = flat.shape
         slots, concepts = self.levels.shape[1] + 1, self.concept_area.numel()
-        by_unit = flat.transpose(0, 1).reshape(units, n * p).contiguous()
-        exceeded = torch.searchsorted(self.levels, by_unit, right=False)
-        cell = (exceeded + torch.arange(units, device=flat.device)[:, None] * slots) * (concepts + 1)
+        levels = self.levels[None].expand(n, -1, -1).contiguous()
+        exceeded = torch.searchsorted(levels, flat.contiguous(), right=False, out_int32=True)
+        offsets = torch.arange(units, device=flat.device, dtype=torch.int32)[None, :, None] * slots
+        cell = (exceeded + offsets) * (concepts + 1)
         for k in range(flat_labels.shape[1]):
-            label = flat_labels[:, k].reshape(1, n * p) + 1
+            label = flat_labels[:, k:k + 1].int() + 1
             counts = torch.bincount((cell + label).flatten(), minlength=units * slots * (concepts + 1))
             counts = counts.view(units, slots, concepts + 1)
             if k == 0:
