@@ -54,7 +54,7 @@ class DissectConfig:
     seg_size: int | None = None
     min_iou: float = 0.05
     min_iqr: float = 0.01
-    label_method: str = "iqr"
+    label_method: str = "quantile"
     checkpoint_every: int = 8
 
     def __post_init__(self) -> None:
