@@ -201,9 +201,7 @@ def _run_dissect(args: argparse.Namespace) -> int:
     from gandissect.models import available, resolve_generator, resolve_segmenter
 
     collective = distributed.init_from_env(args.device)
-    device = args.device
-    if collective.world > 1 and device.startswith("cuda"):
-        device = f"cuda:{os.environ.get('LOCAL_RANK', collective.rank)}"
+    device = distributed.local_device(args.device)
     generator = resolve_generator(args.model, device)
     if args.segmenter is None:
         if args.model not in available():

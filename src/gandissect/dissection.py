@@ -264,13 +264,14 @@ class Dissector:
         return self._result(self.statistics)
 
     def _threshold_pass(self, stats: dict, meta: dict, size: tuple, batches: list, mine: list, bar: tqdm) -> dict:
+        calibration = None
         if not stats:
-            start, stop = batches[0]
-            features, _ = self._features(self.config.threshold_seed, start, stop, with_images=False)
             grids = {}
             if self.collective.rank == 0:
+                start, stop = batches[0]
+                calibration, _ = self._features(self.config.threshold_seed, start, stop, with_images=False)
                 for name in self.config.layers:
-                    quantiles = UnitQuantiles.calibrate(upsample(features[name], size), self.config.bins)
+                    quantiles = UnitQuantiles.calibrate(upsample(calibration[name], size), self.config.bins)
                     grids[f"{name}/low"], grids[f"{name}/high"] = quantiles.low, quantiles.high
             grids = self.collective.broadcast(grids)
             for name in self.config.layers:
@@ -278,7 +279,10 @@ class Dissector:
                                                            self.config.bins)
         for position in range(meta.get("next", 0), len(mine)):
             start, stop = batches[mine[position]]
-            features, _ = self._features(self.config.threshold_seed, start, stop, with_images=False)
+            if mine[position] == 0 and calibration is not None:
+                features = calibration
+            else:
+                features, _ = self._features(self.config.threshold_seed, start, stop, with_images=False)
             for name in self.config.layers:
                 stats[f"quantiles/{name}"].add(upsample(features[name], size))
             self._after_batch(stats, "thresholds", position, len(mine), bar)
@@ -294,7 +298,7 @@ class Dissector:
             threshold = self._thresholds(quantiles, name)
             levels = torch.cat([hist.quantiles(levels_q).float(), threshold[:, None]], 1)
             out[f"levels/{name}"] = LevelCounts(levels.sort(1).values, len(self.concepts))
-            out[f"topk/{name}"] = TopK(levels.shape[0], self.config.topk)
+            out[f"topk/{name}"] = TopK(levels.shape[0], self.config.topk, device=levels.device)
         return out
 
     def _iou_pass(self, stats: dict, meta: dict, size: tuple, batches: list, mine: list, bar: tqdm) -> dict:
@@ -333,7 +337,7 @@ class Dissector:
                 return {}, {}
         if not self.checkpoint_path.exists():
             return {}, {}
-        stats, meta = load_statistics(self.checkpoint_path)
+        stats, meta = load_statistics(self.checkpoint_path, self.device)
         return stats, meta
 
     def _checkpoints_agree(self) -> bool:
