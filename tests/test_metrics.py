@@ -153,9 +153,10 @@ class Renderer(nn.Module):
 
     z_dim = 1
 
-    def __init__(self, colour: tuple[float, float, float] | None = None) -> None:
+    def __init__(self, colour: tuple[float, float, float] | None = None, shift: int = 0) -> None:
         super().__init__()
         self.colour = colour
+        self.shift = shift
 
     def sample_z(self, seed: int, indices: torch.Tensor) -> torch.Tensor:
         return indices.float()[:, None]
@@ -164,7 +165,7 @@ class Renderer(nn.Module):
         if self.colour is not None:
             return (torch.tensor(self.colour)[None, :, None, None] * 2 - 1).expand(len(z), 3, 64, 64)
         first = HELD_OUT_SEEDS + REAL_SEED_OFFSET
-        return from_uint8(world.render_batch([first + int(i) for i in z[:, 0]])[0])
+        return from_uint8(world.render_batch([first + self.shift + int(i) for i in z[:, 0]])[0])
 
 
 def test_fsd_of_the_real_distribution_is_zero():
@@ -177,6 +178,12 @@ def test_fsd_of_the_real_distribution_is_zero():
     for v in shares.values():
         assert v["generated_percent"] == pytest.approx(v["real_percent"])
         assert v["relative_difference"] is None or v["relative_difference"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_real_reference_is_the_distance_between_two_real_sets():
+    shifted = frechet_segmentation_distance(Renderer(shift=10), ColorSegmenter(), count=10, batch_size=4)
+    assert shifted["fsd_real_reference"] > 0
+    assert shifted["fsd"] == pytest.approx(shifted["fsd_real_reference"], rel=1e-9)
 
 
 def test_fsd_of_flat_red_images_against_an_independent_computation():

@@ -151,6 +151,18 @@ def gaussian_fit(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return samples.mean(0), cov.reshape(samples.shape[1], samples.shape[1])
 
 
+def _real_histograms(segmenter: Segmenter, first_seed: int, count: int, size: int, batch_size: int,
+                     bar: tqdm) -> torch.Tensor:
+    """Concept-area histograms (count, C) of rendered scenes of seeds first_seed, first_seed + 1, ..."""
+    parts = []
+    for start in range(0, count, batch_size):
+        stop = min(start + batch_size, count)
+        pictures = world.render_batch(range(first_seed + start, first_seed + stop), size)[0]
+        parts.append(concept_area_histograms(_segment(segmenter, from_uint8(pictures)), len(segmenter.concepts)))
+        bar.update(stop - start)
+    return torch.cat(parts)
+
+
 def frechet_segmentation_distance(generator: nn.Module, segmenter: Segmenter, count: int = 2000,
                                   batch_size: int = 100, seed: int = 0) -> dict[str, Any]:
     """Fréchet Segmentation Distance between `count` generated images and `count` held-out rendered scenes.
@@ -158,16 +170,19 @@ def frechet_segmentation_distance(generator: nn.Module, segmenter: Segmenter, co
     Generated images come from z = `sample_z(generator, seed, range(count))`; real ones are scenes of seeds
     `HELD_OUT_SEEDS + REAL_SEED_OFFSET + i`, rendered at the generator's output size. Both are segmented by
     `segmenter`, each image summarised by its concept areas in percent (0-100), and the distance is taken
-    between Gaussian fits of the two sets of histograms. Also reports per-concept mean areas (percent) and
-    the relative difference (generated - real) / real (None where the concept never appears in real scenes).
+    between Gaussian fits of the two sets of histograms. As a yardstick, `fsd_real_reference` is the same
+    distance between two disjoint sets of `count` real scenes (sampling noise alone). Also reports
+    per-concept mean areas (percent) and the relative difference (generated - real) / real (None where the
+    concept never appears in real scenes).
     """
     from gandissect.training import HELD_OUT_SEEDS
 
     num = len(segmenter.concepts)
     device = _device_of(generator)
-    generated, real = [], []
-    with tqdm(total=2 * count, desc="fsd", unit="img") as bar:
-        size = None
+    generated = []
+    first = HELD_OUT_SEEDS + REAL_SEED_OFFSET
+    with tqdm(total=3 * count, desc="fsd", unit="img") as bar:
+        size = 64
         for start in range(0, count, batch_size):
             stop = min(start + batch_size, count)
             z = sample_z(generator, seed, range(start, stop)).to(device)
@@ -176,18 +191,16 @@ def frechet_segmentation_distance(generator: nn.Module, segmenter: Segmenter, co
             size = images.shape[-1]
             generated.append(concept_area_histograms(_segment(segmenter, images), num))
             bar.update(stop - start)
-        for start in range(0, count, batch_size):
-            stop = min(start + batch_size, count)
-            first = HELD_OUT_SEEDS + REAL_SEED_OFFSET
-            pictures = world.render_batch(range(first + start, first + stop), size or 64)[0]
-            real.append(concept_area_histograms(_segment(segmenter, from_uint8(pictures)), num))
-            bar.update(stop - start)
-    gen_hist, real_hist = torch.cat(generated) * 100, torch.cat(real) * 100
+        real_hist = _real_histograms(segmenter, first, count, size, batch_size, bar) * 100
+        other_hist = _real_histograms(segmenter, first + count, count, size, batch_size, bar) * 100
+    gen_hist = torch.cat(generated) * 100
     mu_g, cov_g = gaussian_fit(gen_hist)
     mu_r, cov_r = gaussian_fit(real_hist)
     per_concept = {}
     for name, g, r in zip(segmenter.concepts, mu_g.tolist(), mu_r.tolist(), strict=True):
         per_concept[name] = {"generated_percent": g, "real_percent": r,
                              "relative_difference": (g - r) / r if r > 0 else None}
-    return {"fsd": frechet_distance(mu_g, cov_g, mu_r, cov_r), "count": count, "seed": seed,
-            "units": "concept areas in percent of the image", "per_concept": per_concept}
+    return {"fsd": frechet_distance(mu_g, cov_g, mu_r, cov_r),
+            "fsd_real_reference": frechet_distance(*gaussian_fit(other_hist), mu_r, cov_r),
+            "count": count, "seed": seed, "units": "concept areas in percent of the image",
+            "per_concept": per_concept}
