@@ -36,7 +36,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         p = kinds.add_parser(kind, help=f"train a scene {kind}; resumes from the checkpoint in --out")
         p.add_argument("--out", required=True, help="run folder (checkpoints, samples, weights)")
         for name, field in config.__dataclass_fields__.items():
-            if name in ("out", "extra"):
+            if name == "out":
                 continue
             flag = "--" + name.replace("_", "-")
             if isinstance(field.default, tuple):
@@ -53,7 +53,7 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     config_class = args.config_class
-    values = {name: getattr(args, name) for name in config_class.__dataclass_fields__ if name != "extra"}
+    values = {name: getattr(args, name) for name in config_class.__dataclass_fields__}
     config = config_class(**values)
     out = (train_gan if args.kind == "gan" else train_segmenter)(config)
     print(f"weights written to {out}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +57,6 @@ class SegmenterTrainConfig:
     checkpoint_every: int = 200
     sample_every: int = 500
     device: str = "cpu"
-    extra: dict = field(default_factory=dict)
 
 
 def _iteration_generator(seed: int, iteration: int) -> torch.Generator:

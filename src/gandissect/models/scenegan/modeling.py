@@ -6,7 +6,7 @@ doubles the resolution, and `output` draws the RGB image. Hooking `layerN` gives
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -19,7 +19,6 @@ class GeneratorConfig:
     z_dim: int = 128
     channels: tuple[int, ...] = (256, 128, 64, 32)
     disc_channels: tuple[int, ...] = (32, 64, 128, 256)
-    extra: dict = field(default_factory=dict)
 
     @property
     def image_size(self) -> int:
@@ -34,7 +33,6 @@ class GeneratorConfig:
             z_dim=int(data["z_dim"]),
             channels=tuple(data["channels"]),
             disc_channels=tuple(data["disc_channels"]),
-            extra=dict(data.get("extra", {})),
         )
 
 
