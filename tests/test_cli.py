@@ -27,6 +27,15 @@ def test_dissect_writes_results_and_report(tmp_path, capsys):
     assert (tmp_path / "run" / "report.html").stat().st_size > 1000
 
 
+def test_report_is_rewritten_from_a_finished_run(tmp_path, capsys):
+    assert run_dissect(tmp_path, "--no-report") == 0
+    assert not (tmp_path / "report.html").exists()
+    assert main(["report", str(tmp_path)]) == 0
+    assert "unit-card" in (tmp_path / "report.html").read_text()
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "gandissect dissect" in capsys.readouterr().err
+
+
 def test_existing_run_is_refused_then_forced(tmp_path, capsys):
     assert run_dissect(tmp_path, "--no-report") == 0
     capsys.readouterr()

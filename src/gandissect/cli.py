@@ -228,6 +228,32 @@ def _run_dissect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="(re)write report.html of a finished dissection run")
+    p.add_argument("run", help="run folder holding dissect.json")
+    p.add_argument("--model", default=None, help="generator spec (default: the one the run recorded)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(handler=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from gandissect import report
+    from gandissect.models import resolve_generator
+
+    path = Path(args.run) / "dissect.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run `gandissect dissect --out {args.run}` first")
+    document = json.loads(path.read_text())
+    spec = args.model or document.get("model")
+    if not spec:
+        raise ValueError(f"{path} records no model: pass --model")
+    print(f"report: {report.write_report(document, resolve_generator(spec, args.device), args.run, args.device)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gandissect", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -237,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sample(sub)
     _add_layers(sub)
     _add_dissect(sub)
+    _add_report(sub)
     return parser
 
 
