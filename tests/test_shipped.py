@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import torch
 
 from gandissect import world
+from gandissect.cli import main
 from gandissect.hooks import layer_shapes
 from gandissect.images import from_uint8
 from gandissect.models import available, load
@@ -33,3 +36,14 @@ def test_shipped_segmenter_agrees_with_rendered_ground_truth():
     predicted = load("scenes64").segmenter.segment(from_uint8(pictures))[:, 0]
     accuracy = (predicted == torch.from_numpy(labels).long()).double().mean().item()
     assert accuracy > 0.95
+
+
+def test_dissect_command_on_the_shipped_model(tmp_path, capsys):
+    assert main(["dissect", "--model", "scenes64", "--layers", "layer4", "--samples", "32", "--batch-size", "16",
+                 "--out", str(tmp_path)]) == 0
+    assert "layer4:" in capsys.readouterr().out
+    document = json.loads((tmp_path / "dissect.json").read_text())
+    assert document["segmenter"] == "scenes64+color"
+    assert [c["name"] for c in document["concepts"]][:12] == list(world.CONCEPTS)
+    assert len(document["layers"]["layer4"]["units"]) == 32
+    assert (tmp_path / "report.html").exists()
