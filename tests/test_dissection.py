@@ -158,6 +158,7 @@ def test_bad_segmenter_output_is_named_before_work_starts(tmp_path, segmenter, m
     with pytest.raises(SegmenterOutputError, match=message) as error:
         Dissector(PlantedGenerator(), segmenter, DissectConfig(**CONFIG), tmp_path)
     assert "expected an integer tensor of shape (N=1, K, H, W)" in str(error.value)
+    assert not any(tmp_path.iterdir())  # nothing written: a corrected run may use the folder
 
 
 class NaNUnit(nn.Module):

@@ -178,8 +178,8 @@ class Dissector:
             get_layer(self.generator, layer)
         self.concepts = list(segmenter.concepts)
         self.categories = list(segmenter.categories)
-        self._prepare_folder(resume, force)
         self._probe()
+        self._prepare_folder(resume, force)
 
     @property
     def checkpoint_path(self) -> Path:
