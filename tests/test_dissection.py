@@ -180,3 +180,11 @@ def test_config_rejects_same_seeds_and_bad_quantile():
         DissectConfig(layers=["a"], threshold_seed=1, iou_seed=1)
     with pytest.raises(ValueError, match="quantile"):
         DissectConfig(layers=["a"], quantile=1.5)
+
+
+@pytest.mark.parametrize("size_in, size_out", [((8, 8), (64, 64)), ((16, 16), (64, 64)), ((4, 6), (64, 48)),
+                                               ((7, 7), (64, 64)), ((16, 16), (48, 48)), ((8, 8), (8, 8))])
+def test_upsample_equals_bilinear_interpolation_without_corner_alignment(size_in, size_out):
+    x = torch.randn(2, 3, *size_in, generator=torch.Generator().manual_seed(0))
+    expected = torch.nn.functional.interpolate(x, size=size_out, mode="bilinear", align_corners=False)
+    assert torch.allclose(upsample(x, size_out), expected, atol=1e-5, rtol=0)
