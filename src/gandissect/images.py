@@ -50,9 +50,14 @@ def save_png(path: str | Path, picture: np.ndarray, scale: int = 1) -> None:
     write_bytes_atomic(path, png_bytes(picture, scale))
 
 
-def data_uri(picture: np.ndarray, scale: int = 1) -> str:
-    """A PNG data URI, so that an HTML page carries its pictures inside."""
-    return "data:image/png;base64," + base64.b64encode(png_bytes(picture, scale)).decode("ascii")
+def data_uri(picture: np.ndarray, quality: int = 75) -> str:
+    """A data URI of `picture`, so that an HTML page carries its pictures inside: JPEG (4:2:0, `quality`) or
+    PNG, whichever is smaller; flat synthetic pictures compress better losslessly, natural ones as JPEG."""
+    jpeg, png = io.BytesIO(), io.BytesIO()
+    Image.fromarray(picture).save(jpeg, format="JPEG", quality=quality, subsampling=2, optimize=True)
+    Image.fromarray(picture).save(png, format="PNG", optimize=True)
+    kind, data = ("jpeg", jpeg) if jpeg.tell() <= png.tell() else ("png", png)
+    return f"data:image/{kind};base64," + base64.b64encode(data.getvalue()).decode("ascii")
 
 
 def label_colours(labels: torch.Tensor, seed: int = 3) -> np.ndarray:

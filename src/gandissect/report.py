@@ -12,9 +12,7 @@ units for that concept across layers. Layer and concept names in links are perce
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -24,12 +22,11 @@ from urllib.parse import quote
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from gandissect.dissection import upsample
 from gandissect.hooks import Trace
-from gandissect.images import to_uint8
+from gandissect.images import data_uri, to_uint8
 from gandissect.sampling import sample_z
 from gandissect.storage import write_text_atomic
 
@@ -119,16 +116,6 @@ def render_unit_images(generator: nn.Module, document: dict[str, Any], layer: st
             size = document.get("segmentation_size") or [64, 64]
             strips[unit] = _strip(count, int(size[0]), int(size[1]))
     return {unit: strips[unit] for unit in chosen}
-
-
-def image_uri(picture: np.ndarray, quality: int = 75) -> str:
-    """A data URI of `picture`: JPEG (4:2:0, `quality`) or PNG, whichever is smaller; flat synthetic pictures
-    compress better losslessly, natural ones as JPEG."""
-    jpeg, png = io.BytesIO(), io.BytesIO()
-    Image.fromarray(picture).save(jpeg, format="JPEG", quality=quality, subsampling=2, optimize=True)
-    Image.fromarray(picture).save(png, format="PNG", optimize=True)
-    kind, data = ("jpeg", jpeg) if jpeg.tell() <= png.tell() else ("png", png)
-    return f"data:image/{kind};base64," + base64.b64encode(data.getvalue()).decode("ascii")
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -412,7 +399,7 @@ def write_report(document: dict[str, Any], generator: nn.Module, out_dir: str | 
     for name in document["layers"]:
         pictures = render_unit_images(generator, document, name, count=images_per_unit, device=device,
                                       batch_size=batch_size)
-        strips[name] = {unit: image_uri(picture, quality) for unit, picture in pictures.items()}
+        strips[name] = {unit: data_uri(picture, quality) for unit, picture in pictures.items()}
     path = Path(out_dir) / "report.html"
     write_text_atomic(path, render_html(document, strips, images_per_unit))
     return path
