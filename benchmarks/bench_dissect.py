@@ -16,16 +16,17 @@ import tempfile
 import time
 
 import torch
+from gandissect.world import CATEGORIES, CONCEPTS
 
-from gandissect.dissection import DissectConfig, Dissector, upsample
-from gandissect.hooks import Trace
+from gandissect.core.features import upsample
+from gandissect.core.hooks import Trace
+from gandissect.core.sampling import sample_z
+from gandissect.core.segmenters import ColorSegmenter, MergedSegmenter, ModuleSegmenter
+from gandissect.core.stats import UnitQuantiles
+from gandissect.dissection import DissectConfig, Dissector
 from gandissect.models import available, load
 from gandissect.models.scenegan import SceneGenerator
 from gandissect.models.unet import UNetSegmenter
-from gandissect.sampling import sample_z
-from gandissect.segmenters import ColorSegmenter, MergedSegmenter, ModuleSegmenter
-from gandissect.stats import UnitQuantiles
-from gandissect.world import CATEGORIES, CONCEPTS
 
 
 def models(name: str):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gandissect.training import GanTrainConfig, SegmenterTrainConfig, train_gan, train_segmenter
+from gandissect.scenes.training import GanTrainConfig, SegmenterTrainConfig, train_gan, train_segmenter
 
 
 @pytest.fixture(autouse=True, scope="session")

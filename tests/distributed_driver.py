@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 
+from gandissect.core.segmenters import ColorSegmenter
 from gandissect.dissection import DissectConfig, Dissector
-from gandissect.distributed import session
+from gandissect.engine.collectives import session
+from gandissect.engine.storage import load_statistics
 from gandissect.models.scenegan import GeneratorConfig, SceneGenerator
-from gandissect.segmenters import ColorSegmenter
-from gandissect.stats import load_statistics
 
 
 def tiny_generator() -> SceneGenerator:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gandissect.segmenters import COLOR_PROTOTYPES
+from gandissect.core.segmenters import COLOR_PROTOTYPES
 
 PLANTED = {0: "red", 1: "green", 2: "blue"}
 DISTRACTORS = (3, 4)

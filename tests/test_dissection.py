@@ -8,6 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from gandissect.core.hooks import Trace, UnknownLayerError
+from gandissect.core.sampling import sample_z
+from gandissect.core.segmenters import ColorSegmenter, SegmenterOutputError
 from gandissect.dissection import (
     DissectConfig,
     Dissector,
@@ -15,10 +18,7 @@ from gandissect.dissection import (
     RunFolderError,
     upsample,
 )
-from gandissect.hooks import Trace, UnknownLayerError
-from gandissect.sampling import sample_z
-from gandissect.segmenters import ColorSegmenter, SegmenterOutputError
-from gandissect.stats import load_statistics
+from gandissect.engine.storage import load_statistics
 from planted import DISTRACTORS, PLANTED, PlantedGenerator
 
 CONFIG = {"layers": ["features"], "samples": 96, "batch_size": 32, "quantile": 0.15, "checkpoint_every": 1}

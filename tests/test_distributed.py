@@ -13,9 +13,10 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from gandissect.dissection import Dissector, SingleProcess
-from gandissect.distributed import TorchDistributed, init_from_env, session, shutdown
-from gandissect.stats import LevelCounts, TopK, UnitQuantiles, load_statistics, save_statistics
+from gandissect.core.stats import LevelCounts, TopK, UnitQuantiles
+from gandissect.dissection import Dissector
+from gandissect.engine.collectives import SingleProcess, TorchDistributed, init_from_env, session, shutdown
+from gandissect.engine.storage import load_statistics, save_statistics
 
 DRIVER = Path(__file__).with_name("distributed_driver.py")
 
@@ -139,7 +140,7 @@ def test_ranks_resume_only_together(tmp_path: Path) -> None:
         from distributed_driver import config, tiny_generator
     finally:
         sys.path.remove(str(DRIVER.parent))
-    from gandissect.segmenters import ColorSegmenter
+    from gandissect.core.segmenters import ColorSegmenter
 
     dissector = Dissector(tiny_generator(), ColorSegmenter(), config(), tmp_path, collective=_Rank(1), progress=False)
     assert dissector.checkpoint_path.name == "checkpoint-rank1.safetensors"

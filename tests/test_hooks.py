@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from gandissect.hooks import Trace, UnknownLayerError, layer_names, layer_shapes
+from gandissect.core.hooks import Trace, UnknownLayerError, layer_names, layer_shapes
+from gandissect.core.sampling import sample_z
 from gandissect.models.scenegan import SceneGenerator
-from gandissect.sampling import sample_z
 
 
 class Net(nn.Module):

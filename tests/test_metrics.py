@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from gandissect import world
-from gandissect.images import from_uint8, to_uint8
-from gandissect.metrics import (
+from gandissect.core.images import from_uint8, to_uint8
+from gandissect.core.segmenters import COLOR_PROTOTYPES, ColorSegmenter
+from gandissect.scenes import world
+from gandissect.scenes.metrics import (
     REAL_SEED_OFFSET,
     concept_area_histograms,
     confusion_iou,
@@ -20,8 +21,7 @@ from gandissect.metrics import (
     gaussian_fit,
     segmenter_iou,
 )
-from gandissect.segmenters import COLOR_PROTOTYPES, ColorSegmenter
-from gandissect.training import HELD_OUT_SEEDS
+from gandissect.scenes.training import HELD_OUT_SEEDS
 
 
 def test_confusion_iou_matches_a_brute_force_loop():

@@ -12,11 +12,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from gandissect import models, world
+from gandissect import models
 from gandissect.cli import main
+from gandissect.core.segmenters import ColorSegmenter, MergedSegmenter, ModuleSegmenter
 from gandissect.models import WeightFileError
 from gandissect.models.scenegan import SceneDiscriminator, SceneGenerator
-from gandissect.segmenters import ColorSegmenter, MergedSegmenter, ModuleSegmenter
+from gandissect.scenes import world
+from gandissect.scenes.ship import ship
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +27,7 @@ def shipped(tiny_gan_run, tiny_segmenter_run, tmp_path_factory) -> Path:
     weights = tmp_path_factory.mktemp("weights")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(models, "WEIGHTS", weights)
-        models.ship("tiny", tiny_gan_run, tiny_segmenter_run, extra={"note": "test"})
+        ship("tiny", tiny_gan_run, tiny_segmenter_run, extra={"note": "test"})
     return weights
 
 

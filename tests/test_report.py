@@ -18,13 +18,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from gandissect.core.hooks import Trace
+from gandissect.core.images import to_uint8
+from gandissect.core.sampling import sample_z
+from gandissect.core.segmenters import ColorSegmenter
 from gandissect.dissection import DissectConfig, Dissector
-from gandissect.hooks import Trace
-from gandissect.images import to_uint8
 from gandissect.models.scenegan import GeneratorConfig, SceneGenerator
-from gandissect.report import DIM, OUTLINE, render_unit_images, write_report
-from gandissect.sampling import sample_z
-from gandissect.segmenters import ColorSegmenter
+from gandissect.viz.report import DIM, OUTLINE, render_unit_images, write_report
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

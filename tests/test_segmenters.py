@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from gandissect.segmenters import (
+from gandissect.core.segmenters import (
     COLOR_PROTOTYPES,
     ColorSegmenter,
     MergedSegmenter,

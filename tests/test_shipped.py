@@ -6,13 +6,13 @@ import json
 
 import torch
 
-from gandissect import world
 from gandissect.cli import main
-from gandissect.hooks import layer_shapes
-from gandissect.images import from_uint8
+from gandissect.core.hooks import layer_shapes
+from gandissect.core.images import from_uint8
+from gandissect.core.sampling import sample_z
 from gandissect.models import available, load
-from gandissect.sampling import sample_z
-from gandissect.training import HELD_OUT_SEEDS
+from gandissect.scenes import world
+from gandissect.scenes.training import HELD_OUT_SEEDS
 
 
 def test_scenes64_loads_and_matches_its_metadata():

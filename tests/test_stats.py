@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from gandissect.stats import LevelCounts, TopK, UnitQuantiles, load_statistics, save_statistics
+from gandissect.core.stats import LevelCounts, TopK, UnitQuantiles
+from gandissect.engine.storage import load_statistics, save_statistics
 
 
 def random_batch(seed: int, n: int = 6, units: int = 5, size: int = 8, concepts: int = 4, channels: int = 2):

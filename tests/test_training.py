@@ -9,10 +9,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from gandissect import training
 from gandissect.models.scenegan import GeneratorConfig, SceneGenerator
 from gandissect.models.unet import SegmenterConfig, UNetSegmenter
-from gandissect.training import train_gan, train_segmenter
+from gandissect.scenes import training
+from gandissect.scenes.training import train_gan, train_segmenter
 
 
 class Interrupted(Exception):

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from gandissect import world
+from gandissect.scenes import world
 
 SIZE = 64
 EPS = 1e-9

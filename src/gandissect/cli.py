@@ -11,10 +11,10 @@ import torch
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from gandissect.core.hooks import UnknownLayerError
+    from gandissect.core.segmenters import SegmenterOutputError
     from gandissect.dissection import NonFiniteActivationError, RunFolderError
-    from gandissect.hooks import UnknownLayerError
     from gandissect.models import WeightFileError
-    from gandissect.segmenters import SegmenterOutputError
 
     return (UnknownLayerError, RunFolderError, NonFiniteActivationError, SegmenterOutputError, WeightFileError,
             KeyError, ValueError, TypeError, AttributeError, FileNotFoundError, ImportError)
@@ -28,7 +28,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from gandissect.training import GanTrainConfig, SegmenterTrainConfig
+    from gandissect.scenes.training import GanTrainConfig, SegmenterTrainConfig
 
     train = sub.add_parser("train", help="train the shipped scene models on the procedural world")
     kinds = train.add_subparsers(dest="kind", required=True)
@@ -48,7 +48,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from gandissect.training import train_gan, train_segmenter
+    from gandissect.scenes.training import train_gan, train_segmenter
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -73,9 +73,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 def _run_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from gandissect.metrics import frechet_segmentation_distance, segmenter_iou
+    from gandissect.engine.storage import write_json_atomic
     from gandissect.models import load
-    from gandissect.storage import write_json_atomic
+    from gandissect.scenes.metrics import frechet_segmentation_distance, segmenter_iou
 
     bundle = load(args.model, args.device)
     size = int(bundle.metadata.get("image_size", 64))
@@ -98,7 +98,7 @@ def _add_ship(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_ship(args: argparse.Namespace) -> int:
-    from gandissect.models import ship
+    from gandissect.scenes.ship import ship
 
     print(f"shipped to {ship(args.name, args.gan, args.segmenter)}")
     return 0
@@ -112,9 +112,9 @@ def _add_layers(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_layers(args: argparse.Namespace) -> int:
-    from gandissect.hooks import layer_shapes
+    from gandissect.core.hooks import layer_shapes
+    from gandissect.core.sampling import sample_z
     from gandissect.models import resolve_generator
-    from gandissect.sampling import sample_z
 
     generator = resolve_generator(args.model)
     shapes = layer_shapes(generator, sample_z(generator, 0, range(1)))
@@ -138,9 +138,10 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
 def _run_sample(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from gandissect.images import grid, label_colours, save_png, to_uint8
+    from gandissect.core.images import grid, label_colours, to_uint8
+    from gandissect.core.sampling import sample_z
+    from gandissect.engine.storage import save_png
     from gandissect.models import load
-    from gandissect.sampling import sample_z
 
     bundle = load(args.model)
     with torch.no_grad():
@@ -196,9 +197,10 @@ def default_layers(generator: torch.nn.Module) -> list[str]:
 
 
 def _run_dissect(args: argparse.Namespace) -> int:
-    from gandissect import distributed, report
     from gandissect.dissection import DissectConfig, Dissector
+    from gandissect.engine import collectives as distributed
     from gandissect.models import available, resolve_generator, resolve_segmenter
+    from gandissect.viz import report
 
     collective = distributed.init_from_env(args.device)
     device = distributed.local_device(args.device)
@@ -240,8 +242,8 @@ def _run_report(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from gandissect import report
     from gandissect.models import resolve_generator
+    from gandissect.viz import report
 
     path = Path(args.run) / "dissect.json"
     if not path.exists():

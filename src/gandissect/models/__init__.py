@@ -18,9 +18,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from gandissect.core.segmenters import ModuleSegmenter
 from gandissect.models.scenegan import GeneratorConfig, SceneDiscriminator, SceneGenerator
 from gandissect.models.unet import SegmenterConfig, UNetSegmenter
-from gandissect.segmenters import ModuleSegmenter
 
 WEIGHTS = Path(__file__).parent / "weights"
 
@@ -116,7 +116,7 @@ def resolve_generator(spec: str, device: str | torch.device = "cpu") -> nn.Modul
 
 def resolve_segmenter(spec: str, device: str | torch.device = "cpu") -> Any:
     """A segmenter from a shipped name, 'color', or a factory spec; '+' merges several ('scenes64+color')."""
-    from gandissect.segmenters import ColorSegmenter, MergedSegmenter, Segmenter
+    from gandissect.core.segmenters import ColorSegmenter, MergedSegmenter, Segmenter
 
     parts = []
     for piece in spec.split("+"):
@@ -132,46 +132,3 @@ def resolve_segmenter(spec: str, device: str | torch.device = "cpu") -> Any:
             part = part.to(device).eval()
         parts.append(part)
     return parts[0] if len(parts) == 1 else MergedSegmenter(*parts)
-
-
-def ship(name: str, gan_run: str | Path, segmenter_run: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    """Copy trained weights from two training run folders into the package as shipped model `name`.
-
-    Reads each run's latest checkpoint, so a run can be shipped while it is still training.
-    """
-    from gandissect import world
-    from gandissect.hooks import layer_shapes
-    from gandissect.storage import save_safetensors_atomic, write_json_atomic
-
-    gan_run, segmenter_run = Path(gan_run), Path(segmenter_run)
-    gan_train = json.loads((gan_run / "train_config.json").read_text())
-    seg_train = json.loads((segmenter_run / "train_config.json").read_text())
-    gan_config = GeneratorConfig(gan_train["z_dim"], tuple(gan_train["channels"]), tuple(gan_train["disc_channels"]))
-    seg_config = SegmenterConfig(len(world.CONCEPTS), tuple(seg_train["widths"]))
-    gan_state = torch.load(gan_run / "checkpoint.pt", map_location="cpu", weights_only=False)
-    seg_state = torch.load(segmenter_run / "checkpoint.pt", map_location="cpu", weights_only=False)
-    generator = SceneGenerator(gan_config)
-    generator.load_state_dict(gan_state["generator"])
-    folder = WEIGHTS / name
-    save_safetensors_atomic(folder / "generator.safetensors", gan_state["generator"])
-    save_safetensors_atomic(folder / "discriminator.safetensors", gan_state["discriminator"])
-    save_safetensors_atomic(folder / "segmenter.safetensors", seg_state["model"])
-    shapes = layer_shapes(generator.eval(), torch.zeros(1, gan_config.z_dim))
-    meta = {
-        "name": name,
-        "concepts": list(world.CONCEPTS),
-        "categories": [world.CATEGORIES[c] for c in world.CONCEPTS],
-        "hosts": dict(world.HOSTS),
-        "z_dim": gan_config.z_dim,
-        "image_size": gan_config.image_size,
-        "layers": {layer: list(shapes[layer]) for layer in generator.layer_names},
-        "generator_config": gan_config.to_dict(),
-        "segmenter_config": seg_config.to_dict(),
-        "training": {
-            "gan": {**gan_train, "iterations_done": int(gan_state["iteration"])},
-            "segmenter": {**seg_train, "iterations_done": int(seg_state["iteration"])},
-        },
-        **(extra or {}),
-    }
-    write_json_atomic(folder / "model.json", meta)
-    return folder

@@ -17,10 +17,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from gandissect import world
-from gandissect.images import from_uint8
-from gandissect.sampling import sample_z
-from gandissect.segmenters import Segmenter, check_labels
+from gandissect.core.images import from_uint8
+from gandissect.core.sampling import sample_z
+from gandissect.core.segmenters import Segmenter, check_labels
+from gandissect.scenes import world
 
 # Real scenes for the FSD are drawn from seeds HELD_OUT_SEEDS + REAL_SEED_OFFSET + i, apart from the
 # scenes that `segmenter_iou` uses (HELD_OUT_SEEDS + i).
@@ -80,7 +80,7 @@ def segmenter_iou(segmenter: Segmenter, count: int = 2000, size: int = 64, batch
     world's concepts by name (others count as wrong). Returns {"per_concept": {name: iou or None},
     "mean_iou": mean over concepts that occur, "count": count}.
     """
-    from gandissect.training import HELD_OUT_SEEDS
+    from gandissect.scenes.training import HELD_OUT_SEEDS
 
     num = len(world.CONCEPTS)
     lookup = torch.tensor([world.CONCEPT_INDEX.get(name, -1) for name in segmenter.concepts] + [-1])
@@ -175,7 +175,7 @@ def frechet_segmentation_distance(generator: nn.Module, segmenter: Segmenter, co
     per-concept mean areas (percent) and the relative difference (generated - real) / real (None where the
     concept never appears in real scenes).
     """
-    from gandissect.training import HELD_OUT_SEEDS
+    from gandissect.scenes.training import HELD_OUT_SEEDS
 
     num = len(segmenter.concepts)
     device = _device_of(generator)

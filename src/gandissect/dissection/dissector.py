@@ -16,24 +16,25 @@ distributed run (see `distributed`) gives exactly the results of a single proces
 
 from __future__ import annotations
 
-import functools
 import json
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from gandissect.hooks import Trace, get_layer
-from gandissect.sampling import sample_z
-from gandissect.segmenters import Segmenter, check_labels
-from gandissect.stats import LevelCounts, Statistic, TopK, UnitQuantiles, load_statistics, save_statistics
-from gandissect.storage import write_json_atomic, write_text_atomic
+from gandissect.core.features import upsample
+from gandissect.core.hooks import Trace, get_layer
+from gandissect.core.sampling import sample_z
+from gandissect.core.segmenters import Segmenter, check_labels
+from gandissect.core.stats import LevelCounts, Statistic, TopK, UnitQuantiles
+from gandissect.engine.collectives import Collective, SingleProcess
+from gandissect.engine.storage import load_statistics, save_statistics, write_json_atomic, write_text_atomic
 
 RESULT_FILES = ("dissect.json", "dissect.csv", "statistics.safetensors", "report.html")
 SCHEMA_VERSION = 1
@@ -88,33 +89,6 @@ class NonFiniteActivationError(FloatingPointError):
     """A layer produced NaN or infinite activations."""
 
 
-class Collective(Protocol):
-    """How shards of a run talk to each other; `SingleProcess` for one process, see `distributed`."""
-
-    rank: int
-    world: int
-
-    def broadcast(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
-
-    def merge(self, stats: dict[str, Statistic]) -> dict[str, Statistic]: ...
-
-    def barrier(self) -> None: ...
-
-
-class SingleProcess:
-    rank = 0
-    world = 1
-
-    def broadcast(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return tensors
-
-    def merge(self, stats: dict[str, Statistic]) -> dict[str, Statistic]:
-        return stats
-
-    def barrier(self) -> None:
-        pass
-
-
 @dataclass
 class LayerResult:
     """Per-layer outcome: thresholds, IoU per (unit, concept), IQR optimum per (unit, concept)."""
@@ -140,34 +114,6 @@ class Dissection:
 def log_levels(count: int) -> torch.Tensor:
     """Quantiles 1 - f for top fractions f log-spaced from 0.1% to 100%, ascending."""
     return (1.0 - torch.logspace(-3, 0, count, dtype=torch.float64)).flip(0)
-
-
-@functools.lru_cache(maxsize=32)
-def interpolation_matrix(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
-    """(n_out, n_in) weights of 1-D linear interpolation with pixel centres aligned, as in
-    `F.interpolate(..., mode="bilinear", align_corners=False)`: source = (i + 0.5) * n_in / n_out - 0.5."""
-    source = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5).clamp(min=0)
-    lower = source.floor().long().clamp(max=n_in - 1)
-    upper = (lower + 1).clamp(max=n_in - 1)
-    weight = source - lower
-    matrix = torch.zeros(n_out, n_in, dtype=torch.float64)
-    rows = torch.arange(n_out)
-    matrix.index_put_((rows, lower), 1 - weight, accumulate=True)
-    matrix.index_put_((rows, upper), weight, accumulate=True)
-    return matrix.float().to(device)
-
-
-def upsample(acts: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear, pixel-centre aligned (align_corners=False) upsampling of feature maps (N, U, h, w) to the
-    segmentation's size. Bilinear interpolation is separable, so it is done as two small matrix products,
-    several times faster on a CPU than `F.interpolate` and equal to it up to float rounding."""
-    acts = acts.float()
-    (h, w), (height, width) = acts.shape[-2:], size
-    if (h, w) == (height, width):
-        return acts
-    rows = interpolation_matrix(h, height, acts.device)
-    cols = interpolation_matrix(w, width, acts.device)
-    return torch.matmul(torch.matmul(rows, acts), cols.t())
 
 
 def _check_finite(name: str, acts: torch.Tensor, first_sample: int) -> None:

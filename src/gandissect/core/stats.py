@@ -13,14 +13,9 @@ segmentation's size; labels as (N, K, H, W) concept indices with -1 for none (se
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import ClassVar
 
 import torch
-from safetensors.torch import load_file
-
-from gandissect.storage import save_safetensors_atomic
 
 
 def unique_channels(labels: torch.Tensor) -> torch.Tensor:
@@ -277,30 +272,3 @@ class TopK(Statistic):
 STATISTICS: dict[str, type[Statistic]] = {
     cls.__name__: cls for cls in (UnitQuantiles, LevelCounts, TopK)
 }
-
-
-def save_statistics(path: str | Path, stats: dict[str, Statistic], meta: dict | None = None) -> None:
-    """Atomically save named statistics (and JSON-able `meta`) to one safetensors file."""
-    tensors = {}
-    for name, stat in stats.items():
-        for field, tensor in stat.state_dict().items():
-            tensors[f"{name}/{field}"] = tensor
-    header = {"classes": json.dumps({name: type(stat).__name__ for name, stat in stats.items()}),
-              "meta": json.dumps(meta or {})}
-    save_safetensors_atomic(path, tensors, header)
-
-
-def load_statistics(path: str | Path, device: torch.device | str = "cpu") -> tuple[dict[str, Statistic], dict]:
-    """Inverse of `save_statistics`: the named statistics and the meta dictionary."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        header = handle.metadata() or {}
-    tensors = load_file(str(path))
-    classes = json.loads(header.get("classes", "{}"))
-    stats = {}
-    for name, class_name in classes.items():
-        prefix = f"{name}/"
-        state = {key[len(prefix):]: value for key, value in tensors.items() if key.startswith(prefix)}
-        stats[name] = STATISTICS[class_name].from_state_dict(state).to(device)
-    return stats, json.loads(header.get("meta", "{}"))

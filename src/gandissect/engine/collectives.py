@@ -6,7 +6,7 @@
 `init_from_env(device)` reads the variables torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
 MASTER_PORT), joins the process group once ("gloo" on CPU, "nccl" on CUDA, where it also makes
 cuda:LOCAL_RANK the current device) and returns a `TorchDistributed`; launched as a plain process it
-returns `dissection.SingleProcess`.
+returns `SingleProcess`.
 
 How ranks cooperate (see `dissection.Dissector`):
 - the sample sets are cut into fixed batches of `batch_size`; batch b goes to rank b % world;
@@ -27,12 +27,41 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 import torch
 import torch.distributed as dist
 
-from gandissect.dissection import Collective, SingleProcess
-from gandissect.stats import STATISTICS, Statistic
+from gandissect.core.stats import STATISTICS, Statistic
+
+
+class Collective(Protocol):
+    """How the shards of a run talk: `SingleProcess` for one process, `TorchDistributed` under torchrun."""
+
+    rank: int
+    world: int
+
+    def broadcast(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
+
+    def merge(self, stats: dict[str, Statistic]) -> dict[str, Statistic]: ...
+
+    def barrier(self) -> None: ...
+
+
+class SingleProcess:
+    """The collective of a plain process: broadcast and merge are identities."""
+
+    rank = 0
+    world = 1
+
+    def broadcast(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return tensors
+
+    def merge(self, stats: dict[str, Statistic]) -> dict[str, Statistic]:
+        return stats
+
+    def barrier(self) -> None:
+        pass
 
 
 def launched_distributed() -> bool:

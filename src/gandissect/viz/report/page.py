@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from gandissect.dissection import upsample
-from gandissect.hooks import Trace
-from gandissect.images import data_uri, to_uint8
-from gandissect.sampling import sample_z
-from gandissect.storage import write_text_atomic
+from gandissect.core.features import upsample
+from gandissect.core.hooks import Trace
+from gandissect.core.images import data_uri, to_uint8
+from gandissect.core.sampling import sample_z
+from gandissect.engine.storage import write_text_atomic
 
 DIM = 0.35
 OUTLINE = (255, 230, 40)

@@ -5,13 +5,10 @@ from __future__ import annotations
 import base64
 import io
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-
-from gandissect.storage import write_bytes_atomic
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -44,10 +41,6 @@ def png_bytes(picture: np.ndarray, scale: int = 1) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=False)
     return buffer.getvalue()
-
-
-def save_png(path: str | Path, picture: np.ndarray, scale: int = 1) -> None:
-    write_bytes_atomic(path, png_bytes(picture, scale))
 
 
 def data_uri(picture: np.ndarray, quality: int = 75) -> str:

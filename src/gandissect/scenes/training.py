@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from gandissect import world
-from gandissect.images import from_uint8, grid, label_colours, save_png, to_uint8
+from gandissect.core.images import from_uint8, grid, label_colours, to_uint8
+from gandissect.engine.storage import save_png, save_safetensors_atomic, save_torch_atomic, write_json_atomic
 from gandissect.models.scenegan import GeneratorConfig, SceneDiscriminator, SceneGenerator
 from gandissect.models.unet import SegmenterConfig, UNetSegmenter
-from gandissect.storage import save_safetensors_atomic, save_torch_atomic, write_json_atomic
+from gandissect.scenes import world
 
 GAN_DATA_SEEDS = 0
 SEGMENTER_DATA_SEEDS = 1_000_000

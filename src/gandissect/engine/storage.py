@@ -1,0 +1,88 @@
+"""Atomic file writes: a finished result is either fully on disk or not there at all."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
+
+from gandissect.core.images import png_bytes
+from gandissect.core.stats import STATISTICS, Statistic
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, fsync it, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=1, sort_keys=False) + "\n")
+
+
+def save_torch_atomic(path: str | Path, obj: Any) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def save_safetensors_atomic(
+    path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> None:
+    contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    write_bytes_atomic(path, safetensors_bytes(contiguous, metadata=metadata))
+
+
+def save_png(path: str | Path, picture: np.ndarray, scale: int = 1) -> None:
+    """Write a (H, W, 3) uint8 picture as a PNG file, atomically."""
+    write_bytes_atomic(path, png_bytes(picture, scale))
+
+
+def save_statistics(path: str | Path, stats: dict[str, Statistic], meta: dict | None = None) -> None:
+    """Atomically save named statistics (and JSON-able `meta`) to one safetensors file."""
+    tensors = {}
+    for name, stat in stats.items():
+        for field, tensor in stat.state_dict().items():
+            tensors[f"{name}/{field}"] = tensor
+    header = {"classes": json.dumps({name: type(stat).__name__ for name, stat in stats.items()}),
+              "meta": json.dumps(meta or {})}
+    save_safetensors_atomic(path, tensors, header)
+
+
+def load_statistics(path: str | Path, device: torch.device | str = "cpu") -> tuple[dict[str, Statistic], dict]:
+    """Inverse of `save_statistics`: the named statistics and the meta dictionary."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        header = handle.metadata() or {}
+    tensors = load_file(str(path))
+    classes = json.loads(header.get("classes", "{}"))
+    stats = {}
+    for name, class_name in classes.items():
+        prefix = f"{name}/"
+        state = {key[len(prefix):]: value for key, value in tensors.items() if key.startswith(prefix)}
+        stats[name] = STATISTICS[class_name].from_state_dict(state).to(device)
+    return stats, json.loads(header.get("meta", "{}"))

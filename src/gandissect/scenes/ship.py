@@ -1,0 +1,56 @@
+"""Package trained scene models into gandissect as a shipped model (weights, metadata, checksums)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gandissect import models
+from gandissect.core.hooks import layer_shapes
+from gandissect.engine.storage import save_safetensors_atomic, write_json_atomic
+from gandissect.models.scenegan import GeneratorConfig, SceneGenerator
+from gandissect.models.unet import SegmenterConfig
+from gandissect.scenes import world
+
+
+def ship(name: str, gan_run: str | Path, segmenter_run: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Copy trained weights from two training run folders into the package as shipped model `name`.
+
+    Reads each run's latest checkpoint, so a run can be shipped while it is still training.
+    """
+
+    gan_run, segmenter_run = Path(gan_run), Path(segmenter_run)
+    gan_train = json.loads((gan_run / "train_config.json").read_text())
+    seg_train = json.loads((segmenter_run / "train_config.json").read_text())
+    gan_config = GeneratorConfig(gan_train["z_dim"], tuple(gan_train["channels"]), tuple(gan_train["disc_channels"]))
+    seg_config = SegmenterConfig(len(world.CONCEPTS), tuple(seg_train["widths"]))
+    gan_state = torch.load(gan_run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    seg_state = torch.load(segmenter_run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    generator = SceneGenerator(gan_config)
+    generator.load_state_dict(gan_state["generator"])
+    folder = models.WEIGHTS / name
+    save_safetensors_atomic(folder / "generator.safetensors", gan_state["generator"])
+    save_safetensors_atomic(folder / "discriminator.safetensors", gan_state["discriminator"])
+    save_safetensors_atomic(folder / "segmenter.safetensors", seg_state["model"])
+    shapes = layer_shapes(generator.eval(), torch.zeros(1, gan_config.z_dim))
+    meta = {
+        "name": name,
+        "concepts": list(world.CONCEPTS),
+        "categories": [world.CATEGORIES[c] for c in world.CONCEPTS],
+        "hosts": dict(world.HOSTS),
+        "z_dim": gan_config.z_dim,
+        "image_size": gan_config.image_size,
+        "layers": {layer: list(shapes[layer]) for layer in generator.layer_names},
+        "generator_config": gan_config.to_dict(),
+        "segmenter_config": seg_config.to_dict(),
+        "training": {
+            "gan": {**gan_train, "iterations_done": int(gan_state["iteration"])},
+            "segmenter": {**seg_train, "iterations_done": int(seg_state["iteration"])},
+        },
+        **(extra or {}),
+    }
+    write_json_atomic(folder / "model.json", meta)
+    return folder

@@ -1,0 +1,1 @@
+"""Pictures for people: the self-contained HTML report (and later the painter)."""
