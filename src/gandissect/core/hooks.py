@@ -18,10 +18,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from gandissect.core.errors import GandissectError
+
 EditFn = Callable[[torch.Tensor], torch.Tensor]
 
 
-class UnknownLayerError(KeyError):
+class UnknownLayerError(GandissectError, KeyError):
     """A layer name that the model does not have; the message lists the ones it has."""
 
     def __str__(self) -> str:

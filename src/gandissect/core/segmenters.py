@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gandissect.core.errors import GandissectError
+
 
 @runtime_checkable
 class Segmenter(Protocol):
@@ -27,7 +29,7 @@ class Segmenter(Protocol):
     def segment(self, images: torch.Tensor) -> torch.Tensor: ...
 
 
-class SegmenterOutputError(ValueError):
+class SegmenterOutputError(GandissectError, ValueError):
     """A segmenter returned labels of the wrong shape, dtype or range."""
 
 

@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from gandissect.core.errors import GandissectError
 from gandissect.core.segmenters import ModuleSegmenter
 from gandissect.models.scenegan import GeneratorConfig, SceneDiscriminator, SceneGenerator
 from gandissect.models.unet import SegmenterConfig, UNetSegmenter
@@ -25,7 +26,7 @@ from gandissect.models.unet import SegmenterConfig, UNetSegmenter
 WEIGHTS = Path(__file__).parent / "weights"
 
 
-class WeightFileError(ValueError):
+class WeightFileError(GandissectError, ValueError):
     """A weight file that is unreadable or does not fit the architecture; says which tensor."""
 
 
