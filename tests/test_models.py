@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -76,11 +77,34 @@ def test_unknown_name_lists_known_names(weights):
     assert "nonexistent" in str(info.value) and "tiny" in str(info.value)
 
 
+def _reseal(path: Path) -> None:
+    """Record the current sha256 of weight file `path` in its model.json, as shipping a bad file would."""
+    meta_path = path.parent / "model.json"
+    meta = json.loads(meta_path.read_text())
+    meta["weights"][path.stem]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    meta_path.write_text(json.dumps(meta))
+
+
 def test_corrupt_weight_file_is_named(weights):
     path = weights / "tiny" / "generator.safetensors"
     path.write_bytes(b"this is not a safetensors file at all" * 10)
-    with pytest.raises(WeightFileError, match=re.escape("generator.safetensors")):
+    with pytest.raises(WeightFileError, match=re.escape("generator.safetensors")) as info:
         models.load("tiny")
+    assert "sha256" in str(info.value)
+    _reseal(path)  # a garbage file shipped with its own checksum still fails, when read
+    with pytest.raises(WeightFileError, match=re.escape(f"cannot read weight file {path}")):
+        models.load("tiny")
+
+
+def test_ship_records_checksums_and_sizes(weights):
+    meta = json.loads((weights / "tiny" / "model.json").read_text())
+    for part in ("generator", "discriminator", "segmenter"):
+        data = (weights / "tiny" / f"{part}.safetensors").read_bytes()
+        assert meta["weights"][part] == {"file": f"{part}.safetensors", "sha256": hashlib.sha256(data).hexdigest(),
+                                         "bytes": len(data)}
+    spec = models.registry.get("tiny")
+    assert spec.weights["segmenter"].sha256 == meta["weights"]["segmenter"]["sha256"]
+    assert spec.default_layers == ("layer2", "layer3", "layer4") and spec.default_segmenter == "tiny+color"
 
 
 def test_misshapen_tensor_is_named(weights):
@@ -88,6 +112,7 @@ def test_misshapen_tensor_is_named(weights):
     tensors = load_file(str(path))
     tensors["head.weight"] = torch.zeros(5, 4, 1, 1)
     save_file(tensors, str(path))
+    _reseal(path)
     with pytest.raises(WeightFileError, match=re.escape("'head.weight'")) as info:
         models.load("tiny")
     assert "(5, 4, 1, 1)" in str(info.value) and "(12, 4, 1, 1)" in str(info.value)
@@ -98,6 +123,7 @@ def test_missing_tensor_is_named(weights):
     tensors = load_file(str(path))
     del tensors["output.1.bias"]
     save_file(tensors, str(path))
+    _reseal(path)
     with pytest.raises(WeightFileError, match=re.escape("output.1.bias")):
         models.load("tiny")
 

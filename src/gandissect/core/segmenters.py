@@ -36,7 +36,8 @@ class SegmenterOutputError(GandissectError, ValueError):
 def check_labels(labels: object, images: torch.Tensor, num_concepts: int, name: str = "segmenter") -> torch.Tensor:
     """Validate a segmenter's output against the protocol and return it as int64 (N, K, H, W)."""
     n = images.shape[0]
-    expected = f"an integer tensor of shape (N={n}, K, H, W) with values in [-1, {num_concepts - 1}]"
+    expected = (f"an integer tensor of shape (N={n}, K, H, W) with values in [-1, {num_concepts - 1}] "
+                "(or -2 for unknown)")
     if not isinstance(labels, torch.Tensor):
         raise SegmenterOutputError(f"{name}.segment returned {type(labels).__name__}; expected {expected}")
     if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.dtype.is_complex:
@@ -47,12 +48,29 @@ def check_labels(labels: object, images: torch.Tensor, num_concepts: int, name: 
         raise SegmenterOutputError(f"{name}.segment returned shape {tuple(labels.shape)}; expected {expected}")
     if labels.numel():
         low, high = int(labels.min()), int(labels.max())
-        if low < -1 or high >= num_concepts:
+        if low < -2 or high >= num_concepts:
             raise SegmenterOutputError(
                 f"{name}.segment returned labels in [{low}, {high}]; expected {expected} "
                 f"(it declares {num_concepts} concepts)"
             )
     return labels.long()
+
+
+def check_segmenter(segmenter: object) -> tuple[list[str], list[str]]:
+    """The segmenter's concepts and categories, refused in one line if they do not follow the protocol."""
+    name = type(segmenter).__name__
+    for attribute in ("concepts", "categories", "segment"):
+        if not hasattr(segmenter, attribute):
+            raise SegmenterOutputError(f"{name} has no `{attribute}`: see the segmenter protocol in the README")
+    concepts, categories = list(segmenter.concepts), list(segmenter.categories)  # type: ignore[attr-defined]
+    if len(concepts) != len(categories):
+        raise SegmenterOutputError(f"{name} declares {len(concepts)} concepts but {len(categories)} categories")
+    repeated = sorted({c for c in concepts if concepts.count(c) > 1})
+    if repeated:
+        raise SegmenterOutputError(f"{name} declares the concepts {repeated} more than once")
+    if not concepts:
+        raise SegmenterOutputError(f"{name} declares no concepts")
+    return concepts, categories
 
 
 class ModuleSegmenter(nn.Module):

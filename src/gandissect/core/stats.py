@@ -6,9 +6,15 @@ saves to / loads from safetensors. Activations arrive as (N, U, H, W) tensors al
 segmentation's size; labels as (N, K, H, W) concept indices with -1 for none (see `segmenters`).
 
 - `UnitQuantiles`: per-unit histogram over a calibrated range -> quantiles (thresholds, candidate levels).
-- `LevelCounts`: exact integer counts per (unit, concept) at many levels per unit -> IoU and the
-  information-quality ratio at each level.
 - `TopK`: the k samples with the highest peak activation per unit.
+- `Moments`: per-unit count, mean and variance of activations.
+- `ConditionalMean`: per (unit, concept), the mean activation where the concept is, weighted by how much of
+  each feature cell it covers (the insertion value of the causal tools).
+- `LevelCounts` (in `levels`): exact integer counts per (unit, concept) at many levels per unit -> IoU and
+  the information-quality ratio at each level.
+
+Labels may mark pixels unknown (UNKNOWN = -2, "the segmenter cannot say"): such pixels are left out of
+every count, unlike -1 ("none of the concepts").
 """
 
 from __future__ import annotations
@@ -16,6 +22,9 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
+
+UNKNOWN = -2
 
 
 def unique_channels(labels: torch.Tensor) -> torch.Tensor:
@@ -73,6 +82,22 @@ class Statistic:
                 raise ValueError(f"cannot merge {type(self).__name__}s with different {name}")
 
 
+def histogram_slots(values: torch.Tensor, low: torch.Tensor, high: torch.Tensor, bins: int,
+                    unit_stride: int = 0) -> torch.Tensor:
+    """Slot (int32) of each value among `bins` equal bins per unit over (low, high]: 0 for values <= low,
+    s for (low + (s - 1) w, low + s w], bins + 1 above high. Values (N, U, P) or one per unit (U,).
+    With `unit_stride`, unit u's slots are offset by u * unit_stride (a flat index for `bincount`)."""
+    low, high = low.float(), high.float()
+    if values.dim() > 1:
+        low, high = low[:, None], high[:, None]
+    scale = bins / (high - low)
+    slots = torch.addcmul(-low * scale, values, scale).ceil_().clamp_(0, bins + 1)
+    if unit_stride:
+        offsets = torch.arange(values.shape[-2 if values.dim() > 1 else 0], device=values.device) * unit_stride
+        slots += offsets.float()[:, None] if values.dim() > 1 else offsets.float()
+    return slots.to(torch.int32)
+
+
 class UnitQuantiles(Statistic):
     """Per-unit histogram of `bins` equal bins over (low, high], plus two end slots and exact extremes.
 
@@ -105,17 +130,21 @@ class UnitQuantiles(Statistic):
 
     def _slot_of(self, values: torch.Tensor) -> torch.Tensor:
         """Histogram slot (int32) of values (N, U, P), or of one value per unit (U,)."""
-        low, high = self.low.float(), self.high.float()
-        if values.dim() > 1:
-            low, high = low[:, None], high[:, None]
-        scale = self.bins / (high - low)
-        return torch.addcmul(-low * scale, values, scale).ceil_().clamp_(0, self.bins + 1).to(torch.int32)
+        return histogram_slots(values, self.low, self.high, self.bins)
+
+    def edge_values(self, edges: torch.Tensor) -> torch.Tensor:
+        """Values (U, L) float64 of edge indices (U, L) in [0, bins]: a value exceeds edge e iff its slot > e."""
+        return self.low[:, None] + edges.double() * ((self.high - self.low) / self.bins)[:, None]
+
+    def nearest_edges(self, values: torch.Tensor) -> torch.Tensor:
+        """Edge indices (U, L) nearest to values (U, L)."""
+        width = ((self.high - self.low) / self.bins)[:, None]
+        return ((values.double() - self.low[:, None]) / width).round().clamp(0, self.bins).long()
 
     def add(self, acts: torch.Tensor) -> None:
         flat, _ = _flat(acts)
         units = flat.shape[1]
-        index = self._slot_of(flat)
-        index += torch.arange(units, device=flat.device, dtype=torch.int32)[None, :, None] * (self.bins + 2)
+        index = histogram_slots(flat, self.low, self.high, self.bins, unit_stride=self.bins + 2)
         self.counts += torch.bincount(index.flatten(), minlength=units * (self.bins + 2)).view(units, -1)
         self.minimum = torch.minimum(self.minimum, flat.amin((0, 2)).double())
         self.maximum = torch.maximum(self.maximum, flat.amax((0, 2)).double())
@@ -145,94 +174,6 @@ class UnitQuantiles(Statistic):
         right = torch.where(index == self.bins + 1, self.maximum[:, None].expand_as(right), right)
         value = left + fraction * (right - left)
         return torch.minimum(torch.maximum(value, self.minimum[:, None]), self.maximum[:, None])
-
-
-class LevelCounts(Statistic):
-    """Counts at L ascending levels per unit: for each pixel, how many levels it exceeds, by concept.
-
-    `joint[u, b, c]` counts pixels labelled c whose activation exceeds exactly b of unit u's levels;
-    reverse cumulative sums give |A_{u,l} and S_c| for every level l at once.
-    """
-
-    fields = ("levels", "joint", "totals", "concept_area", "pixels")
-
-    def __init__(self, levels: torch.Tensor, num_concepts: int) -> None:
-        units, num_levels = levels.shape
-        device = levels.device
-        self.levels = levels.float().contiguous()
-        self.joint = torch.zeros(units, num_levels + 1, num_concepts, dtype=torch.long, device=device)
-        self.totals = torch.zeros(units, num_levels + 1, dtype=torch.long, device=device)
-        self.concept_area = torch.zeros(num_concepts, dtype=torch.long, device=device)
-        self.pixels = torch.zeros((), dtype=torch.long, device=device)
-
-    def add(self, acts: torch.Tensor, labels: torch.Tensor) -> None:
-        flat, flat_labels = _flat(acts, labels)
-        assert flat_labels is not None
-        n, units, p = flat.shape
-        slots, concepts = self.levels.shape[1] + 1, self.concept_area.numel()
-        levels = self.levels[None].expand(n, -1, -1).contiguous()
-        exceeded = torch.searchsorted(levels, flat.contiguous(), right=False, out_int32=True)
-        offsets = torch.arange(units, device=flat.device, dtype=torch.int32)[None, :, None] * slots
-        cell = (exceeded + offsets) * (concepts + 1)
-        for k in range(flat_labels.shape[1]):
-            label = flat_labels[:, k:k + 1].int() + 1
-            counts = torch.bincount((cell + label).flatten(), minlength=units * slots * (concepts + 1))
-            counts = counts.view(units, slots, concepts + 1)
-            if k == 0:
-                self.totals += counts.sum(2)
-            self.joint += counts[:, :, 1:]
-            self.concept_area += torch.bincount(label[label > 0] - 1, minlength=concepts)
-        self.pixels += n * p
-
-    def merge(self, other: LevelCounts) -> None:
-        self._check_mergeable(other, "levels")
-        for name in ("joint", "totals", "concept_area", "pixels"):
-            setattr(self, name, getattr(self, name) + getattr(other, name).to(self.pixels.device))
-
-    def tables(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per (unit, concept, level) counts n11 (above, concept), n10, n01, n00 as float64 (U, C, L)."""
-        above_concept = self.joint.flip(1).cumsum(1).flip(1)[:, 1:].double().permute(0, 2, 1)
-        above = self.totals.flip(1).cumsum(1).flip(1)[:, 1:].double()[:, None, :]
-        concept = self.concept_area.double()[None, :, None]
-        total = self.pixels.double()
-        n11 = above_concept
-        n10 = above - n11
-        n01 = concept - n11
-        n00 = total - n11 - n10 - n01
-        return n11, n10, n01, n00
-
-    def iou(self) -> torch.Tensor:
-        """IoU (U, C, L) at every level."""
-        n11, n10, n01, _ = self.tables()
-        union = n11 + n10 + n01
-        return torch.where(union > 0, n11 / union.clamp(min=1), 0.0)
-
-    def information_quality_ratio(self) -> torch.Tensor:
-        """I(A;S) / H(A,S) (U, C, L) of the 2x2 table (unit above level, concept present) over pixels."""
-        cells = torch.stack(self.tables(), -1) / self.pixels.double().clamp(min=1)
-        joint_entropy = _entropy(cells)
-        above = cells[..., 0] + cells[..., 1]
-        concept = cells[..., 0] + cells[..., 2]
-        marginals = _entropy(torch.stack([above, 1 - above], -1)) + _entropy(torch.stack([concept, 1 - concept], -1))
-        mutual = (marginals - joint_entropy).clamp(min=0)
-        return torch.where(joint_entropy > 0, mutual / joint_entropy.clamp(min=1e-300), 0.0)
-
-    def best_levels(self) -> dict[str, torch.Tensor]:
-        """Per (unit, concept): the level index maximising the IQR, its value, IQR and IoU there."""
-        iqr = self.information_quality_ratio()
-        best = iqr.argmax(-1)
-        pick = best[..., None]
-        return {
-            "level_index": best,
-            "threshold": self.levels[:, None, :].expand_as(iqr).gather(-1, pick.to(self.levels.device))[..., 0],
-            "iqr": iqr.gather(-1, pick)[..., 0],
-            "iou": self.iou().gather(-1, pick)[..., 0],
-        }
-
-
-def _entropy(probabilities: torch.Tensor) -> torch.Tensor:
-    p = probabilities.clamp(min=0)
-    return -(torch.where(p > 0, p * p.clamp(min=1e-300).log(), 0.0)).sum(-1)
 
 
 class TopK(Statistic):
@@ -269,6 +210,98 @@ class TopK(Statistic):
         self.values, self.indices = values.gather(1, by_value), indices.gather(1, by_value)
 
 
-STATISTICS: dict[str, type[Statistic]] = {
-    cls.__name__: cls for cls in (UnitQuantiles, LevelCounts, TopK)
-}
+class Moments(Statistic):
+    """Per-unit count, mean and sum of squared deviations (Chan's parallel update), in float64."""
+
+    fields = ("count", "mean", "m2")
+
+    def __init__(self, units: int, device: torch.device | str = "cpu") -> None:
+        self.count = torch.zeros((), dtype=torch.float64, device=device)
+        self.mean = torch.zeros(units, dtype=torch.float64, device=device)
+        self.m2 = torch.zeros(units, dtype=torch.float64, device=device)
+
+    def add(self, acts: torch.Tensor) -> None:
+        """Activations (N, U, ...): every value of unit u counts once."""
+        flat = acts.detach().transpose(0, 1).reshape(acts.shape[1], -1).double()
+        n = torch.tensor(float(flat.shape[1]), dtype=torch.float64, device=self.mean.device)
+        mean = flat.mean(1)
+        self._combine(n, mean, ((flat - mean[:, None]) ** 2).sum(1))
+
+    def merge(self, other: Moments) -> None:
+        self._check_mergeable(other)
+        self._combine(other.count.to(self.count.device), other.mean.to(self.mean.device), other.m2.to(self.m2.device))
+
+    def _combine(self, n: torch.Tensor, mean: torch.Tensor, m2: torch.Tensor) -> None:
+        total = self.count + n
+        if float(total) == 0:
+            return
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m2 + delta**2 * (self.count * n / total)
+        self.count = total
+
+    def variance(self) -> torch.Tensor:
+        """Population variance per unit."""
+        return self.m2 / self.count.clamp(min=1)
+
+
+class ConditionalMean(Statistic):
+    """Per (unit, concept): sum over feature cells of activation x concept coverage, and the coverage total.
+
+    Coverage is the fraction of a feature cell's pixels (of the segmentation, pooled to the feature grid)
+    that show the concept, so `mean()` is the unit's mean activation where the concept is, weighted by how
+    much of each cell it covers."""
+
+    fields = ("weighted", "coverage")
+
+    def __init__(self, units: int, num_concepts: int, device: torch.device | str = "cpu") -> None:
+        self.weighted = torch.zeros(units, num_concepts, dtype=torch.float64, device=device)
+        self.coverage = torch.zeros(num_concepts, dtype=torch.float64, device=device)
+
+    def add(self, acts: torch.Tensor, labels: torch.Tensor) -> None:
+        """Activations (N, U, h, w) at feature resolution; labels (N, K, H, W) at any resolution."""
+        cover = concept_coverage(labels, self.coverage.numel(), tuple(acts.shape[-2:]))
+        self.weighted += torch.einsum("nuq,ncq->uc", acts.detach().flatten(2).double(), cover.flatten(2))
+        self.coverage += cover.sum((0, 2, 3))
+
+    def merge(self, other: ConditionalMean) -> None:
+        self._check_mergeable(other)
+        self.weighted += other.weighted.to(self.weighted.device)
+        self.coverage += other.coverage.to(self.coverage.device)
+
+    def mean(self) -> torch.Tensor:
+        """(U, C) mean activation where each concept is; NaN for a concept never seen."""
+        return self.weighted / torch.where(self.coverage > 0, self.coverage, float("nan"))[None, :]
+
+
+def concept_coverage(labels: torch.Tensor, num_concepts: int, size: tuple[int, int]) -> torch.Tensor:
+    """Fraction (N, C, h, w) float64 of each cell of an (h, w) grid covered by each concept, from labels
+    (N, K, H, W) (a concept counts once per pixel whatever the channel; unknown pixels cover nothing)."""
+    n, _, height, width = labels.shape
+    present = torch.zeros(n, num_concepts + 1, height, width, dtype=torch.float64, device=labels.device)
+    for k in range(labels.shape[1]):
+        index = labels[:, k:k + 1].long().clamp(min=-1) + 1
+        present.scatter_(1, index, 1.0)
+    return F.adaptive_avg_pool2d(present[:, 1:], size)
+
+
+STATISTICS: dict[str, type[Statistic]] = {}
+
+
+def register_statistic(cls: type[Statistic]) -> type[Statistic]:
+    """Make a statistic class loadable by name (from checkpoints, statistics files and other ranks)."""
+    STATISTICS[cls.__name__] = cls
+    return cls
+
+
+for _cls in (UnitQuantiles, TopK, Moments, ConditionalMean):
+    register_statistic(_cls)
+
+
+def statistic_class(name: str) -> type[Statistic]:
+    """The registered statistic class called `name` (for loading saved or gathered state)."""
+    from gandissect.core import levels  # noqa: F401  (registers LevelCounts)
+
+    if name not in STATISTICS:
+        raise KeyError(f"no statistic class {name!r}; known: {sorted(STATISTICS)}")
+    return STATISTICS[name]

@@ -1,457 +1,254 @@
-"""Network dissection of a generator: match every unit of the chosen layers to the concept it draws.
+"""Network dissection of a generator: two uses of the sample pass.
 
-Two passes over two seeded sample sets, as in the paper:
-1. threshold set (seed `threshold_seed`): the generator runs only up to the deepest chosen layer; each
-   unit's upsampled activations fill a `UnitQuantiles` histogram -> the unit's threshold (top
-   `quantile` fraction) and `iqr_levels` candidate levels (top 0.1% ... 100%, log-spaced);
-2. IoU set (seed `iou_seed`): generator and segmenter run; `LevelCounts` counts, exactly, each unit's
-   pixels above each level against each concept, and `TopK` keeps each unit's top samples.
-From these come IoU per (unit, concept) at the unit's threshold, and the paper's per-(unit, concept)
-threshold that maximises the information-quality ratio, with the IoU there.
+1. Threshold set (seed `threshold_seed`): the generator runs only up to the deepest chosen layer; each unit's
+   upsampled activations fill a `UnitQuantiles` histogram. Its edges give each unit's top-`quantile`
+   threshold and `levels` candidate levels (top 0.1% ... 100%, log-spaced).
+2. IoU set (seed `iou_seed`): generator and segmenter run; `LevelCounts` counts, exactly and per fold of
+   samples, each unit's pixels above each level against each concept; `TopK` keeps each unit's top samples;
+   `Moments` and `ConditionalMean` keep what insertion values need.
+The labelling rules (`labels`) then read thresholds, IoU, IQR and cross-fitted IoU off the counts.
 
-Partial statistics are checkpointed atomically every `checkpoint_every` batches; a resumed run gives
-exactly the results of an uninterrupted one. Samples are sharded in fixed batches by rank, so a
-distributed run (see `distributed`) gives exactly the results of a single process.
+Constructing a `Dissector` touches nothing; `check()` validates the models on one sample; `run()` takes the
+run folder (see `engine.runfolder`), checkpoints every few batches and resumes exactly; `finish()` writes
+the results and commits them to the folder.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
+from gandissect.core.errors import ConfigError
 from gandissect.core.features import upsample
-from gandissect.core.hooks import Trace, get_layer
-from gandissect.core.sampling import sample_z
-from gandissect.core.segmenters import Segmenter, check_labels
-from gandissect.core.stats import LevelCounts, Statistic, TopK, UnitQuantiles
+from gandissect.core.hooks import get_layer
+from gandissect.core.levels import LevelCounts
+from gandissect.core.segmenters import Segmenter, check_segmenter
+from gandissect.core.stats import ConditionalMean, Moments, Statistic, TopK, UnitQuantiles
+from gandissect.dissection.config import DissectConfig
+from gandissect.dissection.results import Dissection, quantile_edges, to_csv, to_json
 from gandissect.engine.collectives import Collective, SingleProcess
-from gandissect.engine.storage import load_statistics, save_statistics, write_json_atomic, write_text_atomic
+from gandissect.engine.runfolder import RunFolder, fingerprint
+from gandissect.engine.samplepass import Batch, SamplePass, check_device, check_image_range
+from gandissect.engine.storage import (
+    load_statistics,
+    read_checkpoint_meta,
+    save_statistics,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 RESULT_FILES = ("dissect.json", "dissect.csv", "statistics.safetensors", "report.html")
-SCHEMA_VERSION = 1
+MEMORY_SHARE = 0.5
 
 
-@dataclass
-class DissectConfig:
-    """Everything that determines a dissection's numbers (the run folder stores it)."""
-
-    layers: list[str]
-    samples: int = 1000
-    batch_size: int = 32
-    quantile: float = 0.01
-    threshold_seed: int = 2
-    iou_seed: int = 1
-    iqr_levels: int = 100
-    bins: int = 4096
-    topk: int = 12
-    seg_size: int | None = None
-    min_iou: float = 0.05
-    min_iqr: float = 0.01
-    label_method: str = "quantile"
-    checkpoint_every: int = 8
-
-    def __post_init__(self) -> None:
-        if not self.layers:
-            raise ValueError("choose at least one layer to dissect")
-        if not 0 < self.quantile < 1:
-            raise ValueError(f"quantile is the top fraction of activations, in (0, 1); got {self.quantile}")
-        if self.samples < 1 or self.batch_size < 1:
-            raise ValueError("samples and batch_size must be positive")
-        if self.label_method not in ("iqr", "quantile"):
-            raise ValueError(f"label_method is 'iqr' or 'quantile', got {self.label_method!r}")
-        if self.threshold_seed == self.iou_seed:
-            raise ValueError("threshold_seed and iou_seed must differ: thresholds and IoU use separate samples")
-
-    def numbers_key(self) -> dict[str, Any]:
-        """The fields that determine the statistics (a resumed run must match them)."""
-        key = asdict(self)
-        key.pop("checkpoint_every")
-        key.pop("min_iou")
-        key.pop("min_iqr")
-        key.pop("label_method")
-        return key
-
-
-class RunFolderError(RuntimeError):
-    """The output folder holds another run's results."""
-
-
-class NonFiniteActivationError(FloatingPointError):
-    """A layer produced NaN or infinite activations."""
-
-
-@dataclass
-class LayerResult:
-    """Per-layer outcome: thresholds, IoU per (unit, concept), IQR optimum per (unit, concept)."""
-
-    name: str
-    shape: tuple[int, ...]
-    thresholds: torch.Tensor
-    iou: torch.Tensor
-    iqr: dict[str, torch.Tensor]
-    top_indices: torch.Tensor
-    top_values: torch.Tensor
-
-
-@dataclass
-class Dissection:
-    config: DissectConfig
-    concepts: list[str]
-    categories: list[str]
-    size: tuple[int, int]
-    layers: dict[str, LayerResult] = field(default_factory=dict)
-
-
-def log_levels(count: int) -> torch.Tensor:
-    """Quantiles 1 - f for top fractions f log-spaced from 0.1% to 100%, ascending."""
-    return (1.0 - torch.logspace(-3, 0, count, dtype=torch.float64)).flip(0)
-
-
-def _check_finite(name: str, acts: torch.Tensor, first_sample: int) -> None:
-    bad = ~torch.isfinite(acts)
-    if bad.any():
-        units = bad.flatten(2).any(2).any(0).nonzero().flatten().tolist()
-        samples = (bad.flatten(1).any(1).nonzero().flatten() + first_sample).tolist()
-        raise NonFiniteActivationError(
-            f"layer {name!r} produced NaN or infinite activations in units {units[:20]} "
-            f"(samples {samples[:10]} of this set)"
-        )
+def log_fractions(count: int) -> torch.Tensor:
+    """Top fractions log-spaced from 0.1% to 100%, descending (so levels ascend)."""
+    return torch.logspace(-3, 0, count, dtype=torch.float64).flip(0)
 
 
 class Dissector:
-    """Runs a dissection into a run folder; `run()` returns a `Dissection`."""
+    """Runs a dissection into a run folder; `run()` returns a `Dissection`, `finish()` writes it."""
 
     def __init__(self, generator: nn.Module, segmenter: Segmenter, config: DissectConfig, out: str | Path,
                  device: str | torch.device = "cpu", resume: bool = False, force: bool = False,
                  collective: Collective | None = None, progress: bool = True,
-                 on_batch: Callable[[str, int], None] | None = None) -> None:
-        self.generator = generator.to(device).eval()
+                 on_batch: Callable[[str, int], None] | None = None, identity: dict[str, Any] | None = None) -> None:
+        self.generator = generator
         self.segmenter = segmenter
         self.config = config
         self.out = Path(out)
         self.device = torch.device(device)
+        self.resume, self.force = resume, force
         self.collective = collective or SingleProcess()
-        self.progress = progress and self.collective.rank == 0
+        self.progress = progress
         self.on_batch = on_batch
-        for layer in config.layers:
-            get_layer(self.generator, layer)
-        self.concepts = list(segmenter.concepts)
-        self.categories = list(segmenter.categories)
-        self._probe()
-        self._prepare_folder(resume, force)
+        self.identity_extra = dict(identity or {})
+        self.folder = RunFolder(self.out, RESULT_FILES, self.collective.rank, self.collective.world)
+        self.size: tuple[int, int] | None = None
+        self.shapes: dict[str, tuple[int, ...]] = {}
 
-    @property
-    def checkpoint_path(self) -> Path:
-        suffix = f"-rank{self.collective.rank}" if self.collective.world > 1 else ""
-        return self.out / f"checkpoint{suffix}.safetensors"
+    # ------------------------------------------------------------------------------------------ checks
 
-    def _prepare_folder(self, resume: bool, force: bool) -> None:
-        config_path = self.out / "config.json"
-        existing = [p.name for p in self.out.glob("*") if p.name in RESULT_FILES or p.name.startswith("checkpoint")]
-        if config_path.exists():
-            existing.append("config.json")
-        if existing and not (resume or force):
-            raise RunFolderError(
-                f"{self.out} already holds a run ({', '.join(sorted(existing))}); "
-                "pass --resume to continue it or --force to overwrite it"
-            )
-        if resume and config_path.exists():
-            stored = json.loads(config_path.read_text())
-            if stored != self.config.numbers_key():
-                changed = sorted(k for k in stored if stored.get(k) != self.config.numbers_key().get(k))
-                raise RunFolderError(f"cannot resume {self.out}: its run used other settings ({', '.join(changed)})")
+    def check(self) -> None:
+        """Validate settings, models and folder on one sample, before any long work; learn sizes and shapes."""
+        if self.size is not None:
             return
-        # every rank has looked at the folder before rank 0 changes it, and sees it changed afterwards
-        self.collective.barrier()
-        if self.collective.rank == 0:
-            if force:
-                for name in existing:
-                    target = self.out / name
-                    shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-            write_json_atomic(config_path, self.config.numbers_key())
-        self.collective.barrier()
+        check_device(self.device)
+        self.generator.to(self.device).eval()
+        for layer in self.config.layers:
+            get_layer(self.generator, layer)
+        self.concepts, self.categories = check_segmenter(self.segmenter)
+        self.folder.check_writable()
+        probe = self._pass(self.config.iou_seed, with_labels=True, description="probe")
+        batch = probe.batch(0, 1)
+        assert batch.images is not None and batch.labels is not None
+        check_image_range(self.generator, batch.images)
+        image_size = tuple(batch.images.shape[-2:])
+        label_size = tuple(batch.labels.shape[-2:])
+        if self.config.seg_size is None:
+            self.size = label_size if label_size[0] * label_size[1] <= image_size[0] * image_size[1] else image_size
+        else:
+            self.size = (self.config.seg_size, self.config.seg_size)
+        self.shapes = {name: tuple(batch.features[name].shape[1:]) for name in self.config.layers}
+        for name, shape in self.shapes.items():
+            if len(shape) != 3:
+                raise ConfigError(f"layer {name!r} outputs shape {shape} per sample; dissection needs (units, h, w)")
+        self._check_memory()
 
-    def _batches(self) -> list[tuple[int, int]]:
-        size, total = self.config.batch_size, self.config.samples
-        return [(start, min(start + size, total)) for start in range(0, total, size)]
+    def _check_memory(self) -> None:
+        units = sum(shape[0] for shape in self.shapes.values())
+        assert self.size is not None
+        need = self.config.batch_size * units * self.size[0] * self.size[1] * 4 * 6
+        if self.device.type == "cpu":
+            have = _physical_memory()
+            if have and need > MEMORY_SHARE * have:
+                raise ConfigError(
+                    f"--batch-size {self.config.batch_size} with {units} units at {self.size[0]}x{self.size[1]} needs "
+                    f"about {need / 2**30:.1f} GiB per batch, more than half of this machine's {have / 2**30:.1f} "
+                    "GiB: lower --batch-size or --seg-size")
 
-    def _my_batches(self) -> list[int]:
-        return [b for b in range(len(self._batches())) if b % self.collective.world == self.collective.rank]
+    def identity(self) -> dict[str, Any]:
+        """What a resumed run must share with the run it continues."""
+        return {"config": self.config.numbers_key(), "generator": fingerprint(self.generator),
+                "segmenter": fingerprint(self.segmenter), "segmentation_size": list(self.size or ()),
+                **self.identity_extra}
 
-    def _features(self, seed: int, start: int, stop: int, with_images: bool) -> tuple[dict, torch.Tensor | None]:
-        z = sample_z(self.generator, seed, range(start, stop)).to(self.device)
-        with torch.no_grad(), Trace(self.generator, self.config.layers, stop=not with_images) as trace:
-            images = self.generator(z)
-        for name in self.config.layers:
-            _check_finite(name, trace[name], start)
-        return dict(trace.outputs), (images if with_images else None)
+    # ------------------------------------------------------------------------------------------ passes
 
-    def _labels(self, images: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            raw = self.segmenter.segment(images)
-        labels = check_labels(raw, images, len(self.concepts), type(self.segmenter).__name__)
-        if self.config.seg_size and tuple(labels.shape[-2:]) != (self.config.seg_size,) * 2:
-            labels = F.interpolate(labels.float(), size=(self.config.seg_size,) * 2, mode="nearest").long()
-        return labels
-
-    def _probe(self) -> None:
-        """Run one sample through generator and segmenter: check the segmenter's output, learn the
-        size at which statistics are taken and each layer's feature shape, before any long work."""
-        features, images = self._features(self.config.iou_seed, 0, 1, with_images=True)
-        assert images is not None
-        self.size: tuple[int, int] = tuple(self._labels(images).shape[-2:])  # type: ignore[assignment]
-        self.shapes = {name: tuple(features[name].shape[1:]) for name in self.config.layers}
+    def _pass(self, seed: int, with_labels: bool, description: str, checkpoint: Any = None) -> SamplePass:
+        return SamplePass(self.generator, seed=seed, samples=self.config.samples, batch_size=self.config.batch_size,
+                          layers=self.config.layers, segmenter=self.segmenter if with_labels else None,
+                          seg_size=self.size[0] if with_labels and self.size else None, images=with_labels,
+                          device=self.device, collective=self.collective, description=description,
+                          progress=self.progress, checkpoint=checkpoint,
+                          checkpoint_every=self.config.checkpoint_every,
+                          on_batch=(lambda done: self.on_batch(description, done)) if self.on_batch else None)
 
     def run(self) -> Dissection:
+        """Both passes (resuming from a checkpoint where there is one); the merged results."""
+        self.check()
+        try:
+            return self._run()
+        except BaseException:
+            self.folder.close()
+            raise
+
+    def _run(self) -> Dissection:
+        if self.collective.rank == 0:
+            self.folder.open(self.identity(), resume=self.resume, force=self.force)
+        self.collective.barrier()
         stats, meta = self._load_checkpoint()
-        size = self.size
-        batches = self._batches()
-        mine = self._my_batches()
-        total_steps = 2 * len(mine)
-        bar = tqdm(total=total_steps, initial=meta.get("done", 0), unit="batch", desc="dissect",
-                   disable=not self.progress, dynamic_ncols=True)
-        if meta.get("phase", "thresholds") == "thresholds":
-            stats = self._threshold_pass(stats, meta, size, batches, mine, bar)
-            meta = {"phase": "iou", "next": 0, "done": len(mine)}
+        phase = meta.get("pass", "thresholds")
+        if phase == "thresholds":
+            thresholds = self._pass(self.config.threshold_seed, False, "thresholds", self._checkpointer("thresholds"))
+            if not stats:
+                stats = self._calibrate(thresholds)
+            stats = thresholds.run(stats, self._add_thresholds, start=meta.get("next", 0))
             stats = self._start_iou_pass(stats)
-            self._save_checkpoint(stats, meta)
-        if meta["phase"] == "iou":
-            stats = self._iou_pass(stats, meta, size, batches, mine, bar)
-        bar.close()
-        merged = self.collective.merge({k: v for k, v in stats.items() if not k.startswith("quantiles/")})
-        self.statistics = {**stats, **merged}
-        return self._result(self.statistics)
+            self._save_checkpoint(stats, {"pass": "iou", "next": 0})
+            meta = {}
+        iou = self._pass(self.config.iou_seed, True, "iou", self._checkpointer("iou"))
+        stats = iou.run(stats, self._add_counts, start=meta.get("next", 0))
+        assert self.size is not None
+        return Dissection.from_statistics(self.config, self.concepts, self.categories, self.size, self.shapes, stats)
 
-    def _threshold_pass(self, stats: dict, meta: dict, size: tuple, batches: list, mine: list, bar: tqdm) -> dict:
-        calibration = None
-        if not stats:
-            grids = {}
-            if self.collective.rank == 0:
-                start, stop = batches[0]
-                calibration, _ = self._features(self.config.threshold_seed, start, stop, with_images=False)
-                for name in self.config.layers:
-                    quantiles = UnitQuantiles.calibrate(upsample(calibration[name], size), self.config.bins)
-                    grids[f"{name}/low"], grids[f"{name}/high"] = quantiles.low, quantiles.high
-            grids = self.collective.broadcast(grids)
+    def _calibrate(self, thresholds: SamplePass) -> dict[str, Statistic]:
+        """Histogram ranges from the first batch, on rank 0, shared with every rank."""
+        grids: dict[str, torch.Tensor] = {}
+        if self.collective.rank == 0:
+            start, stop = thresholds.batches()[0]
+            batch = thresholds.batch(start, stop)
+            thresholds.keep(batch)
             for name in self.config.layers:
-                stats[f"quantiles/{name}"] = UnitQuantiles(grids[f"{name}/low"], grids[f"{name}/high"],
-                                                           self.config.bins)
-        for position in range(meta.get("next", 0), len(mine)):
-            start, stop = batches[mine[position]]
-            if mine[position] == 0 and calibration is not None:
-                features = calibration
-            else:
-                features, _ = self._features(self.config.threshold_seed, start, stop, with_images=False)
-            for name in self.config.layers:
-                stats[f"quantiles/{name}"].add(upsample(features[name], size))
-            self._after_batch(stats, "thresholds", position, len(mine), bar)
-        return stats
+                histogram = UnitQuantiles.calibrate(upsample(batch.features[name], self.size), self.config.bins)
+                grids[f"{name}/low"], grids[f"{name}/high"] = histogram.low, histogram.high
+        grids = self.collective.broadcast(grids)
+        return {f"quantiles/{name}": UnitQuantiles(grids[f"{name}/low"].to(self.device),
+                                                   grids[f"{name}/high"].to(self.device), self.config.bins)
+                for name in self.config.layers}
 
-    def _start_iou_pass(self, stats: dict) -> dict:
-        quantiles = self.collective.merge({k: v for k, v in stats.items() if k.startswith("quantiles/")})
-        levels_q = log_levels(self.config.iqr_levels)
-        out: dict[str, Statistic] = dict(quantiles)
+    def _add_thresholds(self, batch: Batch, stats: dict[str, Statistic]) -> None:
         for name in self.config.layers:
-            hist = quantiles[f"quantiles/{name}"]
-            assert isinstance(hist, UnitQuantiles)
-            threshold = self._thresholds(quantiles, name)
-            levels = torch.cat([hist.quantiles(levels_q).float(), threshold[:, None]], 1)
-            out[f"levels/{name}"] = LevelCounts(levels.sort(1).values, len(self.concepts))
-            out[f"topk/{name}"] = TopK(levels.shape[0], self.config.topk, device=levels.device)
+            stats[f"quantiles/{name}"].add(upsample(batch.features[name], self.size))  # type: ignore[attr-defined]
+
+    def _start_iou_pass(self, stats: dict[str, Statistic]) -> dict[str, Statistic]:
+        """Candidate levels from the merged histograms: edges at log-spaced top fractions plus the quantile."""
+        out: dict[str, Statistic] = dict(stats)
+        fractions = log_fractions(self.config.levels)
+        for name in self.config.layers:
+            histogram = stats[f"quantiles/{name}"]
+            assert isinstance(histogram, UnitQuantiles)
+            edges = histogram.nearest_edges(histogram.quantiles(1.0 - fractions))
+            edges = torch.cat([edges, quantile_edges(histogram, self.config.quantile)[:, None]], 1)
+            units = edges.shape[0]
+            out[f"levels/{name}"] = LevelCounts(histogram.low, histogram.high, histogram.bins, edges,
+                                                len(self.concepts), self.config.folds)
+            out[f"topk/{name}"] = TopK(units, self.config.topk, device=self.device)
+            out[f"moments/{name}"] = Moments(units, device=self.device)
+            out[f"condmean/{name}"] = ConditionalMean(units, len(self.concepts), device=self.device)
         return out
 
-    def _iou_pass(self, stats: dict, meta: dict, size: tuple, batches: list, mine: list, bar: tqdm) -> dict:
-        for position in range(meta.get("next", 0), len(mine)):
-            start, stop = batches[mine[position]]
-            features, images = self._features(self.config.iou_seed, start, stop, with_images=True)
-            assert images is not None
-            labels = self._labels(images)
-            for name in self.config.layers:
-                acts = features[name]
-                stats[f"levels/{name}"].add(upsample(acts, size), labels)
-                stats[f"topk/{name}"].add(acts.flatten(2).amax(2), torch.arange(start, stop))
-            self._after_batch(stats, "iou", position, len(mine), bar)
-        return stats
-
-    def _after_batch(self, stats: dict, phase: str, position: int, count: int, bar: tqdm) -> None:
-        bar.update(1)
-        done = position + 1
-        if done % self.config.checkpoint_every == 0 and done < count:
-            offset = 0 if phase == "thresholds" else count
-            self._save_checkpoint(stats, {"phase": phase, "next": done, "done": offset + done})
-        if self.on_batch is not None:
-            self.on_batch(phase, done)
-
-    def _save_checkpoint(self, stats: dict, meta: dict) -> None:
-        save_statistics(self.checkpoint_path, stats, {**meta, "world": self.collective.world})
-
-    def _load_checkpoint(self) -> tuple[dict, dict]:
-        if self.collective.world > 1:
-            # Ranks resume only together: each rank's checkpoint present, written by a run of this world
-            # size, all in the same phase (else their collectives would not pair up); otherwise all start
-            # over. Every rank reads the same files, then waits for the others before any rank writes.
-            agree = self._checkpoints_agree()
-            self.collective.barrier()
-            if not agree:
-                return {}, {}
-        if not self.checkpoint_path.exists():
-            return {}, {}
-        stats, meta = load_statistics(self.checkpoint_path, self.device)
-        return stats, meta
-
-    def _checkpoints_agree(self) -> bool:
-        from safetensors import safe_open
-
-        phases = set()
-        for rank in range(self.collective.world):
-            path = self.out / f"checkpoint-rank{rank}.safetensors"
-            if not path.exists():
-                return False
-            with safe_open(str(path), framework="pt") as handle:
-                meta = json.loads((handle.metadata() or {}).get("meta", "{}"))
-            if meta.get("world") != self.collective.world:
-                return False
-            phases.add(meta.get("phase"))
-        return len(phases) == 1
-
-    def _thresholds(self, stats: dict, name: str) -> torch.Tensor:
-        return stats[f"quantiles/{name}"].quantiles([1.0 - self.config.quantile])[:, 0].float()
-
-    def _result(self, stats: dict) -> Dissection:
-        result = Dissection(self.config, self.concepts, self.categories, self.size)
+    def _add_counts(self, batch: Batch, stats: dict[str, Statistic]) -> None:
+        assert batch.labels is not None
+        folds = batch.indices % self.config.folds
         for name in self.config.layers:
-            levels, topk = stats[f"levels/{name}"], stats[f"topk/{name}"]
-            threshold = self._thresholds(stats, name)
-            position = (levels.levels == threshold[:, None]).float().argmax(1)
-            iou_all = levels.iou()
-            iou = iou_all.gather(2, position[:, None, None].expand(-1, iou_all.shape[1], 1))[..., 0]
-            result.layers[name] = LayerResult(name, self.shapes[name], threshold, iou, levels.best_levels(),
-                                              topk.indices, topk.values)
-        return result
+            acts = batch.features[name]
+            stats[f"levels/{name}"].add(upsample(acts, self.size), batch.labels, folds)  # type: ignore[attr-defined]
+            stats[f"topk/{name}"].add(acts.flatten(2).amax(2), batch.indices)  # type: ignore[attr-defined]
+            stats[f"moments/{name}"].add(acts)  # type: ignore[attr-defined]
+            stats[f"condmean/{name}"].add(acts, batch.labels)  # type: ignore[attr-defined]
 
-    def finish(self, result: Dissection, extra: dict[str, Any] | None = None) -> dict[str, Any] | None:
-        """On rank 0: write results and final statistics, then drop the checkpoint. Returns dissect.json."""
+    # ------------------------------------------------------------------------------------------ checkpoints
+
+    def _checkpointer(self, phase: str) -> Callable[[dict[str, Statistic], int], None]:
+        return lambda stats, done: self._save_checkpoint(stats, {"pass": phase, "next": done})
+
+    def _save_checkpoint(self, stats: dict[str, Statistic], meta: dict[str, Any]) -> None:
+        save_statistics(self.folder.checkpoint_path(), stats, {**meta, "world": self.collective.world})
+
+    def _load_checkpoint(self) -> tuple[dict[str, Statistic], dict[str, Any]]:
+        """This rank's checkpoint, if every rank has one of this world size in the same pass; else a fresh start."""
+        metas = []
+        for rank in range(self.collective.world):
+            path = self.folder.checkpoint_path(rank)
+            metas.append(read_checkpoint_meta(path) if path.exists() else None)
+        self.collective.barrier()
+        if any(m is None or m.get("world") != self.collective.world for m in metas):
+            return {}, {}
+        if len({m["pass"] for m in metas if m}) != 1:
+            return {}, {}
+        return load_statistics(self.folder.checkpoint_path(), self.device)
+
+    # ------------------------------------------------------------------------------------------ results
+
+    def finish(self, result: Dissection, extra: dict[str, Any] | None = None,
+               before_commit: Callable[[dict[str, Any], Path], None] | None = None) -> dict[str, Any] | None:
+        """On rank 0: stage dissect.json, dissect.csv and the statistics (and whatever `before_commit` writes
+        into the staging folder, such as the report), then commit them to the run folder. Returns dissect.json."""
         document = None
-        if self.collective.rank == 0:
-            save_statistics(self.out / "statistics.safetensors", self.statistics,
-                            {"config": asdict(self.config), "concepts": self.concepts, "categories": self.categories})
-            document = write_results(result, self.out, extra)
-        self.collective.barrier()  # checkpoints go only once the results are on disk
-        self.checkpoint_path.unlink(missing_ok=True)
+        try:
+            if self.collective.rank == 0:
+                save_statistics(self.folder.stage("statistics.safetensors"), result.statistics, result.meta())
+                document = to_json(result, extra)
+                write_json_atomic(self.folder.stage("dissect.json"), document)
+                write_text_atomic(self.folder.stage("dissect.csv"), to_csv(document))
+                if before_commit is not None:
+                    before_commit(document, self.folder.partial)
+                self.folder.commit()
+            self.collective.barrier()
+        finally:
+            self.folder.close()
         return document
 
 
-def label_scores(result: Dissection, name: str) -> torch.Tensor:
-    """IoU (U, C) that labels units: at each (unit, concept)'s IQR level ("iqr", the paper's choice) or at
-    each unit's quantile threshold ("quantile")."""
-    layer = result.layers[name]
-    return layer.iqr["iou"] if result.config.label_method == "iqr" else layer.iou
+def _physical_memory() -> int:
+    try:
+        import os
 
-
-def unit_records(result: Dissection, name: str) -> list[dict[str, Any]]:
-    """One JSON-able record per unit of layer `name`, labelled by both threshold methods."""
-    layer = result.layers[name]
-    by_quantile_iou, by_quantile = layer.iou.max(1)
-    by_iqr_iou, by_iqr = layer.iqr["iou"].max(1)
-    use_iqr = result.config.label_method == "iqr"
-    records = []
-    for unit in range(layer.iou.shape[0]):
-        q_concept, p_concept = int(by_quantile[unit]), int(by_iqr[unit])
-        concept = p_concept if use_iqr else q_concept
-        iou = float(by_iqr_iou[unit] if use_iqr else by_quantile_iou[unit])
-        iqr = float(layer.iqr["iqr"][unit, concept])
-        kept = layer.top_indices[unit] >= 0
-        records.append({
-            "unit": unit,
-            "concept": result.concepts[concept],
-            "category": result.categories[concept],
-            "iou": iou,
-            "iqr": iqr,
-            "threshold": float(layer.iqr["threshold"][unit, concept] if use_iqr else layer.thresholds[unit]),
-            "interpretable": bool(iou > result.config.min_iou and iqr > result.config.min_iqr),
-            "quantile_threshold": float(layer.thresholds[unit]),
-            "quantile_concept": result.concepts[q_concept],
-            "quantile_iou": float(by_quantile_iou[unit]),
-            "iqr_concept": result.concepts[p_concept],
-            "iqr_threshold": float(layer.iqr["threshold"][unit, p_concept]),
-            "iqr_iou": float(by_iqr_iou[unit]),
-            "top_samples": layer.top_indices[unit][kept].tolist(),
-            "top_values": layer.top_values[unit][kept].tolist(),
-        })
-    return records
-
-
-def concept_rankings(result: Dissection, name: str) -> dict[str, dict[str, Any]]:
-    """Per concept: units ranked by their labelling IoU for it (descending; ties by unit number)."""
-    matrix = label_scores(result, name)
-    rankings = {}
-    for c, concept in enumerate(result.concepts):
-        scores = matrix[:, c].tolist()
-        order = sorted(range(len(scores)), key=lambda u: (-scores[u], u))
-        rankings[concept] = {"category": result.categories[c], "units": order, "iou": [scores[u] for u in order]}
-    return rankings
-
-
-def to_json(result: Dissection, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The dissect.json document (schema in docs/dissect-schema.md)."""
-    layers = {}
-    for name, layer in result.layers.items():
-        units = unit_records(result, name)
-        counts: dict[str, int] = {}
-        for record in units:
-            if record["interpretable"]:
-                counts[record["concept"]] = counts.get(record["concept"], 0) + 1
-        layers[name] = {
-            "shape": list(layer.shape),
-            "interpretable_units": sum(counts.values()),
-            "interpretable_by_concept": counts,
-            "units": units,
-            "concepts": concept_rankings(result, name),
-        }
-    return {
-        "schema": SCHEMA_VERSION,
-        "config": asdict(result.config),
-        "concepts": [{"name": n, "category": c} for n, c in zip(result.concepts, result.categories, strict=True)],
-        "segmentation_size": list(result.size),
-        "label_method": result.config.label_method,
-        "threshold_method": (
-            f"quantile_*: one level per unit, the top {result.config.quantile:g} of its upsampled activations "
-            f"(threshold set); iqr_*: per (unit, concept), the level among {result.config.iqr_levels} candidates "
-            "(top 0.1% to 100% of the threshold set) maximising I(A;S)/H(A,S) on the IoU set, as in the paper; "
-            f"units are labelled by the {result.config.label_method} method"
-        ),
-        **(extra or {}),
-        "layers": layers,
-    }
-
-
-CSV_COLUMNS = ("layer", "unit", "concept", "category", "iou", "iqr", "threshold", "interpretable",
-               "quantile_concept", "quantile_iou", "quantile_threshold", "iqr_concept", "iqr_iou", "iqr_threshold")
-
-
-def to_csv(document: dict[str, Any]) -> str:
-    """One row per unit of every layer, the columns of CSV_COLUMNS."""
-    lines = [",".join(CSV_COLUMNS)]
-    for name, layer in document["layers"].items():
-        for record in layer["units"]:
-            row = {"layer": name, **record}
-            lines.append(",".join(f"{row[c]:.6g}" if isinstance(row[c], float) else str(row[c]) for c in CSV_COLUMNS))
-    return "\n".join(lines) + "\n"
-
-
-def write_results(result: Dissection, out: str | Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write dissect.json and dissect.csv atomically into `out`; returns the JSON document."""
-    out = Path(out)
-    document = to_json(result, extra)
-    write_json_atomic(out / "dissect.json", document)
-    write_text_atomic(out / "dissect.csv", to_csv(document))
-    return document
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0

@@ -32,7 +32,7 @@ from typing import Protocol
 import torch
 import torch.distributed as dist
 
-from gandissect.core.stats import STATISTICS, Statistic
+from gandissect.core.stats import Statistic, statistic_class
 
 
 class Collective(Protocol):
@@ -125,7 +125,7 @@ class TorchDistributed:
         for name, class_name in names:
             parts: list = [None] * self.world
             dist.all_gather_object(parts, stats[name].state_dict())
-            cls = STATISTICS[class_name]
+            cls = statistic_class(class_name)
             total = cls.from_state_dict(parts[0])
             for part in parts[1:]:
                 total.merge(cls.from_state_dict(part))

@@ -14,8 +14,9 @@ import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
+from gandissect.core.errors import GandissectError
 from gandissect.core.images import png_bytes
-from gandissect.core.stats import STATISTICS, Statistic
+from gandissect.core.stats import Statistic, statistic_class
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
@@ -74,15 +75,47 @@ def save_statistics(path: str | Path, stats: dict[str, Statistic], meta: dict | 
 
 def load_statistics(path: str | Path, device: torch.device | str = "cpu") -> tuple[dict[str, Statistic], dict]:
     """Inverse of `save_statistics`: the named statistics and the meta dictionary."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path), framework="pt") as handle:
-        header = handle.metadata() or {}
-    tensors = load_file(str(path))
-    classes = json.loads(header.get("classes", "{}"))
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+        tensors = load_file(str(path))
+        classes = json.loads(header.get("classes", "{}"))
+        meta = json.loads(header.get("meta", "{}"))
+    except FileNotFoundError:
+        raise StoredFileError(f"{path} does not exist") from None
+    except (SafetensorError, OSError, ValueError) as error:
+        raise StoredFileError(f"cannot read statistics file {path}: {error}") from None
     stats = {}
     for name, class_name in classes.items():
         prefix = f"{name}/"
         state = {key[len(prefix):]: value for key, value in tensors.items() if key.startswith(prefix)}
-        stats[name] = STATISTICS[class_name].from_state_dict(state).to(device)
-    return stats, json.loads(header.get("meta", "{}"))
+        stats[name] = statistic_class(class_name).from_state_dict(state).to(device)
+    return stats, meta
+
+
+class StoredFileError(GandissectError):
+    """A stored file that cannot be read or parsed; the message names it."""
+
+
+def read_json(path: str | Path) -> Any:
+    """Parse a JSON file, naming the file in any error."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise StoredFileError(f"{path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise StoredFileError(f"cannot read {path}: {error}") from None
+
+
+def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
+    """The meta dictionary of a statistics file, without loading its tensors ({} if unreadable)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return json.loads((handle.metadata() or {}).get("meta", "{}"))
+    except (SafetensorError, OSError, ValueError):
+        return {}

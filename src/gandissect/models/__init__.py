@@ -1,33 +1,40 @@
-"""Shipped models, loaded by name, and user models, loaded from `file.py:factory` or `module:factory`.
+"""Models by name (the registry: shipped and registered specs) and user models from `file.py:factory`
+or `package.module:factory`.
 
-`load("scenes64")` returns a `ModelBundle` with the generator, its discriminator, the segmenter and their
-metadata. Weights are safetensors files checked tensor by tensor against the architecture.
+`registry.get("scenes64")` gives the model's `ModelSpec`; its parts are built and loaded one at a time
+(`spec.segmenter(device)` builds no generator) and every weight file's sha256 is checked first.
+`load("scenes64")` still returns the whole `ModelBundle`. Shipped models live in `WEIGHTS/<name>/`.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
-from gandissect.core.errors import GandissectError
-from gandissect.core.segmenters import ModuleSegmenter
-from gandissect.models.scenegan import GeneratorConfig, SceneDiscriminator, SceneGenerator
-from gandissect.models.unet import SegmenterConfig, UNetSegmenter
+from gandissect.core.errors import ConfigError
+from gandissect.models import registry
+from gandissect.models.registry import (
+    ModelSpec,
+    UnknownModelError,
+    WeightFile,
+    WeightFileError,
+    load_weights,
+    middle_layers,
+)
 
 WEIGHTS = Path(__file__).parent / "weights"
 
-
-class WeightFileError(GandissectError, ValueError):
-    """A weight file that is unreadable or does not fit the architecture; says which tensor."""
+__all__ = [
+    "WEIGHTS", "ModelBundle", "ModelSpec", "UnknownModelError", "WeightFile", "WeightFileError", "available",
+    "default_layers_for", "default_segmenter_for", "load", "load_weights", "registry", "resolve_generator",
+    "resolve_segmenter",
+]
 
 
 @dataclass
@@ -35,62 +42,34 @@ class ModelBundle:
     name: str
     generator: nn.Module
     discriminator: nn.Module | None
-    segmenter: ModuleSegmenter
+    segmenter: Any
     metadata: dict[str, Any] = field(default_factory=dict)
+    spec: ModelSpec | None = None
 
 
 def available() -> list[str]:
-    """Names of the shipped models."""
-    return sorted(p.name for p in WEIGHTS.iterdir() if (p / "model.json").exists()) if WEIGHTS.exists() else []
-
-
-def load_weights(module: nn.Module, path: str | Path) -> nn.Module:
-    """Load a safetensors file into `module`, naming any missing, unexpected or misshapen tensor."""
-    path = Path(path)
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as error:
-        raise WeightFileError(f"cannot read weight file {path}: {error}") from error
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise WeightFileError(
-            f"{path} does not fit {type(module).__name__}: missing tensors {missing[:8]}, unexpected {unexpected[:8]}"
-        )
-    for key, tensor in tensors.items():
-        if tensor.shape != expected[key].shape:
-            raise WeightFileError(
-                f"{path}: tensor {key!r} has shape {tuple(tensor.shape)}, "
-                f"but {type(module).__name__} expects {tuple(expected[key].shape)}"
-            )
-    module.load_state_dict(tensors)
-    return module
+    """Names of the models loadable by name: shipped and registered."""
+    return registry.names()
 
 
 def load(name: str, device: str | torch.device = "cpu") -> ModelBundle:
-    """Load the shipped model `name` (see `available()`), in eval mode on `device`."""
-    folder = WEIGHTS / name
-    if not (folder / "model.json").exists():
-        known = ", ".join(available()) or "none"
-        raise KeyError(f"no shipped model named {name!r}; shipped models: {known}")
-    meta = json.loads((folder / "model.json").read_text())
-    gan_config = GeneratorConfig.from_dict(meta["generator_config"])
-    generator = load_weights(SceneGenerator(gan_config), folder / "generator.safetensors")
-    discriminator = load_weights(SceneDiscriminator(gan_config), folder / "discriminator.safetensors")
-    network = load_weights(UNetSegmenter(SegmenterConfig.from_dict(meta["segmenter_config"])),
-                           folder / "segmenter.safetensors")
-    segmenter = ModuleSegmenter(network, meta["concepts"], meta["categories"])
-    for module in (generator, discriminator, segmenter):
-        module.to(device).eval()
-    return ModelBundle(name, generator, discriminator, segmenter, meta)
+    """Every part of model `name` (see `available()`), in eval mode on `device`."""
+    spec = registry.get(name)
+    return ModelBundle(
+        name,
+        spec.generator(device),
+        spec.discriminator(device) if spec.has("discriminator") else None,
+        spec.segmenter(device) if spec.has("segmenter") else None,
+        dict(spec.metadata),
+        spec,
+    )
 
 
 def _load_factory(spec: str) -> Any:
     target, _, attribute = spec.rpartition(":")
     if not target or not attribute:
-        raise ValueError(f"{spec!r} is neither a shipped model ({', '.join(available())}) nor 'file.py:factory' "
-                         "nor 'package.module:factory'")
+        raise ConfigError(f"{spec!r} is neither a known model ({', '.join(available()) or 'none'}) "
+                          "nor 'file.py:factory' nor 'package.module:factory'")
     if target.endswith(".py"):
         path = Path(target)
         if not path.exists():
@@ -108,23 +87,26 @@ def _load_factory(spec: str) -> Any:
 
 
 def resolve_generator(spec: str, device: str | torch.device = "cpu") -> nn.Module:
-    """A generator from a shipped name or a factory spec, in eval mode on `device`."""
-    generator = load(spec, device).generator if spec in available() else _load_factory(spec)
+    """A generator from a model name or a factory spec, in eval mode on `device`; builds nothing else."""
+    generator = registry.get(spec).generator(device) if spec in available() else _load_factory(spec)
     if not isinstance(generator, nn.Module):
         raise TypeError(f"{spec!r} gave {type(generator).__name__}, not a torch.nn.Module")
     return generator.to(device).eval()
 
 
 def resolve_segmenter(spec: str, device: str | torch.device = "cpu") -> Any:
-    """A segmenter from a shipped name, 'color', or a factory spec; '+' merges several ('scenes64+color')."""
+    """A segmenter from a model name, 'color', or a factory spec; '+' merges several ('scenes64+color').
+
+    A model name builds only that model's segmenter, never its generator."""
     from gandissect.core.segmenters import ColorSegmenter, MergedSegmenter, Segmenter
 
+    names = available()
     parts = []
     for piece in spec.split("+"):
         if piece == "color":
             part: Any = ColorSegmenter()
-        elif piece in available():
-            part = load(piece, device).segmenter
+        elif piece in names:
+            part = registry.get(piece).segmenter(device)
         else:
             part = _load_factory(piece)
         if not isinstance(part, Segmenter):
@@ -133,3 +115,18 @@ def resolve_segmenter(spec: str, device: str | torch.device = "cpu") -> Any:
             part = part.to(device).eval()
         parts.append(part)
     return parts[0] if len(parts) == 1 else MergedSegmenter(*parts)
+
+
+def default_layers_for(generator_spec: str, generator: nn.Module) -> list[str]:
+    """Layers to dissect when none are given: the model's own choice for a named model, else the paper's
+    rule on a generator that names its layers layer1..layerN (an error says to pass --layers otherwise)."""
+    if generator_spec in available():
+        chosen = list(registry.get(generator_spec).default_layers)
+        if chosen:
+            return chosen
+    return middle_layers(list(getattr(generator, "layer_names", [])))
+
+
+def default_segmenter_for(generator_spec: str) -> str | None:
+    """The segmenter spec to dissect a named model with; None for a factory model (pass --segmenter)."""
+    return registry.get(generator_spec).default_segmenter if generator_spec in available() else None

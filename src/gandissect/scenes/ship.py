@@ -11,6 +11,7 @@ import torch
 from gandissect import models
 from gandissect.core.hooks import layer_shapes
 from gandissect.engine.storage import save_safetensors_atomic, write_json_atomic
+from gandissect.models.registry import sha256_file
 from gandissect.models.scenegan import GeneratorConfig, SceneGenerator
 from gandissect.models.unet import SegmenterConfig
 from gandissect.scenes import world
@@ -19,7 +20,9 @@ from gandissect.scenes import world
 def ship(name: str, gan_run: str | Path, segmenter_run: str | Path, extra: dict[str, Any] | None = None) -> Path:
     """Copy trained weights from two training run folders into the package as shipped model `name`.
 
-    Reads each run's latest checkpoint, so a run can be shipped while it is still training.
+    Reads each run's latest checkpoint, so a run can be shipped while it is still training. model.json
+    records each weight file's sha256 and size, which loading checks; `extra` adds or overrides fields
+    (e.g. "description", "default_layers", "default_segmenter").
     """
 
     gan_run, segmenter_run = Path(gan_run), Path(segmenter_run)
@@ -32,12 +35,19 @@ def ship(name: str, gan_run: str | Path, segmenter_run: str | Path, extra: dict[
     generator = SceneGenerator(gan_config)
     generator.load_state_dict(gan_state["generator"])
     folder = models.WEIGHTS / name
-    save_safetensors_atomic(folder / "generator.safetensors", gan_state["generator"])
-    save_safetensors_atomic(folder / "discriminator.safetensors", gan_state["discriminator"])
-    save_safetensors_atomic(folder / "segmenter.safetensors", seg_state["model"])
+    states = {"generator": gan_state["generator"], "discriminator": gan_state["discriminator"],
+              "segmenter": seg_state["model"]}
+    weights = {}
+    for part, state in states.items():
+        path = folder / f"{part}.safetensors"
+        save_safetensors_atomic(path, state)
+        weights[part] = {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
     shapes = layer_shapes(generator.eval(), torch.zeros(1, gan_config.z_dim))
     meta = {
         "name": name,
+        "family": "scenegan",
+        "description": f"Scene GAN ({gan_config.image_size}x{gan_config.image_size}) with its discriminator and "
+                       "segmenter, trained on gandissect's procedural world",
         "concepts": list(world.CONCEPTS),
         "categories": [world.CATEGORIES[c] for c in world.CONCEPTS],
         "hosts": dict(world.HOSTS),
@@ -46,6 +56,7 @@ def ship(name: str, gan_run: str | Path, segmenter_run: str | Path, extra: dict[
         "layers": {layer: list(shapes[layer]) for layer in generator.layer_names},
         "generator_config": gan_config.to_dict(),
         "segmenter_config": seg_config.to_dict(),
+        "weights": weights,
         "training": {
             "gan": {**gan_train, "iterations_done": int(gan_state["iteration"])},
             "segmenter": {**seg_train, "iterations_done": int(seg_state["iteration"])},

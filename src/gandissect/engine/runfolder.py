@@ -1,0 +1,195 @@
+"""Run folders that never lose or mix results.
+
+A run folder holds one finished run's results (for a dissection: dissect.json, dissect.csv,
+statistics.safetensors, report.html, run.json) and, while a run is under way, a `.partial/` folder with
+the run's identity (`run.json`: settings and fingerprints of the generator and segmenter) and its
+checkpoints. Rules:
+- a folder holding a finished or unfinished run is refused unless `resume` or `force` is given;
+- `resume` continues an unfinished run only if its identity is the same (the fields that differ are
+  named); a finished run is not resumed (nothing to do) and needs `force` to be redone;
+- `force` starts over, but the old results stay until the new ones are complete: `commit` moves the new
+  files into place (each atomically) and only then removes old results the new run did not produce;
+- one process at a time: an exclusive lock on `.lock` (released when the process ends, even by kill -9);
+- temporary files left by killed writes and stale checkpoints are cleaned up when a run starts.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gandissect.core.errors import GandissectError
+from gandissect.engine.storage import read_json, write_json_atomic
+
+PARTIAL = ".partial"
+IDENTITY = "run.json"
+LOCK = ".lock"
+
+
+class RunFolderError(GandissectError):
+    """The run folder is in the way: it holds another run, is locked, is a file, or cannot be written."""
+
+
+def fingerprint(obj: Any) -> dict[str, Any]:
+    """What identifies a generator or segmenter: its class, and a SHA-256 of its parameters and buffers
+    (and, for a segmenter, its concepts and categories). Two runs mix only if these are equal."""
+    parts: list[Any] = [obj] + [p for p in getattr(obj, "parts", []) if p is not obj]
+    digest = hashlib.sha256()
+    tensors = 0
+    for part in parts:
+        if isinstance(part, nn.Module):
+            for key, tensor in sorted(part.state_dict().items()):
+                digest.update(key.encode())
+                digest.update(str(tuple(tensor.shape)).encode() + str(tensor.dtype).encode())
+                digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+                tensors += 1
+    record: dict[str, Any] = {"class": f"{type(obj).__module__}.{type(obj).__qualname__}",
+                              "tensors": tensors, "sha256": digest.hexdigest()}
+    if hasattr(obj, "concepts"):
+        record["concepts"] = list(obj.concepts)
+        record["categories"] = list(getattr(obj, "categories", []))
+    return record
+
+
+def identity_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Dotted names of the fields that differ between two run identities."""
+    names = []
+    for key in sorted(set(stored) | set(current)):
+        a, b = stored.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            names += [f"{key}.{name}" for name in identity_differences(a, b)]
+        elif a != b:
+            names.append(key)
+    return names
+
+
+class RunFolder:
+    """The files of one run and the rules above; `open` before work, `commit` at the end, `close` always."""
+
+    def __init__(self, path: str | Path, results: Iterable[str], rank: int = 0, world: int = 1) -> None:
+        self.path = Path(path)
+        self.results = tuple(results)
+        self.rank, self.world = rank, world
+        self._lock: int | None = None
+
+    @property
+    def partial(self) -> Path:
+        return self.path / PARTIAL
+
+    def checkpoint_path(self, rank: int | None = None) -> Path:
+        rank = self.rank if rank is None else rank
+        return self.partial / (f"checkpoint-rank{rank}.safetensors" if self.world > 1 else "checkpoint.safetensors")
+
+    def check_writable(self) -> None:
+        """Refuse, in one line, an output path that is a file or a folder that cannot be written."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunFolderError(f"--out {self.path} is a file, not a folder")
+        existing = self.path
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise RunFolderError(f"--out {self.path}: cannot write in {existing}")
+
+    def finished(self) -> bool:
+        return (self.path / IDENTITY).exists() and any((self.path / name).exists() for name in self.results)
+
+    def open(self, identity: dict[str, Any], resume: bool = False, force: bool = False) -> bool:
+        """Take the folder for a run of `identity` (rank 0 only; other ranks wait for it). Returns whether an
+        unfinished run of the same identity is resumed."""
+        if resume and force:
+            raise RunFolderError("pass either --resume or --force, not both")
+        self.check_writable()
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
+        try:
+            return self._open_locked(identity, resume, force)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_locked(self, identity: dict[str, Any], resume: bool, force: bool) -> bool:
+        self._clean_temporary_files()
+        unfinished = (self.partial / IDENTITY).exists()
+        if not (resume or force):
+            held = [name for name in (*self.results, IDENTITY) if (self.path / name).exists()]
+            if unfinished:
+                held.append(f"{PARTIAL}/ (an unfinished run)")
+            if held:
+                raise RunFolderError(f"{self.path} already holds a run ({', '.join(held)}); pass --resume to "
+                                     "continue an unfinished run or --force to replace it")
+        if resume:
+            if unfinished:
+                stored = read_json(self.partial / IDENTITY)
+                changed = identity_differences(stored, identity)
+                if changed:
+                    raise RunFolderError(f"cannot resume {self.path}: its run used other settings or models "
+                                         f"({', '.join(changed)}); pass --force to replace it")
+                return True
+            if self.finished():
+                raise RunFolderError(f"{self.path} holds a finished run: nothing to resume; pass --force to redo it "
+                                     "(`gandissect report` rewrites its report)")
+        if self.partial.exists():
+            shutil.rmtree(self.partial)
+        self.partial.mkdir()
+        write_json_atomic(self.partial / IDENTITY, identity)
+        return False
+
+    def stage(self, name: str) -> Path:
+        """Where a result file of the new run is written before `commit`."""
+        return self.partial / name
+
+    def commit(self) -> list[Path]:
+        """Move the staged results into place, then the identity; remove old results the run did not make,
+        and the partial folder with its checkpoints. Returns the result paths."""
+        staged = [name for name in self.results if (self.partial / name).exists()]
+        for name in staged:
+            os.replace(self.partial / name, self.path / name)
+        for name in self.results:
+            if name not in staged:
+                (self.path / name).unlink(missing_ok=True)
+        os.replace(self.partial / IDENTITY, self.path / IDENTITY)
+        shutil.rmtree(self.partial, ignore_errors=True)
+        return [self.path / name for name in staged]
+
+    def close(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _take_lock(self) -> None:
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if error.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                raise RunFolderError(f"{self.path} is in use by another gandissect process (pid {holder}); "
+                                     "wait for it to finish or choose another --out") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock = fd
+
+    def _clean_temporary_files(self) -> None:
+        """Remove what killed atomic writes left behind (`.<name>.<random>` beside their target)."""
+        for folder in (self.path, self.partial):
+            if folder.is_dir():
+                for path in folder.glob(".*.*"):
+                    if path.is_file() and path.name not in (LOCK,):
+                        path.unlink(missing_ok=True)

@@ -1,0 +1,228 @@
+"""The sample pass: one loop over a seeded sample set that any statistic can ride on.
+
+    sample_pass = SamplePass(generator, seed=1, samples=1000, batch_size=32, layers=["layer3"], segmenter=seg)
+    stats = sample_pass.run({"mean": Moments(64)}, lambda batch, stats: stats["mean"].add(batch.features["layer3"]))
+
+The set is cut into fixed batches; under torchrun batch b goes to rank b % world, and at the end the
+statistics are merged over the process group in rank order, so any number of processes gives the results
+of one. Edits (see `core.edits`) apply while the generator runs. With a `checkpoint` the pass saves its
+statistics atomically every `checkpoint_every` batches and on Ctrl-C, and `run(..., start=k)` resumes
+after this rank's k-th batch with exactly the statistics of an uninterrupted pass.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from gandissect.core.errors import GandissectError
+from gandissect.core.hooks import Trace
+from gandissect.core.sampling import sample_z
+from gandissect.core.segmenters import Segmenter, check_labels
+from gandissect.core.stats import Statistic
+from gandissect.engine.collectives import Collective, SingleProcess
+
+
+class NonFiniteError(GandissectError, FloatingPointError):
+    """A generator produced NaN or infinite activations or images."""
+
+
+@dataclass
+class Batch:
+    """One batch of a sample pass: which samples, their latents, retained features, images and labels."""
+
+    position: int
+    start: int
+    stop: int
+    z: torch.Tensor
+    features: dict[str, torch.Tensor]
+    images: torch.Tensor | None
+    labels: torch.Tensor | None
+
+    @property
+    def indices(self) -> torch.Tensor:
+        return torch.arange(self.start, self.stop)
+
+
+class Batches:
+    """The fixed batches of a set of `samples` in order, as (start, stop), without listing them all."""
+
+    def __init__(self, samples: int, batch_size: int) -> None:
+        self.samples, self.batch_size = samples, batch_size
+
+    def __len__(self) -> int:
+        return -(-self.samples // self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[int, int]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        start = index * self.batch_size
+        return start, min(start + self.batch_size, self.samples)
+
+
+class Checkpoint(Protocol):
+    """Where a pass saves its partial statistics: `save(stats, next_position)`."""
+
+    def __call__(self, stats: dict[str, Statistic], next_position: int) -> None: ...
+
+
+def check_finite(what: str, tensor: torch.Tensor, first_sample: int, per_unit: bool = True) -> None:
+    """Raise NonFiniteError naming `what`, the units (channels) and samples that hold NaN or infinity."""
+    bad = ~torch.isfinite(tensor)
+    if bad.any():
+        samples = (bad.flatten(1).any(1).nonzero().flatten() + first_sample).tolist()
+        units = bad.flatten(2).any(2).any(0).nonzero().flatten().tolist() if per_unit and tensor.dim() > 2 else []
+        where = f" in units {units[:20]}" if units else ""
+        raise NonFiniteError(f"{what} produced NaN or infinite values{where} (samples {samples[:10]} of this set)")
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """The device, or a one-line error saying why it cannot be used here."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise GandissectError(f"--device {device!r} is not a device torch knows ({error})") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise GandissectError(f"--device {device}: this machine has no CUDA GPU that torch can use")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise GandissectError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise GandissectError(f"--device {device}: MPS is not available on this machine")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise GandissectError(f"--device {device}: use cpu, cuda, cuda:N or mps")
+    return device
+
+
+def check_image_range(generator: nn.Module, images: torch.Tensor, tolerance: float = 0.1) -> None:
+    """Refuse images outside the generator's declared `output_range` (default (-1, 1)) by more than
+    `tolerance` of its width: segmenters and pictures assume that range."""
+    low, high = (float(v) for v in getattr(generator, "output_range", (-1.0, 1.0)))
+    margin = tolerance * (high - low)
+    seen_low, seen_high = float(images.min()), float(images.max())
+    if seen_low < low - margin or seen_high > high + margin:
+        raise GandissectError(
+            f"the generator's images lie in [{seen_low:.3g}, {seen_high:.3g}], outside its declared range "
+            f"[{low:g}, {high:g}]: rescale its output, or declare `output_range` on the generator")
+
+
+class SamplePass:
+    """Generator (and optionally segmenter) over the fixed batches of one seeded sample set."""
+
+    def __init__(self, generator: nn.Module, *, seed: int, samples: int, batch_size: int,
+                 layers: Sequence[str] = (), edits: Mapping[str, Any] | None = None,
+                 segmenter: Segmenter | None = None, seg_size: int | None = None, images: bool = True,
+                 device: str | torch.device = "cpu", collective: Collective | None = None,
+                 description: str = "pass", progress: bool = True, checkpoint: Checkpoint | None = None,
+                 checkpoint_every: int = 8, on_batch: Callable[[int], None] | None = None) -> None:
+        self.generator = generator
+        self.seed, self.samples, self.batch_size = seed, samples, batch_size
+        self.layers = list(layers)
+        self.edits = dict(edits or {})
+        self.segmenter = segmenter
+        self.seg_size = seg_size
+        self.images = images or segmenter is not None
+        self.device = torch.device(device)
+        self.collective = collective or SingleProcess()
+        self.description = description
+        self.progress = progress and self.collective.rank == 0
+        self.checkpoint = checkpoint
+        self.checkpoint_every = checkpoint_every
+        self.on_batch = on_batch
+
+    def batches(self) -> Batches:
+        """Every batch of the set as (start, stop) sample indices (computed on demand: any count fits)."""
+        return Batches(self.samples, self.batch_size)
+
+    def mine(self) -> range:
+        """The batches this rank runs."""
+        return range(self.collective.rank, len(self.batches()), self.collective.world)
+
+    def keep(self, batch: Batch) -> None:
+        """Reuse `batch` when the pass reaches it (a batch computed ahead, e.g. for calibration)."""
+        self._kept = batch
+
+    def batch(self, start: int, stop: int, position: int = 0) -> Batch:
+        """Run generator (and segmenter) on samples start..stop-1, with the pass's hooks and edits."""
+        kept = getattr(self, "_kept", None)
+        if kept is not None and (kept.start, kept.stop) == (start, stop):
+            self._kept = None
+            kept.position = position
+            return kept
+        z = sample_z(self.generator, self.seed, range(start, stop)).to(self.device)
+        with torch.no_grad(), Trace(self.generator, self.layers, edit=self.edits,
+                                    stop=not self.images and bool(self.layers)) as trace:
+            images = self.generator(z)
+        for name in self.layers:
+            check_finite(f"layer {name!r}", trace[name], start)
+        labels = None
+        if self.images:
+            check_finite("the generator's images", images, start, per_unit=False)
+            if self.segmenter is not None:
+                labels = self.segment(images)
+        return Batch(position, start, stop, z, dict(trace.outputs), images if self.images else None, labels)
+
+    def segment(self, images: torch.Tensor) -> torch.Tensor:
+        """The segmenter's labels, checked against the protocol, at `seg_size` when set."""
+        assert self.segmenter is not None
+        with torch.no_grad():
+            raw = self.segmenter.segment(images)
+        labels = check_labels(raw, images, len(self.segmenter.concepts), type(self.segmenter).__name__)
+        if self.seg_size and tuple(labels.shape[-2:]) != (self.seg_size, self.seg_size):
+            labels = F.interpolate(labels.float(), size=(self.seg_size, self.seg_size), mode="nearest").long()
+        return labels
+
+    def run(self, stats: dict[str, Statistic], update: Callable[[Batch, dict[str, Statistic]], None],
+            start: int = 0, merge: bool = True) -> dict[str, Statistic]:
+        """Feed this rank's batches from position `start` on to `update`; return the statistics merged over
+        the process group (or this rank's own with merge=False)."""
+        batches, mine = self.batches(), self.mine()
+        bar = tqdm(total=len(mine), initial=start, unit="batch", desc=self.description, disable=not self.progress,
+                   dynamic_ncols=True)
+        with _deferred_interrupt() as interrupted:
+            for position in range(start, len(mine)):
+                first, last = batches[mine[position]]
+                update(self.batch(first, last, position), stats)
+                bar.update(1)
+                done = position + 1
+                if self.checkpoint is not None and (interrupted() or (done % self.checkpoint_every == 0
+                                                                      and done < len(mine))):
+                    self.checkpoint(stats, done)
+                if self.on_batch is not None:
+                    self.on_batch(done)
+                if interrupted():
+                    bar.close()
+                    raise KeyboardInterrupt
+        bar.close()
+        return self.collective.merge(stats) if merge else stats
+
+
+@contextmanager
+def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
+    """Let a first Ctrl-C finish the current batch (so a checkpoint holds whole batches); a second one
+    interrupts at once. Only in the main thread, where Python delivers signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    flag = {"hit": False}
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag["hit"]:
+            raise KeyboardInterrupt
+        flag["hit"] = True
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: flag["hit"]
+    finally:
+        signal.signal(signal.SIGINT, previous)

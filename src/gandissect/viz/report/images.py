@@ -1,0 +1,159 @@
+"""A unit's top images with the region where its upsampled activation exceeds a threshold highlighted.
+
+`render_layer` generates each needed sample of a layer once and returns, per unit, the plain strip of its
+top images and, per requested (unit, threshold), the region mask over that strip. The report shows a
+plain strip under a small transparent PNG overlay per threshold (`overlay_uri`), so drawing a unit at
+several thresholds costs a few hundred bytes each rather than another picture; `render_unit_images`
+composes the same highlight into pixels (`highlight`).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from gandissect.core.features import upsample
+from gandissect.core.hooks import Trace
+from gandissect.core.images import to_uint8
+from gandissect.core.sampling import sample_z
+
+DIM = 0.35
+OUTLINE = (255, 230, 40)
+GAP = 255
+OVERLAY_ALPHA = round(255 * (1 - DIM))  # black at this opacity over a picture dims it to DIM
+
+
+def threshold_key(threshold: float | None) -> float:
+    """A threshold as a float key; a missing one (null in JSON) highlights nothing."""
+    return math.inf if threshold is None or threshold != threshold else float(threshold)
+
+
+def outline(mask: np.ndarray) -> np.ndarray:
+    """Pixels of `mask` (H, W) bool with a 4-neighbour outside it; the image's border counts as outside."""
+    padded = np.pad(mask, 1, mode="constant", constant_values=False)
+    interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask & ~interior
+
+
+def highlight(picture: np.ndarray, mask: np.ndarray, content: np.ndarray | None = None) -> np.ndarray:
+    """Dim `picture` (H, W, 3) uint8 to DIM outside `mask` (H, W) bool and draw the mask's inner border in
+    OUTLINE; only where `content` (default: everywhere) is true, so a strip's white gaps stay white."""
+    out = picture.copy()
+    outside = ~mask if content is None else content & ~mask
+    out[outside] = np.round(picture[outside].astype(np.float32) * DIM).astype(np.uint8)
+    out[outline(mask)] = OUTLINE
+    return out
+
+
+def overlay_uri(mask: np.ndarray, content: np.ndarray) -> str:
+    """A PNG data URI that, laid over the plain strip, shows what `highlight(strip, mask, content)` shows:
+    black at OVERLAY_ALPHA outside the mask, OUTLINE on its border, transparent elsewhere."""
+    index = np.zeros(mask.shape, np.uint8)
+    index[content & ~mask] = 1
+    index[outline(mask)] = 2
+    image = Image.fromarray(index, "P")
+    image.putpalette([0, 0, 0, 0, 0, 0, *OUTLINE])
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True, transparency=bytes([0, OVERLAY_ALPHA, 255]))
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+@dataclass
+class LayerImages:
+    """Per unit the plain strip of its top images, (H, count * (W + 1), 3) uint8 with a white 1-px gap after
+    each image, and how many images it holds; per (unit, threshold key) the region mask over the strip."""
+
+    width: int
+    pictures: dict[int, np.ndarray] = field(default_factory=dict)
+    filled: dict[int, int] = field(default_factory=dict)
+    masks: dict[tuple[int, float], np.ndarray] = field(default_factory=dict)
+
+    def content(self, unit: int) -> np.ndarray:
+        """Where the unit's strip shows an image (not a gap, not an unused slot)."""
+        strip = self.pictures[unit]
+        columns = np.zeros(strip.shape[1], bool)
+        for rank in range(self.filled[unit]):
+            columns[rank * (self.width + 1): rank * (self.width + 1) + self.width] = True
+        return np.broadcast_to(columns, strip.shape[:2])
+
+    def mask(self, unit: int, threshold: float | None) -> np.ndarray:
+        return self.masks[unit, threshold_key(threshold)]
+
+    def highlighted(self, unit: int, threshold: float | None) -> np.ndarray:
+        return highlight(self.pictures[unit], self.mask(unit, threshold), self.content(unit))
+
+    def overlay(self, unit: int, threshold: float | None) -> str:
+        return overlay_uri(self.mask(unit, threshold), self.content(unit))
+
+
+def render_layer(generator: nn.Module, document: dict[str, Any], layer: str,
+                 requests: Iterable[tuple[int, float | None]], count: int = 8,
+                 device: str | torch.device = "cpu", batch_size: int = 32) -> LayerImages:
+    """Strips of the top `count` images of the requested units of `layer` and their masks at the requested
+    thresholds. Images come from the IoU sample set (seed `config.iou_seed`); each distinct sample is
+    generated once, in batches of `batch_size`, whatever the number of units and thresholds using it."""
+    records = {int(r["unit"]): r for r in document["layers"][layer]["units"]}
+    wanted: dict[int, set[float]] = {}
+    for unit, threshold in requests:
+        wanted.setdefault(int(unit), set()).add(threshold_key(threshold))
+    missing = sorted(u for u in wanted if u not in records)
+    if missing:
+        raise KeyError(f"layer {layer!r} has no units {missing[:10]} (it has {len(records)})")
+    uses: dict[int, list[tuple[int, int]]] = {}  # sample -> [(unit, rank)]
+    for unit in wanted:
+        for rank, sample in enumerate(records[unit]["top_samples"][:count]):
+            uses.setdefault(int(sample), []).append((unit, rank))
+    height, width = (int(s) for s in document.get("segmentation_size") or (64, 64))
+    images = LayerImages(width)
+    generator = generator.to(device).eval()
+    samples = sorted(uses)
+    for start in range(0, len(samples), batch_size):
+        batch = samples[start:start + batch_size]
+        with torch.no_grad(), Trace(generator, [layer]) as trace:
+            pictures = to_uint8(generator(sample_z(generator, int(document["config"]["iou_seed"]),
+                                                   torch.tensor(batch)).to(device)))
+        acts = trace[layer].float()
+        height, width = pictures.shape[1:3]
+        images.width = width
+        pairs = [(b, unit, rank) for b, sample in enumerate(batch) for unit, rank in uses[sample]]
+        rows = torch.tensor([p[0] for p in pairs], device=acts.device)
+        cols = torch.tensor([p[1] for p in pairs], device=acts.device)
+        upsampled = upsample(acts[rows, cols][:, None], (height, width))[:, 0].cpu().numpy()
+        for (b, unit, rank), values in zip(pairs, upsampled, strict=True):
+            x = rank * (width + 1)
+            strip = images.pictures.setdefault(unit, np.full((height, count * (width + 1), 3), GAP, np.uint8))
+            strip[:, x:x + width] = pictures[b]
+            for key in wanted[unit]:
+                mask = images.masks.setdefault((unit, key), np.zeros(strip.shape[:2], bool))
+                mask[:, x:x + width] = values > key
+    for unit, keys in wanted.items():
+        strip = images.pictures.setdefault(unit, np.full((height, count * (width + 1), 3), GAP, np.uint8))
+        images.filled[unit] = len(records[unit]["top_samples"][:count])
+        for key in keys:
+            images.masks.setdefault((unit, key), np.zeros(strip.shape[:2], bool))
+    return images
+
+
+def render_unit_images(generator: nn.Module, document: dict[str, Any], layer: str, units: Iterable[int] | None = None,
+                       count: int = 8, device: str | torch.device = "cpu", batch_size: int = 32,
+                       thresholds: Mapping[int, float] | None = None) -> dict[int, np.ndarray]:
+    """Per unit of `layer`: its top `count` images side by side, (H, count * (W + 1), 3) uint8, each followed
+    by a 1-px white gap; outside the region above the unit's threshold the image is dimmed to DIM and the
+    region gets a 1-px OUTLINE border. The threshold is `thresholds[unit]` where given, else the unit's
+    labelling threshold. `units` defaults to the units `thresholds` names, else all. Units with fewer top
+    samples than `count` leave the rest of their strip white."""
+    records = {int(r["unit"]): r for r in document["layers"][layer]["units"]}
+    given = {int(u): t for u, t in (thresholds or {}).items()}
+    chosen = [int(u) for u in units] if units is not None else sorted(given or records)
+    chosen_thresholds = {u: given[u] if u in given else records.get(u, {}).get("threshold") for u in chosen}
+    images = render_layer(generator, document, layer, chosen_thresholds.items(), count, device, batch_size)
+    return {u: images.highlighted(u, chosen_thresholds[u]) for u in chosen}
