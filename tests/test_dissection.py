@@ -1,4 +1,4 @@
-"""The dissection pipeline: planted truth, brute-force recounts, resume, and clear errors."""
+"""The dissection pipeline: planted truth, brute-force recounts, cross-fitting, resume, load, and clear errors."""
 
 from __future__ import annotations
 
@@ -8,25 +8,26 @@ import pytest
 import torch
 from torch import nn
 
+from gandissect.core.errors import ConfigError
+from gandissect.core.features import upsample
 from gandissect.core.hooks import Trace, UnknownLayerError
+from gandissect.core.levels import information_quality_ratio, iou_of
 from gandissect.core.sampling import sample_z
 from gandissect.core.segmenters import ColorSegmenter, SegmenterOutputError
-from gandissect.dissection import (
-    DissectConfig,
-    Dissector,
-    NonFiniteActivationError,
-    RunFolderError,
-    upsample,
-)
+from gandissect.dissection import RULES, DissectConfig, Dissection, Dissector
+from gandissect.dissection.labels import RESTRICTIONS
+from gandissect.engine.samplepass import NonFiniteError
 from gandissect.engine.storage import load_statistics
 from planted import DISTRACTORS, PLANTED, PlantedGenerator
 
 CONFIG = {"layers": ["features"], "samples": 96, "batch_size": 32, "quantile": 0.15, "checkpoint_every": 1}
+SEEDS = DissectConfig(layers=["x"])
 
 
-def dissect(out, resume=False, **overrides):
+def dissect(out, resume=False, segmenter=None, **overrides):
     config = DissectConfig(**{**CONFIG, **overrides})
-    dissector = Dissector(PlantedGenerator(), ColorSegmenter(), config, out, progress=False, resume=resume)
+    dissector = Dissector(PlantedGenerator(), segmenter or ColorSegmenter(), config, out, progress=False,
+                          resume=resume)
     result = dissector.run()
     return result, dissector.finish(result)
 
@@ -34,8 +35,23 @@ def dissect(out, resume=False, **overrides):
 @pytest.fixture(scope="module")
 def planted_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("planted")
-    result, document = dissect(out)
+    result, document = dissect(out, label_method="iqr-iou")
     return out, result, document
+
+
+def iou_set(samples=CONFIG["samples"], segmenter=None):
+    """The IoU set brute force: upsampled features (N, U, 32, 32) and labels (N, 32, 32)."""
+    generator, segmenter = PlantedGenerator(), segmenter or ColorSegmenter()
+    z = sample_z(generator, SEEDS.iou_seed, range(samples))
+    with torch.no_grad(), Trace(generator, ["features"]) as trace:
+        images = generator(z)
+    labels = segmenter.segment(images)[:, 0]
+    return upsample(trace["features"], tuple(labels.shape[-2:])), labels
+
+
+def table(above: torch.Tensor, concept: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.tensor(float(v), dtype=torch.float64) for v in (
+        (above & concept).sum(), (above & ~concept).sum(), (~above & concept).sum(), (~above & ~concept).sum()))
 
 
 def test_planted_units_get_their_concepts(planted_run):
@@ -43,44 +59,94 @@ def test_planted_units_get_their_concepts(planted_run):
     units = document["layers"]["features"]["units"]
     for unit, colour in PLANTED.items():
         record = units[unit]
-        assert record["concept"] == colour and record["iqr_concept"] == colour
-        assert record["iqr_iou"] > 0.85 and record["iqr"] > 0.5
+        assert record["concept"] == colour and record["labels"]["iqr"]["concept"] == colour
+        assert record["iou"] > 0.85 and record["crossfit_iou"] > 0.85 and record["iqr"] > 0.5
         assert record["interpretable"]
     for unit in DISTRACTORS:
-        record = units[unit]
-        assert not record["interpretable"], record
-        assert record["iqr"] < 0.01
-        assert record["iou"] < min(units[u]["iou"] for u in PLANTED) / 2
+        assert not units[unit]["interpretable"], units[unit]
+        assert units[unit]["labels"]["iqr"]["iqr"] < 0.01
     assert document["layers"]["features"]["interpretable_by_concept"] == {"red": 1, "green": 1, "blue": 1}
-    ranking = document["layers"]["features"]["concepts"]["green"]["units"]
-    assert ranking[0] == 1
+    assert document["layers"]["features"]["concepts"]["green"]["units"][0] == 1
 
 
-def test_iou_equals_brute_force_recount(planted_run):
-    _, result, _ = planted_run
-    generator, segmenter = PlantedGenerator(), ColorSegmenter()
-    z = sample_z(generator, CONFIG_IOU_SEED, range(CONFIG["samples"]))
-    with torch.no_grad(), Trace(generator, ["features"]) as trace:
-        images = generator(z)
-    labels = segmenter.segment(images)[:, 0]
-    acts = upsample(trace["features"], tuple(labels.shape[-2:]))
+def test_every_rule_is_recorded_and_thresholds_keep_less_than_every_pixel(planted_run):
+    _, result, document = planted_run
+    acts, _ = iou_set()
     layer = result.layers["features"]
-    for u in range(acts.shape[1]):
-        above = acts[:, u] > layer.thresholds[u]
-        for c in range(len(segmenter.concepts)):
+    for record in document["layers"]["features"]["units"]:
+        assert set(record["labels"]) == set(RULES)
+        for rule, label in record["labels"].items():
+            if rule != "quantile" and label["iou"] > 0:
+                kept = (acts[:, record["unit"]] > label["threshold"]).double().mean().item()
+                assert 0 < kept < 1, (rule, record["unit"], kept)
+                if "top-half" in rule:
+                    assert kept <= 0.5 + 1e-9
+    assert torch.equal(layer.rules["iqr"].threshold, layer.rules["iqr-iou"].threshold)
+
+
+def test_iou_and_iqr_equal_brute_force_recount_for_every_rule(planted_run):
+    _, result, _ = planted_run
+    acts, labels = iou_set()
+    layer = result.layers["features"]
+    for rule in ("quantile", "iqr", "iqr-top-half", "iqr-precise"):
+        outcome = layer.rules[rule]
+        for u in range(acts.shape[1]):
+            for c in range(len(result.concepts)):
+                if rule != "quantile" and outcome.iou[u, c] == 0 and outcome.iqr[u, c] == 0:
+                    continue
+                counts = table(acts[:, u] > outcome.threshold[u, c], labels == c)
+                assert float(outcome.iou[u, c]) == float(iou_of(*counts)), (rule, u, c)
+                assert float(outcome.iqr[u, c]) == pytest.approx(float(information_quality_ratio(*counts)), abs=1e-12)
+    assert torch.equal(layer.thresholds, layer.rules["quantile"].threshold[:, 0])
+
+
+def test_crossfit_iou_equals_brute_force_choice_on_the_other_fold(planted_run):
+    _, result, _ = planted_run
+    acts, labels = iou_set()
+    layer = result.layers["features"]
+    levels = result.statistics["levels/features"].levels
+    folds = torch.arange(acts.shape[0]) % 2
+    for u in (0, 3):
+        for c in (result.concepts.index("red"), result.concepts.index("grey")):
             concept = labels == c
-            inter, union = int((above & concept).sum()), int((above | concept).sum())
-            expected = inter / union if union else 0.0
-            assert float(layer.iou[u, c]) == expected, (u, c)
+            intersection = union = 0.0
+            for fold in (0, 1):
+                here, there = folds == fold, folds != fold
+                scores = []
+                for level in levels[u].tolist():
+                    counts = table(acts[here, u] > level, concept[here])
+                    kept = float(counts[0] + counts[1])
+                    allowed = 0 < kept < float(sum(counts))
+                    scores.append(float(information_quality_ratio(*counts)) if allowed else -1.0)
+                best = levels[u, max(range(len(scores)), key=lambda i: (scores[i], -i))]
+                above = acts[there, u] > best
+                intersection += float((above & concept[there]).sum())
+                union += float((above | concept[there]).sum())
+            assert float(layer.rules["iqr"].crossfit_iou[u, c]) == pytest.approx(intersection / union, abs=1e-12)
 
 
-CONFIG_IOU_SEED = DissectConfig(layers=["x"]).iou_seed
+def test_chosen_threshold_is_within_001_of_the_brute_force_best(planted_run):
+    """Levels are refined enough that the IQR-chosen threshold loses at most 0.01 IoU against a brute-force
+    search of the IQR over 2,000 thresholds."""
+    _, result, _ = planted_run
+    acts, labels = iou_set()
+    outcome = result.layers["features"].rules["iqr-iou"]
+    for u, colour in PLANTED.items():
+        c = result.concepts.index(colour)
+        values = acts[:, u].flatten()
+        best_iqr, best_iou = -1.0, 0.0
+        for threshold in torch.quantile(values, torch.linspace(0, 0.999, 2000)).tolist():
+            counts = table(acts[:, u] > threshold, labels == c)
+            iqr = float(information_quality_ratio(*counts))
+            if iqr > best_iqr:
+                best_iqr, best_iou = iqr, float(iou_of(*counts))
+        assert float(outcome.iou[u, c]) >= best_iou - 0.01, (u, float(outcome.iou[u, c]), best_iou)
 
 
 def test_threshold_is_the_quantile_of_the_threshold_set(planted_run):
     _, result, _ = planted_run
     generator = PlantedGenerator()
-    z = sample_z(generator, DissectConfig(layers=["x"]).threshold_seed, range(CONFIG["samples"]))
+    z = sample_z(generator, SEEDS.threshold_seed, range(CONFIG["samples"]))
     with torch.no_grad(), Trace(generator, ["features"]) as trace:
         generator(z)
     acts = upsample(trace["features"], (32, 32)).transpose(0, 1).reshape(5, -1)
@@ -89,15 +155,79 @@ def test_threshold_is_the_quantile_of_the_threshold_set(planted_run):
         assert abs(share_above - CONFIG["quantile"]) < 1e-3
 
 
-def test_outputs_are_written(planted_run):
-    out, _, document = planted_run
+class SkySegmenter:
+    """One large concept: 'sky' on the top three quarters of every image."""
+
+    concepts = ("sky",)
+    categories = ("object",)
+
+    def segment(self, images):
+        labels = torch.full((images.shape[0], 1, 32, 32), -1)
+        labels[:, :, :24] = 0
+        return labels
+
+
+class WeakSkyUnit(nn.Module):
+    """Adds unit 5: noise with a weak pull towards the sky rows: it correlates with sky (IQR > 0.01) and
+    overlaps it (IoU > 0.05) without drawing it."""
+
+    def forward(self, x):
+        sky = torch.zeros_like(x[:, :1])
+        sky[:, :, :6] = 1
+        return torch.cat([x, x[:, 3:4] * (1 + 0.5 * sky)], 1)
+
+
+def test_interpretable_units_beat_the_whole_image_mask(tmp_path):
+    generator = PlantedGenerator()
+    generator.features = WeakSkyUnit()
+    config = DissectConfig(**{**CONFIG, "label_method": "iqr-iou"})
+    dissector = Dissector(generator, SkySegmenter(), config, tmp_path, progress=False)
+    document = dissector.finish(dissector.run())
+    assert document["concepts"][0]["baseline_iou"] == 0.75
+    weak = document["layers"]["features"]["units"][5]
+    assert weak["concept"] == "sky" and weak["iou"] > 0.05 and weak["iqr"] > 0.01
+    assert weak["iou"] <= 0.75 and not weak["interpretable"]
+    for record in document["layers"]["features"]["units"]:
+        for label in record["labels"].values():
+            assert not label["interpretable"] or label["iou"] > 0.75
+
+
+def test_outputs_are_written_and_load_round_trips(planted_run):
+    out, result, document = planted_run
     assert json.loads((out / "dissect.json").read_text()) == document
     rows = (out / "dissect.csv").read_text().splitlines()
-    assert rows[0].startswith("layer,unit,concept") and len(rows) == 1 + 5
+    assert rows[0].startswith("layer,unit,concept,category,iou,crossfit_iou") and len(rows) == 1 + 5
+    assert "iqr-top-half_concept" in rows[0]
     stats, meta = load_statistics(out / "statistics.safetensors")
-    assert {"quantiles/features", "levels/features", "topk/features"} <= set(stats)
+    assert {"quantiles/features", "levels/features", "topk/features", "moments/features",
+            "condmean/features"} <= set(stats)
     assert meta["concepts"] == ColorSegmenter().concepts
-    assert not any(p.name.startswith("checkpoint") for p in out.iterdir())
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "dissect.csv", "dissect.json", "report.html", "run.json", "statistics.safetensors"][:0] + sorted(
+        ["dissect.csv", "dissect.json", "run.json", "statistics.safetensors"])
+    assert not (out / ".partial").exists()
+    loaded = Dissection.load(out)
+    assert loaded.config == result.config and loaded.concepts == result.concepts and loaded.size == result.size
+    for rule, outcome in result.layers["features"].rules.items():
+        for field in ("level_index", "threshold", "iou", "crossfit_iou", "iqr", "score"):
+            assert torch.equal(getattr(loaded.layers["features"].rules[rule], field), getattr(outcome, field))
+    assert torch.equal(loaded.layers["features"].top_indices, result.layers["features"].top_indices)
+
+
+def test_conditional_mean_and_moments_equal_brute_force(planted_run):
+    _, result, _ = planted_run
+    generator, segmenter = PlantedGenerator(), ColorSegmenter()
+    z = sample_z(generator, SEEDS.iou_seed, range(CONFIG["samples"]))
+    with torch.no_grad(), Trace(generator, ["features"]) as trace:
+        labels = segmenter.segment(generator(z))[:, 0]
+    features = trace["features"].double()
+    moments, condmean = result.statistics["moments/features"], result.statistics["condmean/features"]
+    assert torch.allclose(moments.mean, features.mean((0, 2, 3)), atol=1e-12)
+    assert torch.allclose(moments.variance(), features.var((0, 2, 3), unbiased=False), atol=1e-10)
+    red = result.concepts.index("red")
+    cover = torch.nn.functional.avg_pool2d((labels == red).double()[:, None], 4)  # 32 px -> 8 cells
+    expected = (features * cover).sum((0, 2, 3)) / cover.sum()
+    assert torch.allclose(condmean.mean()[:, red], expected, atol=1e-12)
 
 
 class Interrupt(Exception):
@@ -105,8 +235,9 @@ class Interrupt(Exception):
 
 
 @pytest.mark.parametrize("phase, batch", [("thresholds", 2), ("iou", 1), ("iou", 2)])
-def test_resumed_run_equals_uninterrupted(planted_run, tmp_path, phase, batch):
-    _, _, expected = planted_run
+def test_resumed_run_equals_uninterrupted(tmp_path_factory, phase, batch):
+    _, expected = dissect(tmp_path_factory.mktemp("whole"))
+    out = tmp_path_factory.mktemp("resumed")
 
     def stop(at_phase, done):
         if (at_phase, done) == (phase, batch):
@@ -114,28 +245,37 @@ def test_resumed_run_equals_uninterrupted(planted_run, tmp_path, phase, batch):
 
     config = DissectConfig(**CONFIG)
     with pytest.raises(Interrupt):
-        Dissector(PlantedGenerator(), ColorSegmenter(), config, tmp_path, progress=False, on_batch=stop).run()
-    assert any(p.name.startswith("checkpoint") for p in tmp_path.iterdir())
-    with pytest.raises(RunFolderError, match="--resume"):
-        Dissector(PlantedGenerator(), ColorSegmenter(), config, tmp_path, progress=False)
-    _, document = dissect(tmp_path, resume=True)
+        Dissector(PlantedGenerator(), ColorSegmenter(), config, out, progress=False, on_batch=stop).run()
+    assert any(p.name.startswith("checkpoint") for p in (out / ".partial").iterdir())
+    _, document = dissect(out, resume=True)
     assert document == expected
 
 
-def test_resume_with_other_settings_is_refused(tmp_path):
-    dissect(tmp_path)
-    with pytest.raises(RunFolderError, match="samples"):
-        Dissector(PlantedGenerator(), ColorSegmenter(), DissectConfig(**{**CONFIG, "samples": 64}), tmp_path,
-                  progress=False, resume=True)
-    forced = Dissector(PlantedGenerator(), ColorSegmenter(), DissectConfig(**{**CONFIG, "samples": 64}), tmp_path,
-                       progress=False, force=True)
-    forced.finish(forced.run())
-    assert json.loads((tmp_path / "dissect.json").read_text())["config"]["samples"] == 64
+class UnknownOddSamples(ColorSegmenter):
+    """Colour labels, but every odd sample of a batch is marked unknown (-2), like a face parser finding no face."""
+
+    def segment(self, images):
+        labels = super().segment(images)
+        labels[1::2] = -2
+        return labels
+
+
+def test_unknown_pixels_are_left_out_of_every_count(tmp_path):
+    result, _ = dissect(tmp_path, segmenter=UnknownOddSamples(), samples=64)
+    acts, labels = iou_set(64)
+    known = torch.arange(64) % 2 == 0  # batches of 32 start at even indices
+    layer = result.layers["features"]
+    for u in range(5):
+        for c in range(len(result.concepts)):
+            counts = table(acts[known, u] > layer.thresholds[u], labels[known] == c)
+            assert float(layer.iou[u, c]) == float(iou_of(*counts)), (u, c)
+    assert int(result.statistics["levels/features"].pixels.sum()) == 32 * 32 * 32
 
 
 def test_unknown_layer_lists_existing_layers(tmp_path):
     with pytest.raises(UnknownLayerError, match="features") as error:
-        Dissector(PlantedGenerator(), ColorSegmenter(), DissectConfig(**{**CONFIG, "layers": ["layer9"]}), tmp_path)
+        Dissector(PlantedGenerator(), ColorSegmenter(), DissectConfig(**{**CONFIG, "layers": ["layer9"]}),
+                  tmp_path).check()
     assert "layer9" in str(error.value) and "output" in str(error.value)
 
 
@@ -155,10 +295,11 @@ class RangeSegmenter(FloatSegmenter):
 @pytest.mark.parametrize("segmenter, message", [(FloatSegmenter(), "dtype torch.float32"),
                                                 (RangeSegmenter(), r"labels in \[5, 5\]")])
 def test_bad_segmenter_output_is_named_before_work_starts(tmp_path, segmenter, message):
+    out = tmp_path / "run"
     with pytest.raises(SegmenterOutputError, match=message) as error:
-        Dissector(PlantedGenerator(), segmenter, DissectConfig(**CONFIG), tmp_path)
+        Dissector(PlantedGenerator(), segmenter, DissectConfig(**CONFIG), out).run()
     assert "expected an integer tensor of shape (N=1, K, H, W)" in str(error.value)
-    assert not any(tmp_path.iterdir())  # nothing written: a corrected run may use the folder
+    assert not out.exists()  # nothing written: a corrected run may use the folder
 
 
 class NaNUnit(nn.Module):
@@ -171,20 +312,17 @@ class NaNUnit(nn.Module):
 def test_non_finite_activations_name_layer_and_units(tmp_path):
     generator = PlantedGenerator()
     generator.features = NaNUnit()
-    with pytest.raises(NonFiniteActivationError, match=r"layer 'features'.*units \[3\]"):
-        Dissector(generator, ColorSegmenter(), DissectConfig(**CONFIG), tmp_path)
+    with pytest.raises(NonFiniteError, match=r"layer 'features'.*units \[3\]"):
+        Dissector(generator, ColorSegmenter(), DissectConfig(**CONFIG), tmp_path).check()
 
 
-def test_config_rejects_same_seeds_and_bad_quantile():
-    with pytest.raises(ValueError, match="must differ"):
+def test_config_rejects_bad_settings():
+    with pytest.raises(ConfigError, match="must differ"):
         DissectConfig(layers=["a"], threshold_seed=1, iou_seed=1)
-    with pytest.raises(ValueError, match="quantile"):
+    with pytest.raises(ConfigError, match="quantile"):
         DissectConfig(layers=["a"], quantile=1.5)
-
-
-@pytest.mark.parametrize("size_in, size_out", [((8, 8), (64, 64)), ((16, 16), (64, 64)), ((4, 6), (64, 48)),
-                                               ((7, 7), (64, 64)), ((16, 16), (48, 48)), ((8, 8), (8, 8))])
-def test_upsample_equals_bilinear_interpolation_without_corner_alignment(size_in, size_out):
-    x = torch.randn(2, 3, *size_in, generator=torch.Generator().manual_seed(0))
-    expected = torch.nn.functional.interpolate(x, size=size_out, mode="bilinear", align_corners=False)
-    assert torch.allclose(upsample(x, size_out), expected, atol=1e-5, rtol=0)
+    with pytest.raises(ConfigError, match="more than once"):
+        DissectConfig(layers=["a", "a"])
+    with pytest.raises(ConfigError, match="label-method"):
+        DissectConfig(layers=["a"], label_method="best")
+    assert set(RESTRICTIONS.values()) == {"none", "top-half", "precise"}

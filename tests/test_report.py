@@ -1,6 +1,10 @@
 """The HTML report: unit images against a brute-force mask, a self-contained page, and (in Chromium) a page
 that renders, sorts, routes and never touches the network.
 
+The report is tested on a synthetic schema-2 dissect.json built from a tiny random generator's real
+activations (`synthetic_document`), so these tests do not depend on the dissection; one test runs the real
+pipeline end to end.
+
 Browser tests need Debian's /usr/bin/chromium and the `playwright` package; without them they are skipped,
 unless GANDISSECT_REQUIRE_BROWSER=1 (CI), where they fail. GANDISSECT_SCREENSHOT=1 (or a .png path) also
 writes a 1280x900 screenshot of the report's top to docs/report-screenshot.png (or that path).
@@ -8,29 +12,46 @@ writes a 1280x900 screenshot of the report's top to docs/report-screenshot.png (
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import re
+from importlib import resources
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
+from gandissect.core.features import upsample
 from gandissect.core.hooks import Trace
 from gandissect.core.images import to_uint8
 from gandissect.core.sampling import sample_z
 from gandissect.core.segmenters import ColorSegmenter
-from gandissect.dissection import DissectConfig, Dissector
 from gandissect.models.scenegan import GeneratorConfig, SceneGenerator
 from gandissect.viz.report import DIM, OUTLINE, render_unit_images, write_report
+from gandissect.viz.report.images import OVERLAY_ALPHA, render_layer
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 IMAGES_PER_UNIT = 6
+TILE = 65  # a 64-px image and its 1-px gap
 REPO = Path(__file__).resolve().parents[1]
+RULES = {
+    "quantile": "IoU at the unit's top-quantile threshold, one threshold per unit",
+    "iqr": "highest information-quality ratio over concepts, each at its IQR-optimal threshold",
+    "iqr-iou": "highest IoU at per-(unit, concept) IQR-optimal thresholds",
+    "iqr-top-half": "as iqr, with thresholds keeping at most half of the unit's pixels",
+    "iqr-iou-top-half": "as iqr-iou, with thresholds keeping at most half of the unit's pixels",
+    "iqr-precise": "as iqr, with thresholds whose masks lie mostly in the concept",
+    "iqr-iou-precise": "as iqr-iou, with thresholds whose masks lie mostly in the concept",
+}
+TOP_FRACTIONS = (0.7, 0.5, 0.3, 0.15, 0.05, 0.02)  # candidate levels: these top fractions of a unit's pixels
 
 
 class ContrastSegmenter:
@@ -60,17 +81,112 @@ class ContrastSegmenter:
         return torch.stack([colours, shade, edge], 1)
 
 
+def _entropy(*probabilities: torch.Tensor) -> torch.Tensor:
+    return -sum(torch.where(p > 0, p * p.clamp(min=1e-12).log(), 0) for p in probabilities)
+
+
+def synthetic_document(generator: torch.nn.Module, segmenter: ContrastSegmenter, layers: list[str],
+                       samples: int = 32, quantile: float = 0.05, min_iou: float = 0.02, min_iqr: float = 0.0,
+                       label_method: str = "iqr-iou", iou_seed: int = 1) -> dict:
+    """A schema-2 dissect.json consistent with `generator`'s real activations on the IoU set: thresholds are
+    levels of each unit's upsampled activations there (TOP_FRACTIONS and the quantile), IoU and IQR are
+    counted there against `segmenter`. Crossfit IoU is a stand-in: the IoU on the odd samples."""
+    with torch.no_grad(), Trace(generator, layers) as trace:
+        images = generator(sample_z(generator, iou_seed, range(samples)))
+    labels = segmenter.segment(images)
+    names, categories = segmenter.concepts, segmenter.categories
+    truth = torch.stack([(labels == c).any(1) for c in range(len(names))]).flatten(2).float()  # (C, N, P)
+    size = tuple(labels.shape[-2:])
+    baseline = truth.mean((1, 2))
+    document_layers = {}
+    for name in layers:
+        acts = trace[name].float()
+        up = upsample(acts, size).transpose(0, 1).flatten(2)  # (U, N, P)
+        fractions = torch.tensor([*TOP_FRACTIONS, quantile])
+        levels = torch.quantile(up.flatten(1), 1 - fractions, dim=1).T  # (U, L), the last the quantile's
+        above = (up[:, None] > levels[..., None, None]).float()  # (U, L, N, P)
+        inter_n, area_n, truth_n = torch.einsum("ulnp,cnp->ulcn", above, truth), above.sum(-1), truth.sum(-1)
+
+        def iou_on(chosen: slice, inter_n=inter_n, area_n=area_n, truth_n=truth_n) -> torch.Tensor:
+            inter = inter_n[..., chosen].sum(-1)
+            return inter / (area_n[..., chosen].sum(-1)[..., None] + truth_n[:, chosen].sum(-1) - inter).clamp(min=1)
+
+        iou, odd = iou_on(slice(None)), iou_on(slice(1, None, 2))
+        pixels = truth.shape[1] * truth.shape[2]
+        inter, area, total = inter_n.sum(-1), area_n.sum(-1)[..., None], truth_n.sum(-1)
+        p11, p10, p01 = inter / pixels, (area - inter) / pixels, (total - inter) / pixels
+        joint = _entropy(p11, p10, p01, 1 - p11 - p10 - p01)
+        iqr = (_entropy(area / pixels, 1 - area / pixels) + _entropy(total / pixels, 1 - total / pixels)
+               - joint) / joint.clamp(min=1e-12)
+        everything = torch.ones_like(iou, dtype=torch.bool)
+        only_quantile = torch.zeros_like(everything)
+        only_quantile[:, -1] = True
+        half = (area <= pixels / 2).expand_as(iou)
+        precise = inter > area / 2
+        allowed = {"quantile": only_quantile, "iqr": everything, "iqr-iou": everything, "iqr-top-half": half,
+                   "iqr-iou-top-half": half, "iqr-precise": precise, "iqr-iou-precise": precise}
+        picked = {}
+        for rule, ok in allowed.items():
+            level = torch.where(ok, iqr, -1.0).argmax(1, keepdim=True)  # (U, 1, C)
+            thr = levels[..., None].expand_as(iou).gather(1, level)[:, 0]
+            values = {key: t.gather(1, level)[:, 0] for key, t in (("iou", iou), ("iqr", iqr), ("cv", odd))}
+            if rule == "quantile":
+                values["cv"] = values["iou"]
+            score = values["iqr" if rule in ("iqr", "iqr-top-half", "iqr-precise") else "iou"]
+            picked[rule] = (thr, values, torch.where(ok.any(1), score, -1.0))
+
+        def entry(rule: str, unit: int, c: int, picked=picked) -> dict:
+            thr, values, _ = picked[rule]
+            return {"concept": names[c], "category": categories[c], "iou": float(values["iou"][unit, c]),
+                    "crossfit_iou": float(values["cv"][unit, c]), "iqr": float(values["iqr"][unit, c]),
+                    "threshold": float(thr[unit, c])}
+
+        peaks, order = acts.amax((2, 3)).T.sort(1, descending=True)
+        units, counts = [], {}
+        score = picked[label_method][2]
+        for unit in range(acts.shape[1]):
+            rule_labels = {}
+            for rule in RULES:
+                label = entry(rule, unit, int(picked[rule][2][unit].argmax()))
+                rule_labels[rule] = {**label, "interpretable": label["iou"] > min_iou and label["iqr"] > min_iqr}
+            main = rule_labels[label_method]
+            if main["interpretable"]:
+                counts[main["concept"]] = counts.get(main["concept"], 0) + 1
+            top = score[unit].argsort(descending=True)[:5].tolist()
+            units.append({"unit": unit, **main, "baseline_iou": float(baseline[names.index(main["concept"])]),
+                          "quantile_threshold": float(levels[unit, -1]), "labels": rule_labels,
+                          "top_concepts": [entry(label_method, unit, c) for c in top],
+                          "top_samples": order[unit, :12].tolist(), "top_values": peaks[unit, :12].tolist()})
+        rankings = {}
+        for c, concept in enumerate(names):
+            ranked = sorted(range(acts.shape[1]), key=lambda u, c=c: (-float(score[u, c]), u))
+            entries = [entry(label_method, u, c) for u in ranked]
+            rankings[concept] = {"category": categories[c], "baseline_iou": float(baseline[c]), "units": ranked,
+                                 **{key: [e[key] for e in entries] for key in ("iou", "crossfit_iou")},
+                                 "thresholds": [e["threshold"] for e in entries]}
+        document_layers[name] = {"shape": list(acts.shape[1:]), "interpretable_units": sum(counts.values()),
+                                 "interpretable_by_concept": counts, "units": units, "concepts": rankings}
+    return {
+        "schema": 2,
+        "config": {"layers": layers, "samples": samples, "quantile": quantile, "threshold_seed": 2,
+                   "iou_seed": iou_seed, "label_method": label_method, "min_iou": min_iou, "min_iqr": min_iqr},
+        "model": "random scene GAN", "segmenter": "contrast",
+        "concepts": [{"name": n, "category": c, "baseline_iou": float(b)}
+                     for n, c, b in zip(names, categories, baseline, strict=True)],
+        "segmentation_size": list(size), "label_method": label_method, "label_rules": RULES,
+        "threshold_method": "synthetic: levels at fixed top fractions of each unit's pixels on the IoU set",
+        "layers": document_layers,
+    }
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[SceneGenerator, dict, Path]:
-    """A real tiny dissection (random 64x64 scene GAN, two layers of 8 units) and its report."""
+    """A tiny random 64x64 scene GAN, a synthetic dissection of two layers of 8 units, and its report."""
     torch.manual_seed(0)
     generator = SceneGenerator(GeneratorConfig(z_dim=8, channels=(16, 8, 8, 8))).eval()
-    out = tmp_path_factory.mktemp("report") / "run"
-    config = DissectConfig(layers=["layer2", "layer3"], samples=32, batch_size=16, quantile=0.05, min_iou=0.02)
-    dissector = Dissector(generator, ContrastSegmenter(), config, out, progress=False)
-    document = dissector.finish(dissector.run())
-    assert document is not None
-    path = write_report(document, generator, out, images_per_unit=IMAGES_PER_UNIT)
+    document = synthetic_document(generator, ContrastSegmenter(), ["layer2", "layer3"])
+    path = write_report(json.loads(json.dumps(document)), generator, tmp_path_factory.mktemp("report"),
+                        images_per_unit=IMAGES_PER_UNIT)
     return generator, document, path
 
 
@@ -84,57 +200,115 @@ def nonzero_concepts(layer: dict) -> dict[str, int]:
     return {c: n for c, n in layer["interpretable_by_concept"].items() if n > 0}
 
 
+def brute_force(generator, document: dict, layer: str, unit: int, threshold: float) -> list[tuple]:
+    """Per top image of `unit`: the picture, its region above `threshold` (F.interpolate, one sample at a
+    time) and where the activation is clearly off the threshold (batching may move values a bit)."""
+    record = document["layers"][layer]["units"][unit]
+    out = []
+    for sample in record["top_samples"][:IMAGES_PER_UNIT]:
+        with torch.no_grad(), Trace(generator, [layer]) as trace:
+            image = to_uint8(generator(sample_z(generator, document["config"]["iou_seed"], [sample])))[0]
+        acts = F.interpolate(trace[layer][:, unit:unit + 1].float(), size=(64, 64), mode="bilinear",
+                             align_corners=False)[0, 0]
+        out.append((image, (acts > threshold).numpy(), ((acts - threshold).abs() > 1e-5).numpy()))
+    return out
+
+
+def check_highlight(strip: np.ndarray, expected: list[tuple]) -> None:
+    """`strip` shows each picture dimmed outside its region, unchanged inside, outlined along its border."""
+    assert strip.shape == (64, IMAGES_PER_UNIT * TILE, 3) and strip.dtype == np.uint8
+    for rank, (image, mask, clear) in enumerate(expected):
+        tile = strip[:, rank * TILE: rank * TILE + 64].astype(int)
+        assert (strip[:, rank * TILE + 64] == 255).all()  # the gap after each image
+        dimmed = np.round(image.astype(np.float32) * DIM)
+        out = ~mask & clear
+        assert np.abs(tile[out] - dimmed[out]).max(initial=0) <= 1, "outside the region must be dimmed"
+        inside = tile[mask & clear]
+        kept = (inside == image[mask & clear]).all(1)
+        outline = (inside == np.array(OUTLINE)).all(1)
+        assert (kept | outline).all(), "inside the region: the picture itself or the outline"
+        eroded = erode(mask, border=False) & erode(clear, border=True)  # the image's border counts as outside
+        assert (tile[eroded] == image[eroded]).all(), "the region's interior is shown unchanged"
+        assert (outline.sum() > 0) == mask.any()
+
+
+def overlay_regions(uri: str) -> np.ndarray:
+    """The region an overlay data URI highlights: every pixel it does not dim (gaps included)."""
+    assert uri.startswith("data:image/png;base64,")
+    image = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGBA")
+    return np.asarray(image)[..., 3] != OVERLAY_ALPHA
+
+
+def check_overlay(uri: str, expected: list[tuple]) -> None:
+    region = overlay_regions(uri)
+    assert region.shape == (64, IMAGES_PER_UNIT * TILE)
+    for rank, (_, mask, clear) in enumerate(expected):
+        tile = region[:, rank * TILE: rank * TILE + 64]
+        assert (tile[clear] == mask[clear]).all(), f"image {rank}: the overlay's region is not the mask"
+
+
+def page_data(path: Path) -> dict:
+    payload = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', path.read_text(), re.S)
+    assert payload is not None
+    return json.loads(payload.group(1))
+
+
+def concept_case(generator, document: dict) -> tuple[str, str, int, float]:
+    """A (concept, layer, unit, threshold) shown on a concept page whose region at the concept's threshold
+    differs from the one at the unit's labelling threshold: drawing at the wrong one would show."""
+    for name, layer in document["layers"].items():
+        for concept, ranking in layer["concepts"].items():
+            for unit, iou, threshold in list(zip(ranking["units"], ranking["iou"], ranking["thresholds"],
+                                                 strict=True))[:3]:
+                if iou <= 0 or threshold == layer["units"][unit]["threshold"]:
+                    continue
+                at_concept = brute_force(generator, document, name, unit, threshold)
+                at_label = brute_force(generator, document, name, unit, layer["units"][unit]["threshold"])
+                if any((a[1] != b[1]).mean() > 0.05 for a, b in zip(at_concept, at_label, strict=True)):
+                    return concept, name, unit, threshold
+    raise AssertionError("no concept page shows a unit at a threshold of its own: the test would prove nothing")
+
+
 # ------------------------------------------------------------------------------------------- no browser
 
 
 def test_unit_images_highlight_the_region_above_threshold(report):
     generator, document, _ = report
-    layer, units, count = "layer3", [0, 1, 2], 3
-    strips = render_unit_images(generator, document, layer, units=units, count=count, batch_size=2)
+    layer, units = "layer3", [0, 1, 2]
+    strips = render_unit_images(generator, document, layer, units=units, count=IMAGES_PER_UNIT, batch_size=2)
     assert sorted(strips) == units
-    records = {r["unit"]: r for r in document["layers"][layer]["units"]}
-    seed = document["config"]["iou_seed"]
     partial = 0
     for unit in units:
-        strip = strips[unit]
-        assert strip.shape == (64, count * 65, 3) and strip.dtype == np.uint8
-        for rank, sample in enumerate(records[unit]["top_samples"][:count]):
-            with torch.no_grad(), Trace(generator, [layer]) as trace:
-                image = to_uint8(generator(sample_z(generator, seed, [sample])))[0]
-            acts = F.interpolate(trace[layer][:, unit:unit + 1].float(), size=(64, 64), mode="bilinear",
-                                 align_corners=False)[0, 0]
-            mask = (acts > records[unit]["threshold"]).numpy()
-            clear = ((acts - records[unit]["threshold"]).abs() > 1e-5).numpy()  # batching may move values a bit
-            tile = strip[:, rank * 65: rank * 65 + 64].astype(int)
-            assert (strip[:, rank * 65 + 64] == 255).all()  # the gap after each image
-            dimmed = np.round(image.astype(np.float32) * DIM)
-            out = ~mask & clear
-            assert np.abs(tile[out] - dimmed[out]).max(initial=0) <= 1, "outside the region must be dimmed"
-            inside = tile[mask & clear]
-            kept = (inside == image[mask & clear]).all(1)
-            outline = (inside == np.array(OUTLINE)).all(1)
-            assert (kept | outline).all(), "inside the region: the picture itself or the outline"
-            # the image's border counts as outside the region: the outline runs along it
-            eroded = erode(mask, border=False) & erode(clear, border=True)
-            assert (tile[eroded] == image[eroded]).all(), "the region's interior is shown unchanged"
-            assert (outline.sum() > 0) == mask.any()
-            partial += int(0 < mask.mean() < 1)
+        expected = brute_force(generator, document, layer, unit, document["layers"][layer]["units"][unit]["threshold"])
+        check_highlight(strips[unit], expected)
+        partial += sum(0 < mask.mean() < 1 for _, mask, _ in expected)
     assert partial > 0, "no tile had a region that covers part of the image: the test would prove nothing"
+
+
+def test_unit_images_at_given_thresholds(report):
+    generator, document, _ = report
+    _, layer, unit, threshold = concept_case(generator, document)
+    strips = render_unit_images(generator, document, layer, count=IMAGES_PER_UNIT, thresholds={unit: threshold})
+    assert list(strips) == [unit]
+    check_highlight(strips[unit], brute_force(generator, document, layer, unit, threshold))
 
 
 def test_unit_images_generate_each_sample_once(report):
     generator, document, _ = report
     seen: list[int] = []
     handle = generator.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].shape[0]))
+    records = document["layers"]["layer2"]["units"]
+    requests = [(r["unit"], t["threshold"]) for r in records for t in r["top_concepts"]]
     try:
-        strips = render_unit_images(generator, document, "layer2", count=IMAGES_PER_UNIT, batch_size=5)
+        images = render_layer(generator, document, "layer2", requests, count=IMAGES_PER_UNIT, batch_size=5)
     finally:
         handle.remove()
-    wanted = [s for r in document["layers"]["layer2"]["units"] for s in r["top_samples"][:IMAGES_PER_UNIT]]
+    wanted = [s for r in records for s in r["top_samples"][:IMAGES_PER_UNIT]]
     assert len(set(wanted)) < len(wanted), "units share no sample: the test would prove nothing"
+    assert len(set(requests)) > len(records), "one threshold per unit: the test would prove nothing"
     assert sum(seen) == len(set(wanted))
     assert max(seen) <= 5
-    assert len(strips) == len(document["layers"]["layer2"]["units"])
+    assert len(images.pictures) == len(records) and len(images.masks) == len(set(requests))
     with pytest.raises(KeyError, match="no units"):
         render_unit_images(generator, document, "layer2", units=[99])
 
@@ -155,15 +329,58 @@ def test_report_is_self_contained_and_complete(report):
         bars = re.findall(r'<rect class="bar"[^>]*data-concept="([^"]+)"[^>]*data-count="(\d+)"', chart.group(0))
         assert {c: int(n) for c, n in bars} == nonzero_concepts(layer)
     assert sum(len(nonzero_concepts(layer)) for layer in document["layers"].values()) >= 3
-    payload = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', text, re.S)
-    assert payload is not None
-    data = json.loads(payload.group(1))
+    data = page_data(path)
     unit = data["layers"]["layer3"]["units"]["0"]
-    assert 0 < len(unit["top_concepts"]) <= 5
-    ious = [iou for _, iou in unit["top_concepts"]]
-    assert ious == sorted(ious, reverse=True) and ious[0] == pytest.approx(unit["iou"])
-    assert text.count("data:image/") == sum(len(layer["units"]) for layer in document["layers"].values())
+    record = document["layers"]["layer3"]["units"][0]
+    assert [t["concept"] for t in unit["top_concepts"]] == [t["concept"] for t in record["top_concepts"]]
+    assert [t["threshold"] for t in unit["top_concepts"]] == pytest.approx([t["threshold"] for t in
+                                                                            record["top_concepts"]])
+    units = sum(len(layer["units"]) for layer in document["layers"].values())
+    assert len(re.findall(r'<img class="picture" src="data:image/', text)) == units, "one picture strip per unit"
+    assert text.count('<img class="overlay" src="data:image/png') == units
     assert path.stat().st_size < 2_000_000
+
+
+def test_css_and_js_files_are_inlined(report):
+    text = report[2].read_text()
+    package = resources.files("gandissect.viz.report")
+    assert "<link" not in text and not re.search(r"<script[^>]*\bsrc", text)
+    assert f"<style>{package.joinpath('report.css').read_text()}</style>" in text
+    assert f"<script>{package.joinpath('report.js').read_text()}</script>" in text
+    assert "${" not in text, "every placeholder of report.html is filled"
+
+
+def test_concept_pages_draw_units_at_the_concepts_threshold(report):
+    generator, document, path = report
+    concept, layer, unit, threshold = concept_case(generator, document)
+    data = page_data(path)
+    entry = next(e for e in data["concepts"][concept]["layers"][layer] if e["unit"] == unit)
+    assert entry["threshold"] == pytest.approx(threshold)
+    check_overlay(data["overlays"][entry["overlay"]], brute_force(generator, document, layer, unit, threshold))
+    baselines = {c["name"]: c["baseline_iou"] for c in document["concepts"]}
+    assert data["concepts"][concept]["baseline_iou"] == pytest.approx(baselines[concept])
+
+
+def test_old_schema_is_refused(report, tmp_path):
+    generator, document, _ = report
+    with pytest.raises(ValueError, match="schema 2"):
+        write_report({**document, "schema": 1}, generator, tmp_path)
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_real_dissection_end_to_end(tmp_path):
+    """The real pipeline: Dissector -> dissect.json -> report.html (the only test here that needs the dissection)."""
+    from gandissect.dissection import DissectConfig, Dissector
+
+    torch.manual_seed(0)
+    generator = SceneGenerator(GeneratorConfig(z_dim=8, channels=(16, 8, 8, 8))).eval()
+    config = DissectConfig(layers=["layer3"], samples=16, batch_size=16, quantile=0.05, min_iou=0.02)
+    dissector = Dissector(generator, ContrastSegmenter(), config, tmp_path, progress=False)
+    document = dissector.finish(dissector.run())
+    assert document is not None
+    path = write_report(json.loads((tmp_path / "dissect.json").read_text()), generator, tmp_path,
+                        images_per_unit=IMAGES_PER_UNIT)
+    assert len(page_data(path)["layers"]["layer3"]["units"]) == document["layers"]["layer3"]["shape"][0]
 
 
 # ---------------------------------------------------------------------------------------------- browser
@@ -240,25 +457,30 @@ def page(browser, report):
         p.close()
 
 
+ALL_IMAGES_LOADED = "sel => Array.from(document.querySelectorAll(sel)).every(i => i.complete && i.naturalWidth > 0)"
+
+
 def test_browser_chart_and_gallery_render(page, report):
     _, document, _ = report
-    view = page()
-    p = view.page
+    p = page().page
     for name, layer in document["layers"].items():
-        chart = p.locator(f'svg.concept-chart[data-layer="{name}"]')
-        bars = chart.locator("rect.bar")
+        bars = p.locator(f'svg.concept-chart[data-layer="{name}"] rect.bar')
         assert bars.count() == len(nonzero_concepts(layer))
+        heights = {}
         for i in range(bars.count()):
             box = bars.nth(i).bounding_box()
             assert box is not None and box["width"] > 0 and box["height"] > 0
-        heights = {bars.nth(i).get_attribute("data-concept"): bars.nth(i).bounding_box()["height"]
-                   for i in range(bars.count())}
+            heights[bars.nth(i).get_attribute("data-concept")] = box["height"]
         counts = nonzero_concepts(layer)
-        top = max(counts, key=counts.get)
-        assert heights[top] == pytest.approx(max(heights.values()))
-        assert p.locator(f'.unit-card[data-layer="{name}"]').count() == len(layer["units"])
-    assert p.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
-    assert p.evaluate("document.images.length") == sum(len(layer["units"]) for layer in document["layers"].values())
+        assert heights[max(counts, key=counts.get)] == pytest.approx(max(heights.values()))
+        cards = p.locator(f'.unit-card[data-layer="{name}"]')
+        assert cards.count() == len(layer["units"])
+        assert "crossfit" in cards.first.locator(".card-head").inner_text()
+    assert p.evaluate(ALL_IMAGES_LOADED, "img")
+    assert p.evaluate("document.images.length") == 2 * sum(len(layer["units"]) for layer in document["layers"].values())
+    picture, overlay = (p.locator(f".unit-card .strip img.{kind}").first.bounding_box() for kind in ("picture",
+                                                                                                       "overlay"))
+    assert picture == overlay, "the overlay lies exactly on the pictures"
     assert p.locator("#unit-view").is_hidden() and p.locator("#concept-view").is_hidden()
     target = os.environ.get("GANDISSECT_SCREENSHOT")
     if target:
@@ -281,6 +503,9 @@ def test_browser_gallery_sorts_and_filters(page, report):
         assert ious == sorted(ious, reverse=True), "IoU order is the default"
         section.locator('button[data-sort="unit"]').click()
         assert [int(u) for u in _order(p, name, "unit")] == list(range(len(layer["units"])))
+        section.locator('button[data-sort="crossfit"]').click()
+        crossfit = [float(v) for v in _order(p, name, "crossfit")]
+        assert crossfit == sorted(crossfit, reverse=True)
         section.locator('button[data-sort="concept"]').click()
         concepts = _order(p, name, "concept")
         assert concepts == sorted(concepts)
@@ -289,14 +514,13 @@ def test_browser_gallery_sorts_and_filters(page, report):
         assert ious == sorted(ious, reverse=True)
         assert section.locator('button[data-sort="iou"]').get_attribute("class") == "active"
         section.locator("input.filter-interpretable").check()
-        visible = section.locator(".unit-card:visible")
-        assert visible.count() == sum(r["interpretable"] for r in layer["units"])
+        assert section.locator(".unit-card:visible").count() == sum(r["interpretable"] for r in layer["units"])
         section.locator("input.filter-interpretable").uncheck()
         assert section.locator(".unit-card:visible").count() == len(layer["units"])
 
 
-def test_browser_unit_view_opens_from_a_card(page, report):
-    _, document, _ = report
+def test_browser_unit_page_shows_rules_and_top_concepts(page, report):
+    generator, document, _ = report
     p = page().page
     card = p.locator('.layer-section[data-layer="layer3"] .unit-card').first
     unit = int(card.get_attribute("data-unit"))
@@ -305,33 +529,41 @@ def test_browser_unit_view_opens_from_a_card(page, report):
     view.wait_for(state="visible")
     assert p.evaluate("location.hash") == f"#unit/layer3/{unit}"
     assert f"unit {unit}" in view.locator("h2").inner_text()
-    assert view.locator("img").count() >= 1
-    assert p.evaluate("Array.from(document.querySelectorAll('#unit-view img')).every(i => i.naturalWidth > 0)")
     record = document["layers"]["layer3"]["units"][unit]
-    assert record["concept"] in view.inner_text()
-    assert 1 <= view.locator("table.top-concepts tr").count() <= 5
+    text = view.inner_text()
+    assert record["concept"] in text and "crossfit IoU" in text
+    rows = view.locator("table.rules tbody tr")
+    assert [rows.nth(i).get_attribute("data-rule") for i in range(rows.count())] == list(RULES)
+    for i, rule in enumerate(RULES):
+        assert rows.nth(i).locator("td").nth(1).inner_text() == record["labels"][rule]["concept"]
+    assert view.locator("table.rules tr.current").get_attribute("data-rule") == document["label_method"]
+    tops = view.locator(".top-concept")
+    assert [tops.nth(i).get_attribute("data-concept") for i in range(tops.count())] == \
+        [t["concept"] for t in record["top_concepts"]]
+    assert p.evaluate(ALL_IMAGES_LOADED, "#unit-view img")
+    top = record["top_concepts"][-1]
+    uri = tops.last.locator("img.overlay").get_attribute("src")
+    check_overlay(uri, brute_force(generator, document, "layer3", unit, top["threshold"]))
     p.keyboard.press("Escape")
     view.wait_for(state="hidden")
 
 
-def test_browser_concept_view_lists_best_units(page, report):
-    _, document, _ = report
-    counts: dict[str, int] = {}
-    for layer in document["layers"].values():
-        for concept, n in layer["interpretable_by_concept"].items():
-            counts[concept] = counts.get(concept, 0) + n
-    concept = max(counts, key=counts.get)
-    p = page(f"#concept/{concept}").page
+def test_browser_concept_page_draws_units_at_its_threshold(page, report):
+    generator, document, _ = report
+    concept, layer, unit, threshold = concept_case(generator, document)
+    p = page(f"#concept/{quote(concept, safe='')}").page
     view = p.locator("#concept-view")
     view.wait_for(state="visible")
-    units = view.locator(".concept-unit")
-    assert 1 <= units.count() <= 12
-    ious = [float(units.nth(i).get_attribute("data-iou")) for i in range(units.count())]
-    assert ious == sorted(ious, reverse=True)
-    best = max((iou, name) for name, layer in document["layers"].items()
-               for iou in layer["concepts"][concept]["iou"][:1])
-    assert ious[0] == pytest.approx(best[0])
-    assert p.evaluate("Array.from(document.querySelectorAll('#concept-view img')).every(i => i.naturalWidth > 0)")
+    baseline = next(c["baseline_iou"] for c in document["concepts"] if c["name"] == concept)
+    assert f"baseline IoU {float(f'{baseline:.4g}')}" in view.locator("p.baseline").inner_text()
+    shown = view.locator(f'.concept-unit[data-layer="{layer}"]')
+    ranking = document["layers"][layer]["concepts"][concept]
+    assert [int(shown.nth(i).get_attribute("data-unit")) for i in range(shown.count())] == \
+        [u for u, iou in zip(ranking["units"], ranking["iou"], strict=True) if iou > 0][:shown.count()]
+    assert "crossfit" in shown.first.inner_text()
+    assert p.evaluate(ALL_IMAGES_LOADED, "#concept-view img")
+    uri = view.locator(f'.concept-unit[data-layer="{layer}"][data-unit="{unit}"] img.overlay').get_attribute("src")
+    check_overlay(uri, brute_force(generator, document, layer, unit, threshold))
     view.locator(".concept-unit").first.click()
     p.locator("#unit-view").wait_for(state="visible")
     assert view.is_hidden()

@@ -1,26 +1,21 @@
-"""The `gandissect` command line: train, ship, sample, list layers, dissect."""
+"""The `gandissect` command line: dissect, report, list models and layers, sample, train and ship.
+
+Errors a user can fix (`GandissectError`) print one line and exit 2; Ctrl-C and environment failures (disk
+full, a read-only folder) print one line and keep the last checkpoint; anything else is a bug and keeps its
+traceback."""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from gandissect.core.hooks import UnknownLayerError
-    from gandissect.core.segmenters import SegmenterOutputError
-    from gandissect.dissection import NonFiniteActivationError, RunFolderError
-    from gandissect.models import WeightFileError
-
-    return (UnknownLayerError, RunFolderError, NonFiniteActivationError, SegmenterOutputError, WeightFileError,
-            KeyError, ValueError, TypeError, AttributeError, FileNotFoundError, ImportError)
-
-
-USER_ERRORS = _user_errors()
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -156,15 +151,16 @@ def _run_sample(args: argparse.Namespace) -> int:
 
 
 def _add_dissect(sub: argparse._SubParsersAction) -> None:
-    from gandissect.dissection import DissectConfig
+    from gandissect.dissection import RULES, DissectConfig
 
     defaults = DissectConfig(layers=["layer1"])
     p = sub.add_parser("dissect", help="match every unit of the chosen layers to a concept and write the report",
                        description="Runs under torchrun too: samples are sharded by rank and merged.")
-    p.add_argument("--model", default="scenes64", help="shipped name, file.py:factory or package.module:factory")
+    p.add_argument("--model", default="scenes64", help="model name (gandissect models), file.py:factory or "
+                                                       "package.module:factory")
     p.add_argument("--segmenter", default=None,
-                   help="shipped name, 'color', a factory spec, or several joined by '+' "
-                        "(default for a shipped model: its segmenter + color)")
+                   help="model name, 'color', a factory spec, or several joined by '+' "
+                        "(default: the model's own, e.g. scenes64+color)")
     p.add_argument("--layers", default=None, help="comma-separated layer names (default: the model's middle layers)")
     p.add_argument("--out", required=True, help="run folder for dissect.json, dissect.csv and report.html")
     p.add_argument("--samples", type=int, default=defaults.samples, help=f"samples per set ({defaults.samples})")
@@ -173,61 +169,63 @@ def _add_dissect(sub: argparse._SubParsersAction) -> None:
                    help=f"top fraction of upsampled activations that sets each unit's threshold ({defaults.quantile})")
     p.add_argument("--threshold-seed", type=int, default=defaults.threshold_seed, help="seed of the threshold set")
     p.add_argument("--iou-seed", type=int, default=defaults.iou_seed, help="seed of the IoU set")
-    p.add_argument("--seg-size", type=int, default=None, help="size at which statistics are taken (segmenter's)")
+    p.add_argument("--seg-size", type=int, default=None,
+                   help="size at which statistics are taken (default: the smaller of the image and segmentation)")
     p.add_argument("--topk", type=int, default=defaults.topk, help=f"top samples kept per unit ({defaults.topk})")
     p.add_argument("--min-iou", type=float, default=defaults.min_iou,
                    help=f"interpretable: IoU above ({defaults.min_iou})")
     p.add_argument("--min-iqr", type=float, default=defaults.min_iqr, help=f"... and IQR above ({defaults.min_iqr})")
-    p.add_argument("--label-method", choices=("iqr", "quantile"), default=defaults.label_method,
-                   help="label units by IoU at per-(unit, concept) IQR thresholds (the paper's) or at the unit's "
-                        f"quantile threshold ({defaults.label_method})")
+    p.add_argument("--label-method", choices=list(RULES), default=defaults.label_method,
+                   help=f"the labelling rule; every rule is recorded per unit ({defaults.label_method})")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--force", action="store_true", help="overwrite the results in --out")
+    p.add_argument("--resume", action="store_true", help="continue the unfinished run in --out")
+    p.add_argument("--force", action="store_true", help="replace the run in --out (its results stay until the new "
+                                                        "ones are complete)")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
     p.set_defaults(handler=_run_dissect)
 
 
-def default_layers(generator: torch.nn.Module) -> list[str]:
-    """The middle layers of a generator that names them layer1..layerN (the paper's choice)."""
-    names = list(getattr(generator, "layer_names", []))
-    layers = [n for n in names if n.startswith("layer")]
-    if not layers:
-        raise ValueError("this generator names no layer1..layerN: choose layers with --layers")
-    return layers[1:] if len(layers) > 2 else layers
-
-
 def _run_dissect(args: argparse.Namespace) -> int:
+    from gandissect.core.errors import ConfigError
     from gandissect.dissection import DissectConfig, Dissector
-    from gandissect.engine import collectives as distributed
-    from gandissect.models import available, resolve_generator, resolve_segmenter
+    from gandissect.engine import collectives
+    from gandissect.engine.samplepass import check_device
+    from gandissect.models import default_layers_for, default_segmenter_for, resolve_generator, resolve_segmenter
     from gandissect.viz import report
 
-    collective = distributed.init_from_env(args.device)
-    device = distributed.local_device(args.device)
+    check_device(collectives.local_device(args.device))
+    segmenter_spec = args.segmenter or default_segmenter_for(args.model)
+    if segmenter_spec is None:
+        raise ConfigError(f"--segmenter is required for {args.model!r}: give a segmenter spec, or 'color'")
+    device = collectives.local_device(args.device)
     generator = resolve_generator(args.model, device)
-    if args.segmenter is None:
-        if args.model not in available():
-            raise ValueError("--segmenter is required for a model that is not shipped")
-        args.segmenter = f"{args.model}+color"
-    segmenter = resolve_segmenter(args.segmenter, device)
-    layers = args.layers.split(",") if args.layers else default_layers(generator)
+    layers = args.layers.split(",") if args.layers else default_layers_for(args.model, generator)
     config = DissectConfig(layers=layers, samples=args.samples, batch_size=args.batch_size, quantile=args.quantile,
                            threshold_seed=args.threshold_seed, iou_seed=args.iou_seed, seg_size=args.seg_size,
-                           topk=args.topk, min_iou=args.min_iou, min_iqr=args.min_iqr,
-                           label_method=args.label_method)
+                           topk=args.topk, min_iou=args.min_iou, min_iqr=args.min_iqr, label_method=args.label_method)
+    segmenter = resolve_segmenter(segmenter_spec, device)
+    collective = collectives.init_from_env(args.device)
     dissector = Dissector(generator, segmenter, config, args.out, device=device, resume=args.resume,
-                          force=args.force, collective=collective)
+                          force=args.force, collective=collective,
+                          identity={"model": args.model, "segmenter_spec": segmenter_spec})
+    dissector.check()
+    assert dissector.size is not None
+    if collective.rank == 0:
+        print(f"dissecting {', '.join(config.layers)} of {args.model} with {segmenter_spec}: {config.samples} samples "
+              f"per set, statistics at {dissector.size[0]}x{dissector.size[1]}", file=sys.stderr)
     result = dissector.run()
-    document = dissector.finish(result, {"model": args.model, "segmenter": args.segmenter})
+
+    def write_report(document: dict, staging: Path) -> None:
+        if not args.no_report:
+            report.write_report(document, generator, staging, device=device)
+
+    document = dissector.finish(result, {"model": args.model, "segmenter": segmenter_spec}, write_report)
     if document is not None:
         for name, layer in document["layers"].items():
             print(f"{name}: {layer['interpretable_units']} of {layer['shape'][0]} units interpretable "
-                  f"(IoU > {config.min_iou}, IQR > {config.min_iqr}): {layer['interpretable_by_concept']}")
-        if not args.no_report:
-            path = report.write_report(document, generator, args.out, device=device)
-            print(f"report: {path}")
-    distributed.shutdown(collective)
+                  f"({config.label_method} rule): {layer['interpretable_by_concept']}")
+        print(f"results: {Path(args.out).resolve()}" + ("" if args.no_report else "/report.html"))
+    collectives.shutdown(collective)
     return 0
 
 
@@ -240,19 +238,18 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
+    from gandissect.core.errors import ConfigError
+    from gandissect.engine.storage import read_json
     from gandissect.models import resolve_generator
     from gandissect.viz import report
 
     path = Path(args.run) / "dissect.json"
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run `gandissect dissect --out {args.run}` first")
-    document = json.loads(path.read_text())
+        raise ConfigError(f"{path} does not exist: run `gandissect dissect --out {args.run}` first")
+    document = read_json(path)
     spec = args.model or document.get("model")
     if not spec:
-        raise ValueError(f"{path} records no model: pass --model")
+        raise ConfigError(f"{path} records no model: pass --model")
     print(f"report: {report.write_report(document, resolve_generator(spec, args.device), args.run, args.device)}")
     return 0
 
@@ -307,17 +304,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from gandissect.core.errors import GandissectError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
+    prefix = f"gandissect {args.command}"
     try:
         return handler(args)
-    except USER_ERRORS as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+    except GandissectError as error:
         if os.environ.get("GANDISSECT_DEBUG"):
             raise
-        print(f"gandissect {args.command}: error: {message}", file=sys.stderr)
+        print(f"{prefix}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"{prefix}: interrupted; finished batches are kept in a checkpoint: rerun with --resume to continue",
+              file=sys.stderr)
+        return 130
+    except OSError as error:
+        if error.errno not in ENVIRONMENT_ERRNOS or os.environ.get("GANDISSECT_DEBUG"):
+            raise
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"{prefix}: error: {error.strerror}{where}; the last checkpoint is kept: free the problem and rerun "
+              "with --resume", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -84,7 +84,8 @@ def _header(document: dict[str, Any], colors: dict[str, str]) -> str:
         ("quantile", f"top {config.get('quantile')} of each unit's upsampled activations"),
         ("label method", f"{method}: {rules(document).get(method, '')}"),
         ("interpretable", f"IoU > {config.get('min_iou')}"
-                          + (f" and IQR > {config['min_iqr']}" if "min_iqr" in config else "")),
+                          + (f", IQR > {config['min_iqr']}" if "min_iqr" in config else "")
+                          + " and IoU above the concept's whole-image IoU"),
         ("segmentation", _size(document.get("segmentation_size"))),
         ("concepts", f"{len(document['concepts'])} in {len({c['category'] for c in document['concepts']})} "
                      "categories"),
@@ -122,7 +123,7 @@ def _score(value: Any) -> float:
     return float(value) if isinstance(value, int | float) and value == value else -1.0
 
 
-def _card(layer_name: str, record: dict[str, Any], picture: str, overlay: str, color: str) -> str:
+def _card(layer_name: str, record: dict[str, Any], picture: str, overlay: tuple[int, str], color: str) -> str:
     unit = int(record["unit"])
     interpretable = bool(record.get("interpretable"))
     alt = f"top images of {esc(layer_name)} unit {unit}"
@@ -131,12 +132,13 @@ def _card(layer_name: str, record: dict[str, Any], picture: str, overlay: str, c
         f'href="#unit/{quote(layer_name, safe="")}/{unit}" data-layer="{esc(layer_name)}" data-unit="{unit}" '
         f'data-iou="{_score(record["iou"]):.6g}" data-crossfit="{_score(record.get("crossfit_iou")):.6g}" '
         f'data-concept="{esc(record["concept"])}" data-category="{esc(record["category"])}" '
-        f'data-threshold="{_score(record["threshold"]):.6g}" data-interpretable="{int(interpretable)}">'
+        f'data-threshold="{_score(record["threshold"]):.6g}" data-interpretable="{int(interpretable)}" '
+        f'data-overlay="{overlay[0]}">'
         f'<div class="card-head"><span class="unit-no">unit {unit}</span>'
         f'<span class="concept" style="background:{color}">{esc(record["concept"])}</span>'
         f'<span class="iou">IoU {fmt(record["iou"])} · crossfit {fmt(record.get("crossfit_iou"))}</span></div>'
         f'<div class="strip"><img class="picture" src="{picture}" alt="{alt}">'
-        f'<img class="overlay" src="{overlay}" alt=""></div>'
+        f'<img class="overlay" src="{overlay[1]}" alt=""></div>'
         f'<div class="card-foot"><span>{esc(record["category"])}</span>'
         f'<span>IQR {fmt(record.get("iqr"))}</span><span>threshold {fmt(record["threshold"])}</span>'
         f'{"" if interpretable else BELOW_CUT}</div></a>')
@@ -146,10 +148,12 @@ def _layer_section(name: str, document: dict[str, Any], pictures: dict[int, str]
                    index: dict[ImageKey, int], colors: dict[str, str]) -> str:
     layer = document["layers"][name]
     records = sorted(layer["units"], key=lambda r: (-_score(r["iou"]), r["unit"]))
-    cards = "".join(
-        _card(name, r, pictures[int(r["unit"])], overlays[index[name, int(r["unit"]), threshold_key(r["threshold"])]],
-              colors.get(r["category"], "#888"))
-        for r in records)
+    cards = []
+    for record in records:
+        unit = int(record["unit"])
+        overlay = index[name, unit, threshold_key(record["threshold"])]
+        cards.append(_card(name, record, pictures[unit], (overlay, overlays[overlay]),
+                           colors.get(record["category"], "#888")))
     buttons = "".join(f'<button type="button" data-sort="{key}"{ACTIVE if key == "iou" else ""}>'
                       f'{label}</button>' for key, label in SORT_KEYS)
     return (
@@ -160,7 +164,7 @@ def _layer_section(name: str, document: dict[str, Any], pictures: dict[int, str]
         f'<div class="controls"><span>sort by</span>{buttons}'
         f'<label><input type="checkbox" class="filter-interpretable"> interpretable only</label>'
         f'<span class="muted shown"></span></div>'
-        f'<div class="gallery">{cards}</div></section>')
+        f'<div class="gallery">{"".join(cards)}</div></section>')
 
 
 def render_html(document: dict[str, Any], pictures: dict[str, dict[int, str]], overlays: list[str],
@@ -169,7 +173,9 @@ def render_html(document: dict[str, Any], pictures: dict[str, dict[int, str]], o
     URIs of the region overlays, `index` naming which (layer, unit, threshold key) each one draws."""
     check_document(document)
     data = page_data(document, concept_units(document), index, count)
-    data["overlays"] = overlays
+    in_cards = {index[name, int(r["unit"]), threshold_key(r["threshold"])]
+                for name, layer in document["layers"].items() for r in layer["units"]}
+    data["overlays"] = ["" if i in in_cards else uri for i, uri in enumerate(overlays)]  # report.js takes these
     payload = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
     sections = "".join(_layer_section(name, document, pictures[name], overlays, index, data["colors"])
                        for name in document["layers"])

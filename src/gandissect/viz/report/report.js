@@ -1,6 +1,7 @@
 // The report's interactivity: gallery sorting and filtering, and the unit and concept pages, drawn from the
 // JSON in #report-data. A strip is the unit's plain top images (taken from its gallery card) under the
-// overlay that highlights its region at one threshold (data.overlays).
+// overlay that highlights its region at one threshold (data.overlays; the cards' own overlays are taken
+// from the cards, not repeated in the data).
 (function () {
   "use strict";
   var data = JSON.parse(document.getElementById("report-data").textContent);
@@ -8,6 +9,7 @@
   var pictures = {};
   document.querySelectorAll(".unit-card").forEach(function (card) {
     pictures[card.dataset.layer + "/" + card.dataset.unit] = card.querySelector("img.picture").src;
+    data.overlays[Number(card.dataset.overlay)] = card.querySelector("img.overlay").src;
   });
 
   function el(tag, attrs, children) {
@@ -147,7 +149,8 @@
         row("concept", u.concept + " (" + u.category + "), labelled by the " + data.label_method + " rule"),
         row("IoU", fmt(u.iou, 4) + (u.interpretable ? "  \u2014 interpretable" :
           "  \u2014 not interpretable (needs IoU > " + fmt(data.min_iou) +
-          (data.min_iqr !== null ? " and IQR > " + fmt(data.min_iqr) : "") + ")")),
+          (data.min_iqr !== null ? ", IQR > " + fmt(data.min_iqr) : "") + " and IoU above " +
+          fmt(u.baseline_iou, 4) + ")")),
         row("crossfit IoU", fmt(u.crossfit_iou, 4) + " (threshold chosen on one half of the samples, counted" +
           " on the other)"),
         row("whole-image IoU of " + u.concept, fmt(u.baseline_iou, 4)),
@@ -175,7 +178,8 @@
                         "data-unit": b.unit, "data-iou": b.iou, "data-threshold": b.threshold}, [
           el("div", {"class": "card-head"}, [
             el("span", {"class": "unit-no", text: "#" + (i + 1) + "  unit " + b.unit}),
-            el("span", {text: "labelled " + u.concept + ", threshold " + fmt(b.threshold, 4)}),
+            el("span", {text: "threshold " + fmt(b.threshold, 4)}),
+            el("span", {"class": "muted", text: "labelled " + u.concept}),
             el("span", {"class": "iou", text: scores(b)})]),
           strip(layer, b.unit, b.overlay, name + " at threshold " + fmt(b.threshold, 4))]);
       })));
