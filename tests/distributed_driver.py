@@ -4,7 +4,8 @@
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/distributed_driver.py OUT
 
 Used by tests/test_distributed.py (not collected by pytest itself). Options: --fail-after N makes the
-last rank raise after its Nth IoU batch, once every rank has checkpointed its IoU pass, --resume continues such a run.
+last rank raise after its Nth IoU batch, once every rank has checkpointed its IoU pass, --resume continues such a
+run; --moments runs a bare sample pass with Moments and ConditionalMean statistics and saves them to OUT/moments.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import torch
 from safetensors import SafetensorError
 
 from gandissect.core.segmenters import ColorSegmenter
+from gandissect.core.stats import ConditionalMean, Moments
 from gandissect.dissection import DissectConfig, Dissector
 from gandissect.engine.collectives import session
-from gandissect.engine.storage import load_statistics
+from gandissect.engine.samplepass import SamplePass
+from gandissect.engine.storage import load_statistics, save_statistics
 from gandissect.models.scenegan import GeneratorConfig, SceneGenerator
 
 
@@ -35,15 +38,33 @@ def config() -> DissectConfig:
 def _wait_for_iou_checkpoints(out: Path, world: int, timeout: float = 60.0) -> None:
     """Let every rank checkpoint the start of its IoU pass, so that the failure leaves a resumable run."""
     deadline = time.monotonic() + timeout
-    paths = [out / f"checkpoint-rank{r}.safetensors" if world > 1 else out / "checkpoint.safetensors"
+    paths = [out / ".partial" / (f"checkpoint-rank{r}.safetensors" if world > 1 else "checkpoint.safetensors")
              for r in range(world)]
     while time.monotonic() < deadline:
         try:
-            if all(load_statistics(path)[1].get("phase") == "iou" for path in paths):
+            if all(load_statistics(path)[1].get("pass") == "iou" for path in paths):
                 return
         except (FileNotFoundError, OSError, SafetensorError):
             pass
         time.sleep(0.05)
+
+
+def ride_sample_pass(out: Path, collective) -> None:
+    """Mean, variance and concept-conditional means of layer3 over 72 samples, merged over the ranks."""
+    generator, segmenter = tiny_generator(), ColorSegmenter()
+    sample_pass = SamplePass(generator, seed=4, samples=72, batch_size=16, layers=["layer3"], segmenter=segmenter,
+                             collective=collective, progress=False)
+    units = 8
+
+    def update(batch, stats):
+        stats["moments"].add(batch.features["layer3"])
+        stats["condmean"].add(batch.features["layer3"], batch.labels)
+
+    stats = sample_pass.run({"moments": Moments(units), "condmean": ConditionalMean(units, len(segmenter.concepts))},
+                            update)
+    if collective.rank == 0:
+        save_statistics(out / "moments.safetensors", stats)
+    print(f"rode the sample pass on rank {collective.rank} of world {collective.world}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -51,10 +72,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--fail-after", type=int, default=0)
+    parser.add_argument("--moments", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     batches = 0
     with session("cpu") as collective:
+        if args.moments:
+            ride_sample_pass(Path(args.out), collective)
+            return
 
         def on_batch(phase: str, done: int) -> None:
             nonlocal batches

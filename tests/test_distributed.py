@@ -13,7 +13,8 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from gandissect.core.stats import LevelCounts, TopK, UnitQuantiles
+from gandissect.core.levels import LevelCounts
+from gandissect.core.stats import ConditionalMean, Moments, TopK, UnitQuantiles
 from gandissect.dissection import Dissector
 from gandissect.engine.collectives import SingleProcess, TorchDistributed, init_from_env, session, shutdown
 from gandissect.engine.storage import load_statistics, save_statistics
@@ -52,12 +53,23 @@ def _assert_same_results(one: Path, other: Path) -> None:
     stats_other, meta_other = load_statistics(other / "statistics.safetensors")
     assert meta_one == meta_other
     assert stats_one.keys() == stats_other.keys()
+    _assert_same_statistics(stats_one, stats_other)
+    assert not (other / ".partial").exists(), "checkpoints are removed once results are written"
+
+
+def _assert_same_statistics(stats_one: dict, stats_other: dict) -> None:
+    """Counts, extremes and top-k are bit-identical; float sums (moments, conditional means) merge in another
+    order, so they agree to rounding."""
+    assert stats_one.keys() == stats_other.keys()
     for name, stat in stats_one.items():
         assert type(stat) is type(stats_other[name])
         for field, tensor in stat.state_dict().items():
             theirs = stats_other[name].state_dict()[field]
-            assert tensor.dtype == theirs.dtype and torch.equal(tensor, theirs), f"{name}/{field} differs"
-    assert not list(other.glob("checkpoint*")), "checkpoints are removed once results are written"
+            assert tensor.dtype == theirs.dtype, f"{name}/{field} dtype differs"
+            if isinstance(stat, (Moments, ConditionalMean)):
+                assert torch.allclose(tensor, theirs, rtol=1e-12, atol=1e-12), f"{name}/{field} differs"
+            else:
+                assert torch.equal(tensor, theirs), f"{name}/{field} differs"
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +93,9 @@ def test_two_ranks_resume_after_a_failure(single_run: Path, tmp_path: Path) -> N
     assert not (out / "dissect.json").exists()
     metas = {}
     for rank in (0, 1):
-        _, metas[rank] = load_statistics(out / f"checkpoint-rank{rank}.safetensors")
-    assert metas[1] == {"phase": "iou", "next": 1, "done": 3, "world": 2}
-    assert metas[0]["phase"] == "iou"
+        _, metas[rank] = load_statistics(out / ".partial" / f"checkpoint-rank{rank}.safetensors")
+    assert metas[1] == {"pass": "iou", "next": 1, "world": 2}
+    assert metas[0]["pass"] == "iou"
     done = _drive(out, "--resume", ranks=2)
     assert _batches(done)[1] == 1  # rank 1 picks up at its second IoU batch
     _assert_same_results(single_run, out)
@@ -104,8 +116,8 @@ def test_merge_broadcast_and_barrier_with_one_rank(tmp_path: Path) -> None:
         acts, labels = torch.randn(2, 3, 4, 4), torch.randint(-1, 5, (2, 1, 4, 4))
         quantiles = UnitQuantiles.calibrate(acts, bins=16)
         quantiles.add(acts)
-        counts = LevelCounts(torch.randn(3, 4).sort(1).values, 5)
-        counts.add(acts, labels)
+        counts = LevelCounts(quantiles.low, quantiles.high, 16, torch.randint(0, 17, (3, 4)), 5, folds=2)
+        counts.add(acts, labels, torch.tensor([0, 1]))
         top = TopK(3, 2)
         top.add(acts.flatten(2).amax(2), torch.arange(2))
         stats = {"q": quantiles, "levels": counts, "top": top}
@@ -143,20 +155,30 @@ def test_ranks_resume_only_together(tmp_path: Path) -> None:
     from gandissect.core.segmenters import ColorSegmenter
 
     dissector = Dissector(tiny_generator(), ColorSegmenter(), config(), tmp_path, collective=_Rank(1), progress=False)
-    assert dissector.checkpoint_path.name == "checkpoint-rank1.safetensors"
+    assert dissector.folder.checkpoint_path().name == "checkpoint-rank1.safetensors"
     stats = {"top": TopK(2, 1)}
 
     def checkpoint(rank: int, **meta: object) -> None:
-        save_statistics(tmp_path / f"checkpoint-rank{rank}.safetensors", stats, meta)
+        save_statistics(dissector.folder.checkpoint_path(rank), stats, meta)
 
-    checkpoint(1, phase="iou", next=1, done=3, world=2)
-    assert not dissector._checkpoints_agree()  # rank 0 has none: everyone starts over
-    assert dissector._load_checkpoint() == ({}, {})
-    checkpoint(0, phase="thresholds", next=2, done=2, world=2)
-    assert not dissector._checkpoints_agree()  # different phases: their collectives would not pair up
-    checkpoint(0, phase="iou", next=1, done=4, world=3)
-    assert not dissector._checkpoints_agree()  # written by three ranks: other shards
-    checkpoint(0, phase="iou", next=2, done=5, world=2)
-    assert dissector._checkpoints_agree()
+    checkpoint(1, **{"pass": "iou", "next": 1, "world": 2})
+    assert dissector._load_checkpoint() == ({}, {})  # rank 0 has none: everyone starts over
+    checkpoint(0, **{"pass": "thresholds", "next": 2, "world": 2})
+    assert dissector._load_checkpoint() == ({}, {})  # different passes: their collectives would not pair up
+    checkpoint(0, **{"pass": "iou", "next": 1, "world": 3})
+    assert dissector._load_checkpoint() == ({}, {})  # written by three ranks: other shards
+    checkpoint(0, **{"pass": "iou", "next": 2, "world": 2})
     loaded, meta = dissector._load_checkpoint()
-    assert meta == {"phase": "iou", "next": 1, "done": 3, "world": 2} and list(loaded) == ["top"]
+    assert meta == {"pass": "iou", "next": 1, "world": 2} and list(loaded) == ["top"]
+
+
+def test_a_statistic_riding_the_sample_pass_under_torchrun_equals_one_process(tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir(), two.mkdir()
+    _drive(one, "--moments")
+    done = _drive(two, "--moments", ranks=2)
+    assert len(re.findall(r"rode the sample pass on rank \d of world 2", done.stdout)) == 2
+    stats_one, _ = load_statistics(one / "moments.safetensors")
+    stats_two, _ = load_statistics(two / "moments.safetensors")
+    _assert_same_statistics(stats_one, stats_two)
+    assert float(stats_one["moments"].count) == 72 * 16 * 16

@@ -115,7 +115,7 @@ def test_check_labels_accepts_good_output():
         (torch.zeros(3, 1, 4, 4, dtype=torch.long), "shape (3, 1, 4, 4)"),
         (torch.zeros(2, 4, dtype=torch.long), "shape (2, 4)"),
         (torch.full((2, 1, 4, 4), 3), "[3, 3]"),
-        (torch.full((2, 1, 4, 4), -2), "[-2, -2]"),
+        (torch.full((2, 1, 4, 4), -3), "[-3, -3]"),
         ([[0]], "list"),
     ],
 )

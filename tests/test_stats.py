@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from gandissect.core.stats import LevelCounts, TopK, UnitQuantiles
+from gandissect.core.levels import LevelCounts
+from gandissect.core.stats import ConditionalMean, Moments, TopK, UnitQuantiles
 from gandissect.engine.storage import load_statistics, save_statistics
 
 
@@ -47,65 +48,128 @@ def brute_iqr(n11: int, n1: int, nc: int, total: int) -> float:
     return mutual / joint if joint > 0 else 0.0
 
 
+BINS = 32
+
+
 @pytest.fixture
-def levels() -> torch.Tensor:
+def grid() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A histogram over (0, 2] of 32 bins per unit (edges on multiples of 1/16: ties with the data's
+    multiples of 1/4), and 9 level edges per unit, some repeated."""
     g = torch.Generator().manual_seed(7)
-    candidates = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0, 1.5])  # on the grid of the activations: ties
-    extra = torch.rand(5, 4, generator=g) * 2
-    return torch.cat([candidates.expand(5, -1), extra], 1).sort(1).values
+    low, high = torch.zeros(5, dtype=torch.float64), torch.full((5,), 2.0, dtype=torch.float64)
+    edges = torch.cat([torch.tensor([0, 4, 8, 8, 12, 24]).expand(5, -1), torch.randint(0, BINS + 1, (5, 3),
+                                                                                       generator=g)], 1)
+    return low, high, edges
 
 
-def test_level_counts_equal_brute_force(levels):
+def counts_of(grid, folds=1) -> LevelCounts:
+    low, high, edges = grid
+    return LevelCounts(low, high, BINS, edges, 4, folds)
+
+
+def test_level_counts_equal_brute_force(grid):
     acts, labels = random_batch(0)
     labels[:, 1] = torch.where(torch.rand(labels[:, 1].shape) < 0.3, labels[:, 0], labels[:, 1])  # repeats
-    stat = LevelCounts(levels, 4)
+    stat = counts_of(grid)
     stat.add(acts[:3], labels[:3])
     stat.add(acts[3:], labels[3:])
+    levels = stat.levels
+    assert torch.equal(levels, grid[2].sort(1).values.double() / 16)
     n11, n1, nc, total = brute_counts(acts, labels, levels, 4)
     got11, got10, got01, _ = stat.tables()
     assert torch.equal(got11.long(), n11)
     assert torch.equal((got11 + got10).long(), n1[:, None, :].expand_as(n11))
     assert torch.equal((got11 + got01).long()[0, :, 0], nc)
-    assert int(stat.pixels) == total
+    assert int(stat.pixels.sum()) == total
     union = n1[:, None, :] + nc[None, :, None] - n11
     assert torch.equal(stat.iou(), torch.where(union > 0, n11.double() / union.clamp(min=1).double(), 0.0))
 
 
-def test_iqr_argmax_equals_brute_force_search(levels):
+def test_folds_split_the_counts_by_sample(grid):
+    acts, labels = random_batch(8, n=8)
+    stat = counts_of(grid, folds=2)
+    folds = torch.tensor([0, 1, 1, 0, 1, 0, 0, 1])
+    stat.add(acts, labels, folds)
+    for fold in (0, 1):
+        alone = counts_of(grid)
+        alone.add(acts[folds == fold], labels[folds == fold])
+        for mine, theirs in zip(stat.tables(fold), alone.tables(), strict=True):
+            assert torch.equal(mine, theirs)
+    whole = counts_of(grid)
+    whole.add(acts, labels)
+    assert all(torch.equal(a, b) for a, b in zip(stat.tables(), whole.tables(), strict=True))
+
+
+def test_unknown_pixels_are_left_out(grid):
+    acts, labels = random_batch(9)
+    unknown = torch.rand(labels.shape[0], 1, *labels.shape[2:]) < 0.3
+    marked = torch.where(unknown.expand_as(labels) & (torch.arange(2)[None, :, None, None] == 1), -2, labels)
+    stat = counts_of(grid)
+    stat.add(acts, marked)
+    keep = ~unknown[:, 0]
+    expected = counts_of(grid)
+    flat_acts = acts.permute(0, 2, 3, 1)[keep].T[None, :, :, None]  # (1, U, pixels, 1)
+    flat_labels = labels.permute(0, 2, 3, 1)[keep].T[None, :, :, None]
+    expected.add(flat_acts, flat_labels)
+    assert all(torch.equal(a, b) for a, b in zip(stat.tables(), expected.tables(), strict=True))
+    assert int(stat.pixels.sum()) == int(keep.sum())
+
+
+def test_iqr_argmax_equals_brute_force_search(grid):
     acts, labels = random_batch(1, n=10)
-    stat = LevelCounts(levels, 4)
+    stat = counts_of(grid)
     stat.add(acts, labels)
+    levels = stat.levels
     n11, n1, nc, total = brute_counts(acts, labels, levels, 4)
-    best = stat.best_levels()
     iqr = stat.information_quality_ratio()
     for u in range(levels.shape[0]):
         for c in range(4):
             scores = [brute_iqr(int(n11[u, c, j]), int(n1[u, j]), int(nc[c]), total) for j in range(levels.shape[1])]
             assert iqr[u, c].tolist() == pytest.approx(scores, abs=1e-12)
-            top = max(scores)
-            assert scores[int(best["level_index"][u, c])] == pytest.approx(top, abs=1e-12)
-            assert float(best["threshold"][u, c]) == float(levels[u, int(best["level_index"][u, c])])
 
 
-def test_level_counts_merge_of_shards_equals_whole(levels):
+def test_level_counts_merge_of_shards_equals_whole(grid):
     acts, labels = random_batch(2, n=9)
-    whole = LevelCounts(levels, 4)
-    whole.add(acts, labels)
-    shards = [LevelCounts(levels, 4) for _ in range(3)]
+    whole = counts_of(grid, folds=2)
+    whole.add(acts, labels, torch.arange(9) % 2)
+    shards = [counts_of(grid, folds=2) for _ in range(3)]
     for i, shard in enumerate(shards):
-        shard.add(acts[i::3], labels[i::3])
+        shard.add(acts[i::3], labels[i::3], torch.arange(i, 9, 3) % 2)
     shards[0].merge(shards[1])
     shards[0].merge(shards[2])
     for name in LevelCounts.fields:
         assert torch.equal(getattr(shards[0], name), getattr(whole, name)), name
-    with pytest.raises(ValueError, match="different levels"):
-        whole.merge(LevelCounts(levels + 1, 4))
+    low, high, edges = grid
+    with pytest.raises(ValueError, match="different edges"):
+        whole.merge(LevelCounts(low, high, BINS, (edges + 1).clamp(max=BINS), 4, folds=2))
 
 
-def test_labels_must_align_with_activations(levels):
+def test_labels_must_align_with_activations(grid):
     acts, labels = random_batch(3)
     with pytest.raises(ValueError, match="do not align"):
-        LevelCounts(levels, 4).add(acts, labels[:, :, :4])
+        counts_of(grid).add(acts, labels[:, :, :4])
+
+
+def test_moments_and_conditional_means_equal_brute_force_and_merge():
+    acts, labels = random_batch(10, n=8)
+    moments, means = Moments(5), ConditionalMean(5, 4)
+    for part in (slice(0, 3), slice(3, 8)):
+        moments.add(acts[part])
+        means.add(acts[part, :, ::2, ::2], labels[part])  # features on a 4x4 grid, labels at 8x8
+    values = acts.transpose(0, 1).reshape(5, -1).double()
+    assert torch.allclose(moments.mean, values.mean(1), atol=1e-12)
+    assert torch.allclose(moments.variance(), values.var(1, unbiased=False), atol=1e-12)
+    features = acts[:, :, ::2, ::2].double()
+    for c in range(4):
+        cover = torch.nn.functional.avg_pool2d((labels == c).any(1, keepdim=True).double(), 2)
+        expected = (features * cover).sum((0, 2, 3)) / cover.sum()
+        assert torch.allclose(means.mean()[:, c], expected, atol=1e-12)
+    halves = [Moments(5), Moments(5)]
+    halves[0].add(acts[:5])
+    halves[1].add(acts[5:])
+    halves[0].merge(halves[1])
+    assert torch.allclose(halves[0].mean, moments.mean, atol=1e-12)
+    assert torch.allclose(halves[0].m2, moments.m2, atol=1e-10)
 
 
 def test_quantile_rank_error_is_small_and_merge_is_exact():
@@ -156,10 +220,10 @@ def test_topk_equals_sorting_and_merges():
         assert shards[1].indices[u].tolist() == expected
 
 
-def test_save_and_load_round_trip(tmp_path, levels):
+def test_save_and_load_round_trip(tmp_path, grid):
     acts, labels = random_batch(5)
-    counts = LevelCounts(levels, 4)
-    counts.add(acts, labels)
+    counts = counts_of(grid, folds=2)
+    counts.add(acts, labels, torch.arange(6) % 2)
     quantiles = UnitQuantiles.calibrate(acts)
     quantiles.add(acts)
     top = TopK(5, 3)

@@ -152,7 +152,9 @@ class Dissector:
             self._save_checkpoint(stats, {"pass": "iou", "next": 0})
             meta = {}
         iou = self._pass(self.config.iou_seed, True, "iou", self._checkpointer("iou"))
-        stats = iou.run(stats, self._add_counts, start=meta.get("next", 0))
+        stats = iou.run(stats, self._add_counts, start=meta.get("next", 0), merge=False)
+        iou_stats = {name: stat for name, stat in stats.items() if not name.startswith("quantiles/")}
+        stats = {**stats, **self.collective.merge(iou_stats)}  # the quantiles were merged after their own pass
         assert self.size is not None
         return Dissection.from_statistics(self.config, self.concepts, self.categories, self.size, self.shapes, stats)
 
