@@ -16,7 +16,6 @@ import tempfile
 import time
 
 import torch
-from gandissect.world import CATEGORIES, CONCEPTS
 
 from gandissect.core.features import upsample
 from gandissect.core.hooks import Trace
@@ -27,6 +26,7 @@ from gandissect.dissection import DissectConfig, Dissector
 from gandissect.models import available, load
 from gandissect.models.scenegan import SceneGenerator
 from gandissect.models.unet import UNetSegmenter
+from gandissect.scenes.world import CATEGORIES, CONCEPTS
 
 
 def models(name: str):
@@ -56,8 +56,9 @@ def full_dissection(generator, segmenter, config: DissectConfig) -> float:
         return time.perf_counter() - began
 
 
-def rank_errors(generator, layer: str, samples: int, seg_size: int) -> dict[str, float]:
-    """Max over units of |F_exact(estimated quantile) - q| on `samples` IoU-set images."""
+def rank_errors(generator, layer: str, samples: int, seg_size: int) -> dict[str, dict[str, float]]:
+    """Max over units of the rank error |F_exact(v) - q| of the estimated quantile v, both interpolated inside
+    its bin and snapped to the nearest histogram edge (the thresholds and levels the dissection uses)."""
     z = sample_z(generator, 5, range(samples))
     with torch.no_grad(), Trace(generator, [layer], stop=True) as trace:
         generator(z)
@@ -66,13 +67,18 @@ def rank_errors(generator, layer: str, samples: int, seg_size: int) -> dict[str,
     for start in range(0, samples, 32):
         sketch.add(acts[start:start + 32])
     q = torch.tensor([0.5, 0.9, 0.99, 0.995, 0.999])
-    estimate = sketch.quantiles(q).float()
-    flat = acts.transpose(0, 1).reshape(acts.shape[1], -1)
-    below = (flat[:, :, None] < estimate[:, None, :]).double().mean(1)
-    at_or_below = (flat[:, :, None] <= estimate[:, None, :]).double().mean(1)
-    inside = (below <= q.double()) & (q.double() <= at_or_below)
-    error = torch.where(inside, 0.0, torch.minimum((below - q.double()).abs(), (at_or_below - q.double()).abs()))
-    return {f"q={float(v):g}": float(error[:, i].max()) for i, v in enumerate(q)}
+    interpolated = sketch.quantiles(q)
+    snapped = sketch.edge_values(sketch.nearest_edges(interpolated))
+    flat = acts.transpose(0, 1).reshape(acts.shape[1], -1).double()
+    figures = {}
+    for name, estimate in (("interpolated", interpolated), ("edge", snapped)):
+        below = (flat[:, :, None] < estimate[:, None, :]).double().mean(1)
+        at_or_below = (flat[:, :, None] <= estimate[:, None, :]).double().mean(1)
+        target = q.double()
+        inside = (below <= target) & (target <= at_or_below)
+        error = torch.where(inside, 0.0, torch.minimum((below - target).abs(), (at_or_below - target).abs()))
+        figures[name] = {f"q={float(v):g}": float(error[:, i].max()) for i, v in enumerate(q)}
+    return figures
 
 
 def main() -> None:

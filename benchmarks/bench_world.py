@@ -9,7 +9,7 @@ import argparse
 import json
 import time
 
-from gandissect.world import render_batch
+from gandissect.scenes.world import render_batch
 
 
 def main() -> None:

@@ -12,6 +12,11 @@ from gandissect.cli import main
 PLANTED = str(Path(__file__).parent / "planted.py") + ":PlantedGenerator"
 
 
+@pytest.fixture(autouse=True)
+def _no_debug(monkeypatch):
+    monkeypatch.delenv("GANDISSECT_DEBUG", raising=False)  # it makes user errors raise instead of print
+
+
 def run_dissect(out: Path, *extra: str) -> int:
     return main(["dissect", "--model", PLANTED, "--segmenter", "color", "--layers", "features", "--samples", "64",
                  "--batch-size", "32", "--quantile", "0.15", "--out", str(out), *extra])
@@ -20,7 +25,8 @@ def run_dissect(out: Path, *extra: str) -> int:
 def test_dissect_writes_results_and_report(tmp_path, capsys):
     assert run_dissect(tmp_path / "run") == 0
     printed = capsys.readouterr().out
-    assert "features: 3 of 5 units interpretable" in printed
+    assert "features: 3 of 5 units interpretable (quantile rule)" in printed
+    assert f"results: {(tmp_path / 'run').resolve()}/report.html" in printed
     document = json.loads((tmp_path / "run" / "dissect.json").read_text())
     assert document["model"] == PLANTED and document["segmenter"] == "color"
     assert [u["concept"] for u in document["layers"]["features"]["units"][:3]] == ["red", "green", "blue"]
@@ -40,7 +46,10 @@ def test_existing_run_is_refused_then_forced(tmp_path, capsys):
     assert run_dissect(tmp_path, "--no-report") == 0
     capsys.readouterr()
     assert run_dissect(tmp_path, "--no-report") == 2
-    assert "--resume" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "already holds a run" in error and "--force" in error and "Traceback" not in error
+    assert run_dissect(tmp_path, "--no-report", "--resume") == 2  # a finished run has nothing to resume
+    assert "nothing to resume" in capsys.readouterr().err
     assert run_dissect(tmp_path, "--no-report", "--force") == 0
 
 
@@ -51,9 +60,36 @@ def test_unknown_layer_is_one_clear_line(tmp_path, capsys):
     assert "no layer 'layer7'" in error and "features" in error and "Traceback" not in error
 
 
-def test_unknown_model_lists_shipped_names(tmp_path, capsys):
-    assert main(["dissect", "--model", "nosuchmodel", "--out", str(tmp_path)]) == 2
-    assert "nosuchmodel" in capsys.readouterr().err
+@pytest.mark.parametrize("segmenter", [
+    ["--segmenter", "color"],
+    [],
+])
+def test_unknown_model_lists_shipped_names(tmp_path, capsys, segmenter):
+    from gandissect.models import available
+
+    assert main(["dissect", "--model", "nosuchmodel", *segmenter, "--out", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert "nosuchmodel" in error and all(name in error for name in available())
+    assert "--segmenter is required" not in error
+
+
+@pytest.mark.parametrize("flag, spec", [
+    ("--model", "no_such_file.py:make"),
+    ("--model", "no_such_package.module:make"),
+    ("--model", "{planted}:NO_SUCH_FACTORY"),
+    ("--model", "{planted}:PLANTED"),  # a dict, not a torch.nn.Module
+    ("--segmenter", "no_such_file.py:make"),
+    ("--segmenter", "{planted}:PlantedGenerator"),  # no concepts, categories, segment
+])
+def test_factory_spec_mistakes_are_one_clear_line(tmp_path, capsys, flag, spec):
+    planted = str(Path(__file__).parent / "planted.py")
+    spec = spec.format(planted=planted)
+    args = {"--model": PLANTED, "--segmenter": "color", flag: spec}
+    code = main(["dissect", "--model", args["--model"], "--segmenter", args["--segmenter"], "--layers", "features",
+                 "--out", str(tmp_path / "run")])
+    error = capsys.readouterr().err
+    assert code == 2
+    assert error.startswith("gandissect dissect: error:") and error.count("\n") == 1 and spec in error
 
 
 def test_layers_lists_names_and_shapes(capsys):

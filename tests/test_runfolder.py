@@ -165,6 +165,8 @@ def call(capsys, args: list[str]) -> tuple[int, list[str]]:
         code = cli.main(args)
     except SystemExit as exit_:
         code = exit_.code
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped cli.main")
     return code, capsys.readouterr().err.splitlines()
 
 
@@ -371,8 +373,6 @@ def test_a_new_run_removes_stale_files_but_never_a_users_files(tmp_path, referen
     assert set(every_file(out)) == {*KEPT, *notes}
 
 
-@pytest.mark.xfail(strict=True, reason="bug: RunFolder._clean_temporary_files (engine/runfolder.py) deletes every "
-                                       "file matching '.*.*' in --out, e.g. .pre-commit-config.yaml or .env.local")
 def test_a_users_dotfiles_in_the_run_folder_survive(tmp_path):
     out = tmp_path / "project"
     out.mkdir()
@@ -393,15 +393,9 @@ def test_a_users_dotfiles_in_the_run_folder_survive(tmp_path):
     ("--min-iou", "2"),
     ("--samples", "0"),
     ("--batch-size", "100000000"),
-    pytest.param("--label-method", "nope", marks=pytest.mark.xfail(
-        strict=True, raises=AssertionError,
-        reason="bug: cli.py _add_dissect gives --label-method argparse `choices`, so a wrong value prints the whole "
-               "usage (about 10 lines) before the error, instead of DissectConfig's one-line refusal")),
+    ("--label-method", "nope"),
     ("--device", "cuda"),
-    pytest.param("--device", "tpu", marks=pytest.mark.xfail(
-        strict=True, raises=RuntimeError,
-        reason="bug: cli.py _run_dissect calls collectives.local_device (torch.device) before check_device, so a "
-               "device string torch does not know is a RuntimeError traceback")),
+    ("--device", "tpu"),
 ])
 def test_bad_settings_are_one_line_naming_the_flag(tmp_path, capsys, factory, flag, value):
     if flag == "--device" and value == "cuda" and torch.cuda.is_available():
@@ -418,10 +412,7 @@ def test_bad_settings_are_one_line_naming_the_flag(tmp_path, capsys, factory, fl
     ("{factory}:uneven", "Uneven"),
     ("{factory}:repeated", "Repeated"),
     ("color+{factory}:repeated", "MergedSegmenter"),
-    pytest.param("color+color", "red", marks=pytest.mark.xfail(
-        strict=True, raises=ValueError,
-        reason="bug: MergedSegmenter.__init__ (core/segmenters.py) raises a plain ValueError for concepts named by "
-               "two parts, which the CLI shows as a traceback")),
+    ("color+color", "red"),
 ])
 def test_a_segmenter_breaking_the_protocol_is_one_line_naming_it(tmp_path, capsys, factory, spec, named):
     out = tmp_path / "run"

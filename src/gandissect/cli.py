@@ -175,8 +175,9 @@ def _add_dissect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-iou", type=float, default=defaults.min_iou,
                    help=f"interpretable: IoU above ({defaults.min_iou})")
     p.add_argument("--min-iqr", type=float, default=defaults.min_iqr, help=f"... and IQR above ({defaults.min_iqr})")
-    p.add_argument("--label-method", choices=list(RULES), default=defaults.label_method,
-                   help=f"the labelling rule; every rule is recorded per unit ({defaults.label_method})")
+    p.add_argument("--label-method", default=defaults.label_method,
+                   help=f"the labelling rule: {', '.join(RULES)}; every rule is recorded per unit "
+                        f"({defaults.label_method})")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--resume", action="store_true", help="continue the unfinished run in --out")
     p.add_argument("--force", action="store_true", help="replace the run in --out (its results stay until the new "
@@ -193,12 +194,11 @@ def _run_dissect(args: argparse.Namespace) -> int:
     from gandissect.models import default_layers_for, default_segmenter_for, resolve_generator, resolve_segmenter
     from gandissect.viz import report
 
-    check_device(collectives.local_device(args.device))
+    device = collectives.local_device(check_device(args.device))
+    generator = resolve_generator(args.model, device)
     segmenter_spec = args.segmenter or default_segmenter_for(args.model)
     if segmenter_spec is None:
         raise ConfigError(f"--segmenter is required for {args.model!r}: give a segmenter spec, or 'color'")
-    device = collectives.local_device(args.device)
-    generator = resolve_generator(args.model, device)
     layers = args.layers.split(",") if args.layers else default_layers_for(args.model, generator)
     config = DissectConfig(layers=layers, samples=args.samples, batch_size=args.batch_size, quantile=args.quantile,
                            threshold_seed=args.threshold_seed, iou_seed=args.iou_seed, seg_size=args.seg_size,
@@ -206,10 +206,11 @@ def _run_dissect(args: argparse.Namespace) -> int:
     segmenter = resolve_segmenter(segmenter_spec, device)
     collective = collectives.init_from_env(args.device)
     dissector = Dissector(generator, segmenter, config, args.out, device=device, resume=args.resume,
-                          force=args.force, collective=collective,
-                          identity={"model": args.model, "segmenter_spec": segmenter_spec})
-    dissector.check()
+                          force=args.force, collective=collective)
+    resumed = dissector.prepare()
     assert dissector.size is not None
+    if args.resume and not resumed and collective.rank == 0:
+        print(f"nothing to resume in {args.out}: starting a new run", file=sys.stderr)
     if collective.rank == 0:
         print(f"dissecting {', '.join(config.layers)} of {args.model} with {segmenter_spec}: {config.samples} samples "
               f"per set, statistics at {dissector.size[0]}x{dissector.size[1]}", file=sys.stderr)

@@ -155,7 +155,8 @@ class MergedSegmenter(nn.Module):
         for part in parts:
             clash = set(self.concepts) & set(part.concepts)
             if clash:
-                raise ValueError(f"merged segmenters both name the concepts {sorted(clash)}")
+                raise SegmenterOutputError(f"merged segmenters name the concepts {sorted(clash)} more than once: merge "
+                                           "segmenters with distinct concepts")
             self.offsets.append(len(self.concepts))
             self.concepts += list(part.concepts)
             self.categories += list(part.categories)

@@ -61,7 +61,7 @@ class Dissector:
         self.segmenter = segmenter
         self.config = config
         self.out = Path(out)
-        self.device = torch.device(device)
+        self.device: Any = device
         self.resume, self.force = resume, force
         self.collective = collective or SingleProcess()
         self.progress = progress
@@ -69,6 +69,7 @@ class Dissector:
         self.identity_extra = dict(identity or {})
         self.folder = RunFolder(self.out, RESULT_FILES, self.collective.rank, self.collective.world)
         self.size: tuple[int, int] | None = None
+        self._resumed: bool | None = None
         self.shapes: dict[str, tuple[int, ...]] = {}
 
     # ------------------------------------------------------------------------------------------ checks
@@ -77,7 +78,7 @@ class Dissector:
         """Validate settings, models and folder on one sample, before any long work; learn sizes and shapes."""
         if self.size is not None:
             return
-        check_device(self.device)
+        self.device = check_device(self.device)
         self.generator.to(self.device).eval()
         for layer in self.config.layers:
             get_layer(self.generator, layer)
@@ -128,19 +129,28 @@ class Dissector:
                           checkpoint_every=self.config.checkpoint_every,
                           on_batch=(lambda done: self.on_batch(description, done)) if self.on_batch else None)
 
+    def prepare(self) -> bool:
+        """`check()`, then take the run folder (rank 0; the others wait). Returns whether an unfinished run
+        is resumed. Idempotent; `run()` calls it."""
+        self.check()
+        if self._resumed is None:
+            resumed = False
+            if self.collective.rank == 0:
+                resumed = self.folder.open(self.identity(), resume=self.resume, force=self.force)
+            self.collective.barrier()
+            self._resumed = resumed
+        return self._resumed
+
     def run(self) -> Dissection:
         """Both passes (resuming from a checkpoint where there is one); the merged results."""
-        self.check()
         try:
+            self.prepare()
             return self._run()
         except BaseException:
             self.folder.close()
             raise
 
     def _run(self) -> Dissection:
-        if self.collective.rank == 0:
-            self.folder.open(self.identity(), resume=self.resume, force=self.force)
-        self.collective.barrier()
         stats, meta = self._load_checkpoint()
         phase = meta.get("pass", "thresholds")
         if phase == "thresholds":

@@ -61,14 +61,15 @@ def fingerprint(obj: Any) -> dict[str, Any]:
 
 
 def identity_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Dotted names of the fields that differ between two run identities."""
+    """The fields that differ between two run identities, dotted, with both values when they are short."""
     names = []
     for key in sorted(set(stored) | set(current)):
         a, b = stored.get(key), current.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             names += [f"{key}.{name}" for name in identity_differences(a, b)]
         elif a != b:
-            names.append(key)
+            short = all(not isinstance(v, (list, dict)) and len(str(v)) <= 24 for v in (a, b))
+            names.append(f"{key}: {a} then, {b} now" if short else key)
     return names
 
 
@@ -91,11 +92,11 @@ class RunFolder:
 
     def check_writable(self) -> None:
         """Refuse, in one line, an output path that is a file or a folder that cannot be written."""
-        if self.path.exists() and not self.path.is_dir():
-            raise RunFolderError(f"--out {self.path} is a file, not a folder")
         existing = self.path
         while not existing.exists():
             existing = existing.parent
+        if not existing.is_dir():
+            raise RunFolderError(f"--out {self.path}: {existing} is a file, not a folder")
         if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
             raise RunFolderError(f"--out {self.path}: cannot write in {existing}")
 
@@ -187,9 +188,13 @@ class RunFolder:
         self._lock = fd
 
     def _clean_temporary_files(self) -> None:
-        """Remove what killed atomic writes left behind (`.<name>.<random>` beside their target)."""
-        for folder in (self.path, self.partial):
-            if folder.is_dir():
-                for path in folder.glob(".*.*"):
-                    if path.is_file() and path.name not in (LOCK,):
-                        path.unlink(missing_ok=True)
+        """Remove what killed atomic writes of this run folder's own files left behind (`.<name>.<random>`
+        beside their target); a user's other files are never touched."""
+        for name in (*self.results, IDENTITY):
+            for path in self.path.glob(f".{name}.*"):
+                if path.is_file():
+                    path.unlink(missing_ok=True)
+        if self.partial.is_dir():
+            for path in self.partial.glob(".*"):
+                if path.is_file():
+                    path.unlink(missing_ok=True)

@@ -167,6 +167,7 @@ class SamplePass:
         labels = None
         if self.images:
             check_finite("the generator's images", images, start, per_unit=False)
+            check_image_range(self.generator, images)
             if self.segmenter is not None:
                 labels = self.segment(images)
         return Batch(position, start, stop, z, dict(trace.outputs), images if self.images else None, labels)

@@ -53,7 +53,7 @@ def save_torch_atomic(path: str | Path, obj: Any) -> None:
 def save_safetensors_atomic(
     path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
 ) -> None:
-    contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    contiguous = {k: tensors[k].detach().cpu().contiguous() for k in sorted(tensors)}
     write_bytes_atomic(path, safetensors_bytes(contiguous, metadata=metadata))
 
 
@@ -68,8 +68,8 @@ def save_statistics(path: str | Path, stats: dict[str, Statistic], meta: dict | 
     for name, stat in stats.items():
         for field, tensor in stat.state_dict().items():
             tensors[f"{name}/{field}"] = tensor
-    header = {"classes": json.dumps({name: type(stat).__name__ for name, stat in stats.items()}),
-              "meta": json.dumps(meta or {})}
+    header = {"classes": json.dumps({name: type(stat).__name__ for name, stat in stats.items()}, sort_keys=True),
+              "meta": json.dumps(meta or {}, sort_keys=True)}
     save_safetensors_atomic(path, tensors, header)
 
 

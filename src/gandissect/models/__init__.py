@@ -72,16 +72,22 @@ def _load_factory(spec: str) -> Any:
                           "nor 'file.py:factory' nor 'package.module:factory'")
     if target.endswith(".py"):
         path = Path(target)
-        if not path.exists():
-            raise FileNotFoundError(f"{spec!r}: no file {path}")
+        if not path.is_file():
+            raise ConfigError(f"{spec!r}: there is no file {path}")
         module_spec = importlib.util.spec_from_file_location(path.stem, path)
         assert module_spec is not None and module_spec.loader is not None
         module = importlib.util.module_from_spec(module_spec)
         module_spec.loader.exec_module(module)
     else:
-        module = importlib.import_module(target)
+        try:
+            module = importlib.import_module(target)
+        except ModuleNotFoundError as error:
+            if error.name and target.startswith(error.name):
+                raise ConfigError(f"{spec!r}: no module named {error.name!r} (is it installed, or on PYTHONPATH?)"
+                                  ) from None
+            raise
     if not hasattr(module, attribute):
-        raise AttributeError(f"{spec!r}: {target} has no attribute {attribute!r}")
+        raise ConfigError(f"{spec!r}: {target} has no attribute {attribute!r}")
     factory = getattr(module, attribute)
     return factory() if callable(factory) and not isinstance(factory, nn.Module) else factory
 
@@ -90,7 +96,7 @@ def resolve_generator(spec: str, device: str | torch.device = "cpu") -> nn.Modul
     """A generator from a model name or a factory spec, in eval mode on `device`; builds nothing else."""
     generator = registry.get(spec).generator(device) if spec in available() else _load_factory(spec)
     if not isinstance(generator, nn.Module):
-        raise TypeError(f"{spec!r} gave {type(generator).__name__}, not a torch.nn.Module")
+        raise ConfigError(f"{spec!r} gave {type(generator).__name__}, not a torch.nn.Module")
     return generator.to(device).eval()
 
 
@@ -110,7 +116,8 @@ def resolve_segmenter(spec: str, device: str | torch.device = "cpu") -> Any:
         else:
             part = _load_factory(piece)
         if not isinstance(part, Segmenter):
-            raise TypeError(f"{piece!r} gave {type(part).__name__}, which lacks `concepts`, `categories` or `segment`")
+            raise ConfigError(f"{piece!r} gave {type(part).__name__}, which lacks `concepts`, `categories` or "
+                              "`segment` (see the segmenter protocol in the README)")
         if isinstance(part, nn.Module):
             part = part.to(device).eval()
         parts.append(part)
