@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from gandissect.core import kernels
 from gandissect.core.levels import LevelCounts
 from gandissect.core.stats import ConditionalMean, Moments, TopK, UnitQuantiles
 from gandissect.engine.storage import load_statistics, save_statistics
@@ -257,3 +258,29 @@ def test_point_mass_at_minimum_is_exact():
     split[1].add(values[7:])
     split[1].merge(split[0])
     assert torch.equal(split[1].counts, stat.counts)
+
+
+@pytest.mark.skipif(not kernels.available(), reason="numba is not installed")
+def test_fused_kernels_equal_the_pytorch_path(grid, monkeypatch):
+    g = torch.Generator().manual_seed(11)
+    acts = torch.relu(torch.randn(7, 5, 8, 8, generator=g)) * 1.5
+    acts[:, :, :2] = (acts[:, :, :2] * 16).round() / 16  # values exactly on histogram edges
+    acts[0, 0, 0, 0] = 9.0  # above the histogram's range
+    labels = torch.randint(-1, 4, (7, 2, 8, 8), generator=g)
+    labels[2, :, 3:5] = -2
+    folds = torch.arange(7) % 2
+
+    def fill():
+        quantiles = UnitQuantiles(grid[0], grid[1], BINS)
+        quantiles.add(acts)
+        counts = counts_of(grid, folds=2)
+        counts.add(acts, labels, folds)
+        return quantiles, counts
+
+    fused = fill()
+    monkeypatch.setattr(kernels, "numba", None)
+    assert not kernels.available()
+    plain = fill()
+    for a, b in zip(fused, plain, strict=True):
+        for name in type(a).fields:
+            assert torch.equal(getattr(a, name), getattr(b, name)), name

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from gandissect.core import kernels
 from gandissect.core.stats import UNKNOWN, Statistic, _flat, histogram_slots, register_statistic
 
 
@@ -61,33 +62,48 @@ class LevelCounts(Statistic):
         """Level values (U, L), float64: a value is above level l iff its histogram slot exceeds edge l."""
         return self.low[:, None] + self.edges.double() * ((self.high - self.low) / self.bins)[:, None]
 
-    def _table(self) -> torch.Tensor:
-        """(U * (bins + 2),) int32: for unit u and slot s, the cell offset (u * (L + 1) + levels below s) * (C + 1)."""
+    def _exceeded(self) -> torch.Tensor:
+        """(U, bins + 2): for unit u and histogram slot s, how many of u's levels a value in slot s exceeds."""
         if self._lookup is None:
-            units, num_levels = self.edges.shape
-            slots = torch.arange(self.bins + 2, device=self.edges.device)
-            exceeded = (self.edges[:, None, :] < slots[None, :, None]).sum(2)
-            unit = torch.arange(units, device=self.edges.device)[:, None] * (num_levels + 1)
-            self._lookup = ((unit + exceeded) * (self.joint.shape[-1] + 1)).to(torch.int32).flatten()
+            slots = torch.arange(self.bins + 2, device=self.edges.device).expand(self.edges.shape[0], -1)
+            self._lookup = torch.searchsorted(self.edges, slots.contiguous(), right=False)
         return self._lookup
 
     def add(self, acts: torch.Tensor, labels: torch.Tensor, fold: torch.Tensor | int = 0) -> None:
         """Activations (N, U, H, W), labels (N, K, H, W), and each sample's fold (N,) or one fold for all."""
         flat, flat_labels = _flat(acts, labels)
         assert flat_labels is not None
+        n, _, p = flat.shape
+        concepts = self.joint.shape[-1]
+        folds = torch.as_tensor(fold, device=flat.device).long().expand(n)
+        known = ~(flat_labels == UNKNOWN).any(1)
+        if kernels.available(flat, self.joint):
+            kernels.level_counts(flat, self.low, self.high, self.bins, self._exceeded(), folds, flat_labels, known,
+                                 self.joint, self.totals)
+        else:
+            self._add_by_bincount(flat, flat_labels, folds, known)
+        for k in range(flat_labels.shape[1]):
+            label = flat_labels[:, k]
+            present = (label >= 0) & known
+            index = folds[:, None].expand(-1, p)[present] * concepts + label[present]
+            self.concept_area += torch.bincount(index, minlength=self.folds * concepts).view(self.folds, concepts)
+        self.pixels += torch.bincount(folds, weights=known.sum(1).double(), minlength=self.folds).long()
+
+    def _add_by_bincount(self, flat: torch.Tensor, flat_labels: torch.Tensor, folds: torch.Tensor,
+                         known: torch.Tensor) -> None:
+        """The counts of `add` in PyTorch ops (any device): a flat cell index per value, one bincount per channel."""
         n, units, p = flat.shape
         slots, concepts = self.edges.shape[1] + 1, self.joint.shape[-1]
         per_fold = units * slots * (concepts + 1)
+        unit = torch.arange(units, device=flat.device)[:, None] * slots
+        table = ((unit + self._exceeded()) * (concepts + 1)).to(torch.int32).flatten()
         slot = histogram_slots(flat, self.low, self.high, self.bins, unit_stride=self.bins + 2)
-        cell = self._table().index_select(0, slot.flatten()).view(n, units, p)
-        folds = torch.as_tensor(fold, device=flat.device).long().expand(n)
+        cell = table.index_select(0, slot.flatten()).view(n, units, p)
         if self.folds > 1:
             cell += (folds.int() * per_fold)[:, None, None]
         size = self.folds * per_fold
-        unknown = (flat_labels == UNKNOWN).any(1)
-        if unknown.any():
-            cell = torch.where(unknown[:, None, :], size, cell)
-        known = ~unknown
+        if not bool(known.all()):
+            cell = torch.where(known[:, None, :], cell, size)
         for k in range(flat_labels.shape[1]):
             label = flat_labels[:, k:k + 1].int().clamp(min=-1) + 1
             counts = torch.bincount((cell + label).flatten(), minlength=size + concepts + 2)[:size]
@@ -95,10 +111,6 @@ class LevelCounts(Statistic):
             if k == 0:
                 self.totals += counts.sum(3)
             self.joint += counts[..., 1:]
-            present = (label[:, 0] > 0) & known
-            index = folds[:, None].expand(-1, p)[present] * concepts + (label[:, 0][present] - 1).long()
-            self.concept_area += torch.bincount(index, minlength=self.folds * concepts).view(self.folds, concepts)
-        self.pixels += torch.bincount(folds, weights=known.sum(1).double(), minlength=self.folds).long()
 
     def merge(self, other: LevelCounts) -> None:
         self._check_mergeable(other, "low", "high", "bin_count", "edges")

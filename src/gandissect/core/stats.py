@@ -24,6 +24,9 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from gandissect.core import kernels
+from gandissect.core.kernels import slot_coefficients
+
 UNKNOWN = -2
 
 
@@ -87,11 +90,10 @@ def histogram_slots(values: torch.Tensor, low: torch.Tensor, high: torch.Tensor,
     """Slot (int32) of each value among `bins` equal bins per unit over (low, high]: 0 for values <= low,
     s for (low + (s - 1) w, low + s w], bins + 1 above high. Values (N, U, P) or one per unit (U,).
     With `unit_stride`, unit u's slots are offset by u * unit_stride (a flat index for `bincount`)."""
-    low, high = low.float(), high.float()
+    scale, bias = slot_coefficients(low, high, bins)
     if values.dim() > 1:
-        low, high = low[:, None], high[:, None]
-    scale = bins / (high - low)
-    slots = torch.addcmul(-low * scale, values, scale).ceil_().clamp_(0, bins + 1)
+        scale, bias = scale[:, None], bias[:, None]
+    slots = (values * scale).add_(bias).ceil_().clamp_(0, bins + 1)
     if unit_stride:
         offsets = torch.arange(values.shape[-2 if values.dim() > 1 else 0], device=values.device) * unit_stride
         slots += offsets.float()[:, None] if values.dim() > 1 else offsets.float()
@@ -143,6 +145,9 @@ class UnitQuantiles(Statistic):
 
     def add(self, acts: torch.Tensor) -> None:
         flat, _ = _flat(acts)
+        if kernels.available(flat, self.counts):
+            kernels.histogram(flat, self.low, self.high, self.counts, self.minimum, self.maximum)
+            return
         units = flat.shape[1]
         index = histogram_slots(flat, self.low, self.high, self.bins, unit_stride=self.bins + 2)
         self.counts += torch.bincount(index.flatten(), minlength=units * (self.bins + 2)).view(units, -1)

@@ -69,9 +69,8 @@ def allowed_levels(tables: Tables, restriction: str) -> torch.Tensor:
     return allowed
 
 
-def best_levels(tables: Tables, restriction: str) -> tuple[torch.Tensor, torch.Tensor]:
+def best_levels(tables: Tables, iqr: torch.Tensor, restriction: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Per (unit, concept): the allowed level of highest IQR, and whether any level was allowed."""
-    iqr = information_quality_ratio(*tables)
     allowed = allowed_levels(tables, restriction)
     best = torch.where(allowed, iqr, -1.0).argmax(-1)
     return best, allowed.any(-1)
@@ -81,14 +80,13 @@ def _pick(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return tensor.gather(-1, index[..., None])[..., 0]
 
 
-def crossfit_iou(counts: LevelCounts, restriction: str) -> torch.Tensor:
-    """IoU (U, C) of thresholds chosen on each fold and counted on the other folds, pooled over folds."""
-    total = counts.tables()
+def crossfit_iou(total: Tables, folds: list[tuple[Tables, torch.Tensor]], restriction: str) -> torch.Tensor:
+    """IoU (U, C) of thresholds chosen on each fold (its tables and IQR) and counted on the other folds,
+    pooled over folds."""
     intersection = torch.zeros_like(total[0][..., 0])
     union = torch.zeros_like(intersection)
-    for fold in range(counts.folds):
-        mine = counts.tables(fold)
-        best, valid = best_levels(mine, restriction)
+    for mine, iqr in folds:
+        best, valid = best_levels(mine, iqr, restriction)
         rest = [t - m for t, m in zip(total, mine, strict=True)]
         intersection += torch.where(valid, _pick(rest[0], best), 0.0)
         union += torch.where(valid, _pick(rest[0] + rest[1] + rest[2], best), 0.0)
@@ -100,6 +98,7 @@ def apply_rules(counts: LevelCounts, quantile_level: torch.Tensor) -> dict[str, 
     top-quantile threshold among its levels."""
     tables = counts.tables()
     iou, iqr = iou_of(*tables), information_quality_ratio(*tables)
+    folds = [(t, information_quality_ratio(*t)) for t in (counts.tables(f) for f in range(counts.folds))]
     levels = counts.levels[:, None, :].expand_as(iou)
     results = {}
     index = quantile_level.to(iou.device)[:, None].expand(iou.shape[:2]).contiguous()
@@ -107,10 +106,10 @@ def apply_rules(counts: LevelCounts, quantile_level: torch.Tensor) -> dict[str, 
     results["quantile"] = RuleResult(index, _pick(levels, index), quantile_iou, quantile_iou, _pick(iqr, index),
                                      quantile_iou)
     for suffix, restriction in RESTRICTIONS.items():
-        best, valid = best_levels(tables, restriction)
+        best, valid = best_levels(tables, iqr, restriction)
         chosen_iou = torch.where(valid, _pick(iou, best), 0.0)
         chosen_iqr = torch.where(valid, _pick(iqr, best), 0.0)
-        fitted = crossfit_iou(counts, restriction) if counts.folds > 1 else chosen_iou
+        fitted = crossfit_iou(tables, folds, restriction) if counts.folds > 1 else chosen_iou
         threshold = _pick(levels, best)
         results[f"iqr{suffix}"] = RuleResult(best, threshold, chosen_iou, fitted, chosen_iqr, chosen_iqr)
         results[f"iqr-iou{suffix}"] = RuleResult(best, threshold, chosen_iou, fitted, chosen_iqr, chosen_iou)
