@@ -158,9 +158,10 @@ class Dissector:
             if not stats:
                 stats = self._calibrate(thresholds)
             stats = thresholds.run(stats, self._add_thresholds, start=meta.get("next", 0))
+            self._save_checkpoint(stats, {"pass": "iou", "next": 0})  # the merged histograms alone
+            meta = {"pass": "iou", "next": 0}
+        if meta.get("next", 0) == 0:
             stats = self._start_iou_pass(stats)
-            self._save_checkpoint(stats, {"pass": "iou", "next": 0})
-            meta = {}
         iou = self._pass(self.config.iou_seed, True, "iou", self._checkpointer("iou"))
         stats = iou.run(stats, self._add_counts, start=meta.get("next", 0), merge=False)
         iou_stats = {name: stat for name, stat in stats.items() if not name.startswith("quantiles/")}
