@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from gandissect.core import kernels
+from gandissect.core.features import upsample
 from gandissect.core.levels import LevelCounts
 from gandissect.core.stats import ConditionalMean, Moments, TopK, UnitQuantiles
 from gandissect.engine.storage import load_statistics, save_statistics
@@ -148,7 +149,20 @@ def test_level_counts_merge_of_shards_equals_whole(grid):
 def test_labels_must_align_with_activations(grid):
     acts, labels = random_batch(3)
     with pytest.raises(ValueError, match="do not align"):
-        counts_of(grid).add(acts, labels[:, :, :4])
+        counts_of(grid).add(acts, labels[:4])
+
+
+def test_feature_maps_are_counted_as_upsampled_to_the_labels(grid):
+    acts, labels = random_batch(12)
+    small = acts[:, :, ::2, ::2]
+    direct, upsampled = counts_of(grid), counts_of(grid)
+    direct.add(small, labels)
+    upsampled.add(upsample(small, (8, 8)), labels)
+    assert all(torch.equal(a, b) for a, b in zip(direct.tables(), upsampled.tables(), strict=True))
+    histogram, reference = UnitQuantiles(grid[0], grid[1], BINS), UnitQuantiles(grid[0], grid[1], BINS)
+    histogram.add(small, (8, 8))
+    reference.add(upsample(small, (8, 8)))
+    assert torch.equal(histogram.counts, reference.counts)
 
 
 def test_moments_and_conditional_means_equal_brute_force_and_merge():
@@ -263,8 +277,8 @@ def test_point_mass_at_minimum_is_exact():
 @pytest.mark.skipif(not kernels.available(), reason="numba is not installed")
 def test_fused_kernels_equal_the_pytorch_path(grid, monkeypatch):
     g = torch.Generator().manual_seed(11)
-    acts = torch.relu(torch.randn(7, 5, 8, 8, generator=g)) * 1.5
-    acts[:, :, :2] = (acts[:, :, :2] * 16).round() / 16  # values exactly on histogram edges
+    acts = torch.relu(torch.randn(7, 5, 3, 4, generator=g)) * 1.5  # upsampled to the labels' 8x8 on the way
+    acts[:, :, :2] = (acts[:, :, :2] * 16).round() / 16  # values on histogram edges, and in flat regions
     acts[0, 0, 0, 0] = 9.0  # above the histogram's range
     labels = torch.randint(-1, 4, (7, 2, 8, 8), generator=g)
     labels[2, :, 3:5] = -2
@@ -272,7 +286,7 @@ def test_fused_kernels_equal_the_pytorch_path(grid, monkeypatch):
 
     def fill():
         quantiles = UnitQuantiles(grid[0], grid[1], BINS)
-        quantiles.add(acts)
+        quantiles.add(acts, (8, 8))
         counts = counts_of(grid, folds=2)
         counts.add(acts, labels, folds)
         return quantiles, counts

@@ -1,4 +1,4 @@
-"""Feature maps: bilinear upsampling to the segmentation's size, done as two small matrix products, and
+"""Feature maps: bilinear upsampling to the segmentation's size (a fixed order of float32 operations), and
 resizing of edit regions from image size to a layer's grid by exact area coverage."""
 
 from __future__ import annotations
@@ -10,32 +10,32 @@ import torch
 from gandissect.core.errors import ShapeError
 
 
-@functools.lru_cache(maxsize=32)
-def interpolation_matrix(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
-    """(n_out, n_in) weights of 1-D linear interpolation with pixel centres aligned, as in
-    `F.interpolate(..., mode="bilinear", align_corners=False)`: source = (i + 0.5) * n_in / n_out - 0.5."""
+@functools.lru_cache(maxsize=64)
+def interpolation_taps(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """1-D linear interpolation with pixel centres aligned, as in `F.interpolate(..., mode="bilinear",
+    align_corners=False)` (source = (i + 0.5) * n_in / n_out - 0.5): per output i, the two input indices
+    (long) and their float32 weights. Where both taps are the same input the second weight is 0, so an edge
+    value is copied exactly."""
     source = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5).clamp(min=0)
     lower = source.floor().long().clamp(max=n_in - 1)
     upper = (lower + 1).clamp(max=n_in - 1)
-    weight = source - lower
-    matrix = torch.zeros(n_out, n_in, dtype=torch.float64)
-    rows = torch.arange(n_out)
-    matrix.index_put_((rows, lower), 1 - weight, accumulate=True)
-    matrix.index_put_((rows, upper), weight, accumulate=True)
-    return matrix.float().to(device)
+    weight = torch.where(upper == lower, 0.0, source - lower)
+    return lower, upper, (1 - weight).float(), weight.float()
 
 
 def upsample(acts: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear, pixel-centre aligned (align_corners=False) upsampling of feature maps (N, U, h, w) to the
-    segmentation's size. Bilinear interpolation is separable, so it is done as two small matrix products,
-    several times faster on a CPU than `F.interpolate` and equal to it up to float rounding."""
+    """Bilinear, pixel-centre aligned (align_corners=False) upsampling of feature maps (N, U, h, w) to `size`,
+    separably: rows first, then columns, each output the float32 sum of two weighted taps. This fixed order of
+    float32 operations is the definition the fused kernels (`core.kernels`) reproduce bit for bit; it equals
+    `F.interpolate` up to float rounding."""
     acts = acts.float()
-    (h, w), (height, width) = acts.shape[-2:], size
+    (h, w), (height, width) = acts.shape[-2:], tuple(size)
     if (h, w) == (height, width):
         return acts
-    rows = interpolation_matrix(h, height, acts.device)
-    cols = interpolation_matrix(w, width, acts.device)
-    return torch.matmul(torch.matmul(rows, acts), cols.t())
+    y0, y1, wy0, wy1 = (t.to(acts.device) for t in interpolation_taps(h, height))
+    x0, x1, wx0, wx1 = (t.to(acts.device) for t in interpolation_taps(w, width))
+    rows = acts.index_select(-2, y0) * wy0[:, None] + acts.index_select(-2, y1) * wy1[:, None]
+    return rows.index_select(-1, x0) * wx0 + rows.index_select(-1, x1) * wx1
 
 
 @functools.lru_cache(maxsize=32)

@@ -1,17 +1,21 @@
 """Fused CPU kernels for the statistics' hot loops, compiled by numba when it is installed.
 
-The statistics place every upsampled activation in its unit's histogram slot and, for the level counts,
-count it at its level and concept. In PyTorch that is about ten passes over the values (multiply, add, ceil,
-clamp, convert, offset, look up, and per label channel an add and a bincount); these kernels do it in one
-pass per unit, in parallel over units. They compute exactly what the PyTorch path computes (the slot of v
-is ceil(fl(fl(v * scale) + bias)) clamped to [0, bins + 1], in float32), which tests check; the PyTorch path
-serves other devices and machines without numba.
+The statistics upsample every feature map to the segmentation's size, place each value in its unit's
+histogram slot and, for the level counts, count it at its level and concept. In PyTorch that is a dozen
+passes over the upsampled values (two taps per axis, multiply, add, ceil, clamp, convert, offset, look up,
+and per label channel an add and a bincount) and a large upsampled tensor; these kernels upsample each map
+in a small buffer and count it in one pass, in parallel over units. They compute exactly what the PyTorch
+path computes (the same float32 operations for the upsampling, and the slot of v is ceil(fl(fl(v * scale)
++ bias)) clamped to [0, bins + 1]), which tests check; the PyTorch path serves other devices and machines
+without numba.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from gandissect.core.features import interpolation_taps
 
 try:
     import numba
@@ -26,41 +30,56 @@ def available(*tensors: torch.Tensor) -> bool:
 
 if numba is not None:
 
-    @numba.njit(parallel=True, cache=True, nogil=True)
-    def _histogram(values, scale, bias, bins, counts, minimum, maximum):  # pragma: no cover - compiled
-        n, units, pixels = values.shape
-        for u in numba.prange(units):
-            low_seen, high_seen = np.inf, -np.inf
-            for i in range(n):
-                for p in range(pixels):
-                    v = values[i, u, p]
-                    x = np.float32(np.float32(v * scale[u]) + bias[u])
-                    s = int(np.ceil(x))
-                    s = 0 if s < 0 else (bins + 1 if s > bins + 1 else s)
-                    counts[u, s] += 1
-                    if v < low_seen:
-                        low_seen = v
-                    if v > high_seen:
-                        high_seen = v
-            if low_seen < minimum[u]:
-                minimum[u] = low_seen
-            if high_seen > maximum[u]:
-                maximum[u] = high_seen
+    @numba.njit(inline="always")
+    def _upsample_into(out, acts, i, u, y0, y1, wy0, wy1, x0, x1, wx0, wx1, rows):  # pragma: no cover
+        """out (H * W,) <- acts[i, u] upsampled, in the float32 operations of `features.upsample`."""
+        width_in = acts.shape[3]
+        for y in range(y0.size):
+            for c in range(width_in):
+                rows[y, c] = np.float32(acts[i, u, y0[y], c] * wy0[y]) + np.float32(acts[i, u, y1[y], c] * wy1[y])
+        width = x0.size
+        for y in range(y0.size):
+            for x in range(width):
+                out[y * width + x] = np.float32(rows[y, x0[x]] * wx0[x]) + np.float32(rows[y, x1[x]] * wx1[x])
+
+    @numba.njit(inline="always")
+    def _slot(v, scale, bias, bins):  # pragma: no cover
+        s = int(np.ceil(np.float32(np.float32(v * scale) + bias)))
+        return 0 if s < 0 else (bins + 1 if s > bins + 1 else s)
 
     @numba.njit(parallel=True, cache=True, nogil=True)
-    def _level_counts(values, scale, bias, bins, exceeded, folds, labels, known, joint, totals):  # pragma: no cover
-        n, units, pixels = values.shape
+    def _histogram(acts, y0, y1, wy0, wy1, x0, x1, wx0, wx1, scale, bias, bins, counts, minimum,
+                   maximum):  # pragma: no cover
+        n, units = acts.shape[0], acts.shape[1]
+        for u in numba.prange(units):
+            rows = np.empty((y0.size, acts.shape[3]), np.float32)
+            values = np.empty(y0.size * x0.size, np.float32)
+            low_seen, high_seen = np.inf, -np.inf
+            for i in range(n):
+                _upsample_into(values, acts, i, u, y0, y1, wy0, wy1, x0, x1, wx0, wx1, rows)
+                for p in range(values.size):
+                    v = values[p]
+                    counts[u, _slot(v, scale[u], bias[u], bins)] += 1
+                    low_seen = min(low_seen, v)
+                    high_seen = max(high_seen, v)
+            minimum[u] = min(minimum[u], low_seen)
+            maximum[u] = max(maximum[u], high_seen)
+
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def _level_counts(acts, y0, y1, wy0, wy1, x0, x1, wx0, wx1, scale, bias, bins, exceeded, folds, labels, known,
+                      joint, totals):  # pragma: no cover
+        n, units = acts.shape[0], acts.shape[1]
         channels = labels.shape[1]
         for u in numba.prange(units):
+            rows = np.empty((y0.size, acts.shape[3]), np.float32)
+            values = np.empty(y0.size * x0.size, np.float32)
             for i in range(n):
                 f = folds[i]
-                for p in range(pixels):
+                _upsample_into(values, acts, i, u, y0, y1, wy0, wy1, x0, x1, wx0, wx1, rows)
+                for p in range(values.size):
                     if not known[i, p]:
                         continue
-                    x = np.float32(np.float32(values[i, u, p] * scale[u]) + bias[u])
-                    s = int(np.ceil(x))
-                    s = 0 if s < 0 else (bins + 1 if s > bins + 1 else s)
-                    b = exceeded[u, s]
+                    b = exceeded[u, _slot(values[p], scale[u], bias[u], bins)]
                     totals[f, u, b] += 1
                     for k in range(channels):
                         c = labels[i, k, p]
@@ -75,21 +94,29 @@ def slot_coefficients(low: torch.Tensor, high: torch.Tensor, bins: int) -> tuple
     return scale, -low * scale
 
 
-def histogram(values: torch.Tensor, low: torch.Tensor, high: torch.Tensor, counts: torch.Tensor,
-              minimum: torch.Tensor, maximum: torch.Tensor) -> None:
-    """Add values (N, U, P) float32 to per-unit slot counts (U, bins + 2) int64 and float64 extremes, in place."""
+def _taps(acts: torch.Tensor, size: tuple[int, int]) -> list[np.ndarray]:
+    (h, w), (height, width) = acts.shape[-2:], size
+    return [t.numpy() for t in (*interpolation_taps(h, height), *interpolation_taps(w, width))]
+
+
+def histogram(acts: torch.Tensor, size: tuple[int, int], low: torch.Tensor, high: torch.Tensor,
+              counts: torch.Tensor, minimum: torch.Tensor, maximum: torch.Tensor) -> None:
+    """Add feature maps (N, U, h, w), upsampled to `size`, to per-unit slot counts (U, bins + 2) int64 and
+    float64 extremes, in place."""
     scale, bias = slot_coefficients(low, high, counts.shape[1] - 2)
-    _histogram(values.float().contiguous().numpy(), scale.numpy(), bias.numpy(), counts.shape[1] - 2,
-               counts.numpy(), minimum.numpy(), maximum.numpy())
+    _histogram(acts.float().contiguous().numpy(), *_taps(acts, size), scale.numpy(), bias.numpy(),
+               counts.shape[1] - 2, counts.numpy(), minimum.numpy(), maximum.numpy())
 
 
-def level_counts(values: torch.Tensor, low: torch.Tensor, high: torch.Tensor, bins: int, exceeded: torch.Tensor,
+def level_counts(acts: torch.Tensor, low: torch.Tensor, high: torch.Tensor, bins: int, exceeded: torch.Tensor,
                  folds: torch.Tensor, labels: torch.Tensor, known: torch.Tensor, joint: torch.Tensor,
                  totals: torch.Tensor) -> None:
-    """Count values (N, U, P) at their level (exceeded: (U, bins + 2) levels below each slot) into joint
-    (F, U, L + 1, C) by label (N, K, P; negatives skipped) and totals (F, U, L + 1), for known pixels (N, P)."""
+    """Count feature maps (N, U, h, w), upsampled to the labels' (H, W), at their level (exceeded: (U, bins + 2)
+    levels below each slot) into joint (F, U, L + 1, C) by label (N, K, H * W; negatives skipped) and totals
+    (F, U, L + 1), for known pixels (N, H * W)."""
     scale, bias = slot_coefficients(low, high, bins)
-    _level_counts(values.float().contiguous().numpy(), scale.numpy(), bias.numpy(), bins,
-                  exceeded.to(torch.int32).contiguous().numpy(), folds.to(torch.int64).contiguous().numpy(),
-                  labels.to(torch.int32).contiguous().numpy(), known.contiguous().numpy(), joint.numpy(),
-                  totals.numpy())
+    _level_counts(acts.float().contiguous().numpy(), *_taps(acts, tuple(labels.shape[-2:])), scale.numpy(),
+                  bias.numpy(), bins, exceeded.to(torch.int32).contiguous().numpy(),
+                  folds.to(torch.int64).contiguous().numpy(),
+                  labels.flatten(2).to(torch.int32).contiguous().numpy(), known.flatten(1).contiguous().numpy(),
+                  joint.numpy(), totals.numpy())

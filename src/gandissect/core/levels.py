@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from gandissect.core import kernels
+from gandissect.core.features import upsample
 from gandissect.core.stats import UNKNOWN, Statistic, _flat, histogram_slots, register_statistic
 
 
@@ -70,16 +71,22 @@ class LevelCounts(Statistic):
         return self._lookup
 
     def add(self, acts: torch.Tensor, labels: torch.Tensor, fold: torch.Tensor | int = 0) -> None:
-        """Activations (N, U, H, W), labels (N, K, H, W), and each sample's fold (N,) or one fold for all."""
-        flat, flat_labels = _flat(acts, labels)
+        """Feature maps (N, U, h, w), counted as upsampled to the labels' (N, K, H, W) size, and each sample's
+        fold (N,) or one fold for all."""
+        if acts.dim() != 4 or labels.dim() != 4 or labels.shape[0] != acts.shape[0]:
+            raise ValueError(f"labels of shape {tuple(labels.shape)} do not align with activations of shape "
+                             f"{tuple(acts.shape)}: expected (N, K, H, W) and (N, U, h, w) with the same N")
+        size = tuple(labels.shape[-2:])
+        fused = kernels.available(acts, self.joint)
+        flat, flat_labels = _flat(acts if fused else upsample(acts.detach(), size), labels, aligned=not fused)
         assert flat_labels is not None
-        n, _, p = flat.shape
+        n, p = flat_labels.shape[0], flat_labels.shape[2]
         concepts = self.joint.shape[-1]
-        folds = torch.as_tensor(fold, device=flat.device).long().expand(n)
+        folds = torch.as_tensor(fold, device=acts.device).long().expand(n)
         known = ~(flat_labels == UNKNOWN).any(1)
-        if kernels.available(flat, self.joint):
-            kernels.level_counts(flat, self.low, self.high, self.bins, self._exceeded(), folds, flat_labels, known,
-                                 self.joint, self.totals)
+        if fused:
+            kernels.level_counts(acts.detach(), self.low, self.high, self.bins, self._exceeded(), folds,
+                                 flat_labels.view(n, -1, *size), known, self.joint, self.totals)
         else:
             self._add_by_bincount(flat, flat_labels, folds, known)
         for k in range(flat_labels.shape[1]):

@@ -5,6 +5,9 @@ of samples, merges with another of its kind (shards of a sample set, ranks of a 
 saves to / loads from safetensors. Activations arrive as (N, U, H, W) tensors already upsampled to the
 segmentation's size; labels as (N, K, H, W) concept indices with -1 for none (see `segmenters`).
 
+Feature maps may arrive at their layer's resolution with the size to upsample them to (bilinear, see
+`features.upsample`); the fused kernels (`kernels`) then upsample on the fly.
+
 - `UnitQuantiles`: per-unit histogram over a calibrated range -> quantiles (thresholds, candidate levels).
 - `TopK`: the k samples with the highest peak activation per unit.
 - `Moments`: per-unit count, mean and variance of activations.
@@ -25,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from gandissect.core import kernels
+from gandissect.core.features import upsample
 from gandissect.core.kernels import slot_coefficients
 
 UNKNOWN = -2
@@ -43,14 +47,16 @@ def unique_channels(labels: torch.Tensor) -> torch.Tensor:
     return torch.stack(channels, 1)
 
 
-def _flat(acts: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(N, U, H, W) activations and (N, K, H, W) labels -> (N, U, P) and (N, K, P), checked to align."""
+def _flat(acts: torch.Tensor, labels: torch.Tensor | None = None,
+          aligned: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(N, U, H, W) activations and (N, K, H, W) labels -> (N, U, P) and (N, K, P) with repeated concepts
+    removed, checked to align (with `aligned`, also in H and W)."""
     if acts.dim() != 4:
         raise ValueError(f"activations must be (N, U, H, W), got shape {tuple(acts.shape)}")
     flat = acts.reshape(acts.shape[0], acts.shape[1], -1)
     if labels is None:
         return flat, None
-    if labels.dim() != 4 or labels.shape[0] != acts.shape[0] or labels.shape[-2:] != acts.shape[-2:]:
+    if labels.dim() != 4 or labels.shape[0] != acts.shape[0] or (aligned and labels.shape[-2:] != acts.shape[-2:]):
         raise ValueError(f"labels of shape {tuple(labels.shape)} do not align with activations of shape "
                          f"{tuple(acts.shape)}: expected (N, K, H, W) with the same N, H, W")
     return flat, unique_channels(labels.reshape(labels.shape[0], labels.shape[1], -1).long())
@@ -121,7 +127,8 @@ class UnitQuantiles(Statistic):
 
     @classmethod
     def calibrate(cls, acts: torch.Tensor, bins: int = 4096, margin: float = 0.05) -> UnitQuantiles:
-        """A histogram from the calibration activations' (N, U, H, W) minimum to their maximum plus `margin`."""
+        """A histogram from the calibration activations' (N, U, h, w) minimum to their maximum plus `margin`.
+        Bilinear upsampling keeps values within these bounds and keeps a ReLU unit's zeros at the minimum."""
         flat, _ = _flat(acts)
         low, high = flat.amin((0, 2)).double(), flat.amax((0, 2)).double()
         return cls(low, high + margin * (high - low).clamp(min=1e-6), bins)
@@ -143,11 +150,13 @@ class UnitQuantiles(Statistic):
         width = ((self.high - self.low) / self.bins)[:, None]
         return ((values.double() - self.low[:, None]) / width).round().clamp(0, self.bins).long()
 
-    def add(self, acts: torch.Tensor) -> None:
-        flat, _ = _flat(acts)
-        if kernels.available(flat, self.counts):
-            kernels.histogram(flat, self.low, self.high, self.counts, self.minimum, self.maximum)
+    def add(self, acts: torch.Tensor, size: tuple[int, int] | None = None) -> None:
+        """Feature maps (N, U, h, w), counted as upsampled (`features.upsample`) to `size` (None: as they are)."""
+        size = tuple(size or acts.shape[-2:])
+        if acts.dim() == 4 and kernels.available(acts, self.counts):
+            kernels.histogram(acts.detach(), size, self.low, self.high, self.counts, self.minimum, self.maximum)
             return
+        flat, _ = _flat(upsample(acts.detach(), size) if acts.dim() == 4 else acts)
         units = flat.shape[1]
         index = histogram_slots(flat, self.low, self.high, self.bins, unit_stride=self.bins + 2)
         self.counts += torch.bincount(index.flatten(), minlength=units * (self.bins + 2)).view(units, -1)

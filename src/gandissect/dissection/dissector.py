@@ -23,7 +23,6 @@ import torch
 from torch import nn
 
 from gandissect.core.errors import ConfigError
-from gandissect.core.features import upsample
 from gandissect.core.hooks import get_layer
 from gandissect.core.levels import LevelCounts
 from gandissect.core.segmenters import Segmenter, check_segmenter
@@ -177,7 +176,7 @@ class Dissector:
             batch = thresholds.batch(start, stop)
             thresholds.keep(batch)
             for name in self.config.layers:
-                histogram = UnitQuantiles.calibrate(upsample(batch.features[name], self.size), self.config.bins)
+                histogram = UnitQuantiles.calibrate(batch.features[name], self.config.bins)
                 grids[f"{name}/low"], grids[f"{name}/high"] = histogram.low, histogram.high
         grids = self.collective.broadcast(grids)
         return {f"quantiles/{name}": UnitQuantiles(grids[f"{name}/low"].to(self.device),
@@ -186,7 +185,7 @@ class Dissector:
 
     def _add_thresholds(self, batch: Batch, stats: dict[str, Statistic]) -> None:
         for name in self.config.layers:
-            stats[f"quantiles/{name}"].add(upsample(batch.features[name], self.size))  # type: ignore[attr-defined]
+            stats[f"quantiles/{name}"].add(batch.features[name], self.size)  # type: ignore[attr-defined]
 
     def _start_iou_pass(self, stats: dict[str, Statistic]) -> dict[str, Statistic]:
         """Candidate levels from the merged histograms: edges at log-spaced top fractions plus the quantile."""
@@ -210,7 +209,7 @@ class Dissector:
         folds = batch.indices % self.config.folds
         for name in self.config.layers:
             acts = batch.features[name]
-            stats[f"levels/{name}"].add(upsample(acts, self.size), batch.labels, folds)  # type: ignore[attr-defined]
+            stats[f"levels/{name}"].add(acts, batch.labels, folds)  # type: ignore[attr-defined]
             stats[f"topk/{name}"].add(acts.flatten(2).amax(2), batch.indices)  # type: ignore[attr-defined]
             stats[f"moments/{name}"].add(acts)  # type: ignore[attr-defined]
             stats[f"condmean/{name}"].add(acts, batch.labels)  # type: ignore[attr-defined]
