@@ -4,7 +4,8 @@
 
 Baseline: generator + segmenter forward over both sample sets (threshold and IoU sets), batched the same
 way, no hooks and no statistics. Dissection: the full two-pass `Dissector.run()` on the same samples.
-Both run alternately in one process; the table reports medians and their ratio.
+Both run alternately in one process; the table reports medians and their ratio. `--pytorch-statistics`
+counts with the PyTorch path (what runs on a GPU or without numba) instead of the fused CPU kernels.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 
 import torch
 
+from gandissect.core import kernels
 from gandissect.core.features import upsample
 from gandissect.core.hooks import Trace
 from gandissect.core.sampling import sample_z
@@ -90,7 +92,11 @@ def main() -> None:
     parser.add_argument("--seg-size", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", default=None, help="also write the figures to this file")
+    parser.add_argument("--pytorch-statistics", action="store_true",
+                        help="count with the PyTorch path instead of the fused numba kernels")
     args = parser.parse_args()
+    if args.pytorch_statistics:
+        kernels.numba = None
     generator, segmenter, origin = models(args.model)
     config = DissectConfig(layers=args.layers.split(","), samples=args.samples, batch_size=args.batch_size,
                            seg_size=args.seg_size, checkpoint_every=10**9)
@@ -103,6 +109,7 @@ def main() -> None:
         "layers": config.layers,
         "samples_per_set": args.samples,
         "threads": torch.get_num_threads(),
+        "statistics": "pytorch" if not kernels.available() else "fused kernels (numba)",
         "bare_seconds_median": statistics.median(bare),
         "dissect_seconds_median": statistics.median(full),
         "ratio": statistics.median(full) / statistics.median(bare),

@@ -115,14 +115,18 @@ def test_crossfit_iou_equals_brute_force_choice_on_the_other_fold(planted_run):
                 scores = []
                 for level in levels[u].tolist():
                     counts = table(acts[here, u] > level, concept[here])
-                    kept = float(counts[0] + counts[1])
-                    allowed = 0 < kept < float(sum(counts))
+                    kept, total = float(counts[0] + counts[1]), float(sum(counts))
+                    positive = float(counts[0]) * total > kept * float(counts[0] + counts[2])
+                    allowed = 0 < kept < total and positive
                     scores.append(float(information_quality_ratio(*counts)) if allowed else -1.0)
+                if max(scores) < 0:
+                    continue  # no allowed level on this fold: it adds nothing
                 best = levels[u, max(range(len(scores)), key=lambda i: (scores[i], -i))]
                 above = acts[there, u] > best
                 intersection += float((above & concept[there]).sum())
                 union += float((above | concept[there]).sum())
-            assert float(layer.rules["iqr"].crossfit_iou[u, c]) == pytest.approx(intersection / union, abs=1e-12)
+            expected = intersection / union if union else 0.0
+            assert float(layer.rules["iqr"].crossfit_iou[u, c]) == pytest.approx(expected, abs=1e-12)
 
 
 def test_chosen_threshold_is_within_001_of_the_brute_force_best(planted_run):
@@ -190,6 +194,28 @@ def test_interpretable_units_beat_the_whole_image_mask(tmp_path):
     for record in document["layers"]["features"]["units"]:
         for label in record["labels"].values():
             assert not label["interpretable"] or label["iou"] > 0.75
+
+
+class GroundUnit(nn.Module):
+    """Adds unit 5, active exactly where SkySegmenter sees no sky: perfectly anti-correlated with sky."""
+
+    def forward(self, x):
+        ground = torch.zeros_like(x[:, :1])
+        ground[:, :, 6:] = 1
+        return torch.cat([x, ground], 1)
+
+
+def test_a_unit_that_avoids_a_concept_is_not_named_after_it(tmp_path):
+    generator = PlantedGenerator()
+    generator.features = GroundUnit()
+    result = Dissector(generator, SkySegmenter(), DissectConfig(**CONFIG), tmp_path, progress=False).run()
+    counts = result.statistics["levels/features"]
+    iqr = information_quality_ratio(*counts.tables())[5, 0]
+    assert float(iqr.max()) > 0.5  # the IQR alone would call it a sky unit: I(A;S) does not see the sign
+    for rule, outcome in result.layers["features"].rules.items():
+        if rule != "quantile":
+            assert float(outcome.iqr[5, 0]) == 0 and float(outcome.iou[5, 0]) == 0, rule
+            assert not bool(result.interpretable("features", rule)[5, 0])
 
 
 def test_outputs_are_written_and_load_round_trips(planted_run):

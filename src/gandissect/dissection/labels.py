@@ -8,7 +8,9 @@ a cross-fitted IoU, and a score that ranks concepts for the unit:
 - `iqr-iou`: the same thresholds; score IoU.
 - `-top-half` variants: only levels keeping at most half of the unit's pixels (as the paper's code reports).
 - `-precise` variants: only levels whose mask lies mostly (at least half its pixels) inside the concept.
-No rule uses a level whose mask keeps every pixel: that is no threshold.
+No rule uses a level whose mask keeps every pixel (that is no threshold), nor one whose mask is negatively
+associated with the concept: I(A;S) is symmetric, so a unit that fires everywhere *but* the sky scores as high
+an IQR with sky as a sky unit does (on scenes64, rule `iqr` named such ground units "sky" before this check).
 
 Cross-fitting: the IoU sample set is split into folds by sample index. A per-(unit, concept) threshold is
 chosen on one fold and its intersection and union are counted on the others, both ways; the cross-fitted
@@ -59,7 +61,8 @@ def allowed_levels(tables: Tables, restriction: str) -> torch.Tensor:
     n11, n10, n01, n00 = tables
     kept = n11 + n10
     total = kept + n01 + n00
-    allowed = (kept < total) & (kept > 0)
+    positive = n11 * total > kept * (n11 + n01)  # P(concept | mask) above P(concept): the IQR is blind to sign
+    allowed = (kept < total) & (kept > 0) & positive
     if restriction == "top-half":
         allowed &= kept <= total / 2
     elif restriction == "precise":
