@@ -15,6 +15,7 @@ from torch import nn
 
 from gandissect import models
 from gandissect.cli import main
+from gandissect.core.errors import ConfigError
 from gandissect.core.segmenters import ColorSegmenter, MergedSegmenter, ModuleSegmenter
 from gandissect.models import WeightFileError
 from gandissect.models.scenegan import SceneDiscriminator, SceneGenerator
@@ -219,17 +220,17 @@ def test_bad_specs_say_what_is_wrong(weights, tmp_path):
     with pytest.raises(ValueError, match=re.escape("file.py:factory")) as info:
         models.resolve_generator("no-such-model")
     assert "tiny" in str(info.value)
-    with pytest.raises(FileNotFoundError, match=re.escape("missing.py")):
+    with pytest.raises(ConfigError, match=re.escape("missing.py")):
         models.resolve_generator(f"{tmp_path / 'missing.py'}:make")
     (tmp_path / "my_gen.py").write_text(GENERATOR_FILE)
     (tmp_path / "my_seg.py").write_text(SEGMENTER_FILE)
-    with pytest.raises(AttributeError, match="nothere"):
+    with pytest.raises(ConfigError, match="nothere"):
         models.resolve_generator(f"{tmp_path / 'my_gen.py'}:nothere")
-    with pytest.raises(TypeError, match="int"):
+    with pytest.raises(ConfigError, match="int"):
         models.resolve_generator(f"{tmp_path / 'my_gen.py'}:not_a_module")
-    with pytest.raises(TypeError, match="Shapeless"):
+    with pytest.raises(ConfigError, match="Shapeless"):
         models.resolve_segmenter(f"{tmp_path / 'my_seg.py'}:broken")
-    with pytest.raises(ModuleNotFoundError):
+    with pytest.raises(ConfigError, match="gd_no_such_package"):
         models.resolve_segmenter("gd_no_such_package.nets:make")
 
 
