@@ -352,3 +352,22 @@ def test_config_rejects_bad_settings():
     with pytest.raises(ConfigError, match="label-method"):
         DissectConfig(layers=["a"], label_method="best")
     assert set(RESTRICTIONS.values()) == {"none", "top-half", "precise"}
+
+
+class BigLabels(ColorSegmenter):
+    """Colour labels at twice the image size, like a face parser at 256x256 on a 64-pixel generator."""
+
+    def segment(self, images):
+        labels = super().segment(images)
+        return torch.nn.functional.interpolate(labels.float(), scale_factor=2, mode="nearest").long()
+
+
+def test_statistics_default_to_the_smaller_of_image_and_segmentation(tmp_path):
+    out = tmp_path / "run"
+    dissector = Dissector(PlantedGenerator(), BigLabels(), DissectConfig(**CONFIG), out, progress=False)
+    assert not out.exists()  # constructing a dissector touches nothing
+    dissector.check()
+    assert dissector.size == (32, 32) and not out.exists()
+    forced = Dissector(PlantedGenerator(), BigLabels(), DissectConfig(**{**CONFIG, "seg_size": 64}), out)
+    forced.check()
+    assert forced.size == (64, 64)
