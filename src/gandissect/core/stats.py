@@ -288,6 +288,31 @@ class ConditionalMean(Statistic):
         return self.weighted / torch.where(self.coverage > 0, self.coverage, float("nan"))[None, :]
 
 
+class Tally(Statistic):
+    """Per key (a unit, a group, ...): the sum and count of values added for it, in float64."""
+
+    fields = ("total", "count")
+
+    def __init__(self, keys: int, device: torch.device | str = "cpu") -> None:
+        self.total = torch.zeros(keys, dtype=torch.float64, device=device)
+        self.count = torch.zeros(keys, dtype=torch.float64, device=device)
+
+    def add(self, values: torch.Tensor, keys: torch.Tensor) -> None:
+        """Values (n,) for keys (n,)."""
+        keys = keys.to(self.total.device).long()
+        self.total.index_add_(0, keys, values.detach().to(self.total.device, torch.float64))
+        self.count.index_add_(0, keys, torch.ones_like(keys, dtype=torch.float64))
+
+    def merge(self, other: Tally) -> None:
+        self._check_mergeable(other)
+        self.total += other.total.to(self.total.device)
+        self.count += other.count.to(self.count.device)
+
+    def mean(self) -> torch.Tensor:
+        """Mean per key; NaN where nothing was added."""
+        return self.total / torch.where(self.count > 0, self.count, float("nan"))
+
+
 def concept_coverage(labels: torch.Tensor, num_concepts: int, size: tuple[int, int]) -> torch.Tensor:
     """Fraction (N, C, h, w) float64 of each cell of an (h, w) grid covered by each concept, from labels
     (N, K, H, W) (a concept counts once per pixel whatever the channel; unknown pixels cover nothing)."""
@@ -308,7 +333,7 @@ def register_statistic(cls: type[Statistic]) -> type[Statistic]:
     return cls
 
 
-for _cls in (UnitQuantiles, TopK, Moments, ConditionalMean):
+for _cls in (UnitQuantiles, TopK, Moments, ConditionalMean, Tally):
     register_statistic(_cls)
 
 

@@ -116,11 +116,13 @@ def check_image_range(generator: nn.Module, images: torch.Tensor, tolerance: flo
 
 
 class SamplePass:
-    """Generator (and optionally segmenter) over the fixed batches of one seeded sample set."""
+    """Generator (and optionally segmenter) over the fixed batches of one seeded sample set; with
+    generate=False only the latents, for tools that run the generator their own way (interventions)."""
 
     def __init__(self, generator: nn.Module, *, seed: int, samples: int, batch_size: int,
                  layers: Sequence[str] = (), edits: Mapping[str, Any] | None = None,
                  segmenter: Segmenter | None = None, seg_size: int | None = None, images: bool = True,
+                 generate: bool = True,
                  device: str | torch.device = "cpu", collective: Collective | None = None,
                  description: str = "pass", progress: bool = True, checkpoint: Checkpoint | None = None,
                  checkpoint_every: int = 8, on_batch: Callable[[int], None] | None = None) -> None:
@@ -131,6 +133,7 @@ class SamplePass:
         self.segmenter = segmenter
         self.seg_size = seg_size
         self.images = images or segmenter is not None
+        self.generate = generate
         self.device = torch.device(device)
         self.collective = collective or SingleProcess()
         self.description = description
@@ -159,6 +162,8 @@ class SamplePass:
             kept.position = position
             return kept
         z = sample_z(self.generator, self.seed, range(start, stop)).to(self.device)
+        if not self.generate:
+            return Batch(position, start, stop, z, {}, None, None)
         with torch.no_grad(), Trace(self.generator, self.layers, edit=self.edits,
                                     stop=not self.images and bool(self.layers)) as trace:
             images = self.generator(z)

@@ -76,6 +76,16 @@ class SceneGenerator(nn.Module):
             x = getattr(self, name)(x)
         return x
 
+    def forward_from(self, layer: str, features: torch.Tensor) -> torch.Tensor:
+        """The image from `layer`'s output on: lets interventions skip the layers below the cut."""
+        names = self.layer_names
+        if layer not in names:
+            raise KeyError(f"{layer!r} is not one of {names}")
+        x = features
+        for name in names[names.index(layer) + 1:]:
+            x = getattr(self, name)(x)
+        return x
+
 
 class SceneDiscriminator(nn.Module):
     """image (N, 3, S, S) -> realism logit (N,); spectral-normalised strided convolutions."""

@@ -1,0 +1,113 @@
+"""Interventions and average causal effects against brute force and a planted model whose answer is known."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gandissect.causal.ace import concept_share, unit_effects
+from gandissect.causal.cut import Cut
+from gandissect.causal.interventions import check_units, concept_index, insertion_values, unit_edit
+from gandissect.core.edits import UnitEdit
+from gandissect.core.errors import ConfigError
+from gandissect.core.hooks import Trace
+from gandissect.core.sampling import sample_z
+from gandissect.core.segmenters import ColorSegmenter
+from gandissect.dissection import DissectConfig, Dissection, Dissector
+from planted import PLANTED, PlantedGenerator
+
+CONFIG = {"layers": ["features"], "samples": 64, "batch_size": 32, "quantile": 0.15, "checkpoint_every": 8}
+
+
+@pytest.fixture(scope="module")
+def planted_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("causal")
+    dissector = Dissector(PlantedGenerator(), ColorSegmenter(), DissectConfig(**CONFIG), out, progress=False)
+    dissector.finish(dissector.run())
+    return Dissection.load(out)
+
+
+def test_cut_tail_of_head_is_the_generator(planted_run):
+    generator = PlantedGenerator()
+    z = sample_z(generator, 0, range(4))
+    cut = Cut(generator, "features")
+    assert torch.equal(cut.tail(cut.head(z), z), generator(z))
+
+
+def test_ablating_a_planted_unit_removes_its_concept_and_nothing_else(planted_run):
+    generator, segmenter = PlantedGenerator(), ColorSegmenter()
+    z = sample_z(generator, 3, range(16))
+    before = generator(z)
+    for unit, colour in PLANTED.items():
+        with Trace(generator, edit={"features": UnitEdit.ablate([unit])}):
+            after = generator(z)
+        for other in PLANTED.values():
+            c = segmenter.concepts.index(other)
+            share_before, share_after = concept_share(segmenter, before, c), concept_share(segmenter, after, c)
+            if other == colour:
+                assert float(share_before.sum()) > 0 and float(share_after.sum()) == 0
+            else:  # other colours lose nothing; those painted earlier may show where this one was
+                assert bool((share_after >= share_before).all()), (unit, other)
+                if list(PLANTED.values()).index(other) > unit:
+                    assert torch.equal(share_after, share_before), (unit, other)
+
+
+def test_single_unit_ace_ranks_the_planted_unit_first(planted_run):
+    for unit, colour in PLANTED.items():
+        values = insertion_values(planted_run, "features", colour)
+        effects = unit_effects(PlantedGenerator(), ColorSegmenter(), "features",
+                               concept_index(planted_run, colour), colour, values, samples=16, batch_size=8,
+                               progress=False)
+        assert effects.ranking()[0] == unit, (colour, effects.ace)
+        assert float(effects.ace[unit]) > 0.3
+
+
+def test_ace_equals_a_brute_force_loop_over_samples(planted_run):
+    generator, segmenter = PlantedGenerator(), ColorSegmenter()
+    red = concept_index(planted_run, "red")
+    values = insertion_values(planted_run, "features", quantile=0.99)
+    units = [0, 2, 3]
+    effects = unit_effects(generator, segmenter, "features", red, "red", values, units=units, samples=10,
+                           batch_size=4, group=2, progress=False)
+    z = sample_z(generator, 3, range(10))
+    for i, unit in enumerate(units):
+        shares = {}
+        for name, edit in (("inserted", UnitEdit.insert([unit], values[[unit]])), ("ablated", UnitEdit.ablate([unit]))):
+            total = 0.0
+            for sample in range(10):
+                with Trace(generator, edit={"features": edit}):
+                    image = generator(z[sample:sample + 1])
+                total += float(concept_share(segmenter, image, red))
+            shares[name] = total / 10
+        assert float(effects.inserted[i]) == pytest.approx(shares["inserted"], abs=1e-6)
+        assert float(effects.ablated[i]) == pytest.approx(shares["ablated"], abs=1e-6)
+        assert float(effects.ace[i]) == pytest.approx(shares["inserted"] - shares["ablated"], abs=1e-6)
+
+
+def test_an_insertion_in_a_region_changes_pixels_only_near_it(planted_run):
+    generator = PlantedGenerator()
+    z = sample_z(generator, 3, range(8))
+    box = torch.zeros(32, 32)
+    box[8:16, 8:16] = 1  # feature cells 2..3 of the 8x8 grid
+    values = insertion_values(planted_run, "features", "blue")  # blue is painted last: nothing covers it
+    before = generator(z)
+    with Trace(generator, edit={"features": unit_edit("insert", [2], values, region=box)}):
+        after = generator(z)
+    changed = (after != before).any(1).any(0)
+    assert changed.any()
+    near = torch.zeros(32, 32, dtype=torch.bool)
+    near[4:20, 4:20] = True  # the box and one feature cell around it
+    assert not changed[~near].any()
+
+
+def test_bad_input_is_refused_in_one_line(planted_run):
+    with pytest.raises(ConfigError, match="out of range: layer 'features' has units 0..4"):
+        check_units([1, 7], 5, "features")
+    with pytest.raises(ConfigError, match="no concept 'dragon'.*red"):
+        concept_index(planted_run, "dragon")
+    with pytest.raises(ConfigError, match="layer9.*features"):
+        insertion_values(planted_run, "layer9", "red")
+    with pytest.raises(ConfigError, match="alpha"):
+        unit_edit("ablate", [0], alpha=1.5)
+    with pytest.raises(ConfigError, match="mode"):
+        unit_edit("paint", [0])
