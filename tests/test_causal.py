@@ -101,11 +101,11 @@ def test_an_insertion_in_a_region_changes_pixels_only_near_it(planted_run):
 
 
 def test_bad_input_is_refused_in_one_line(planted_run):
-    with pytest.raises(ConfigError, match="out of range: layer 'features' has units 0..4"):
+    with pytest.raises(ConfigError, match=r"out of range: layer 'features' has units 0\.\.4"):
         check_units([1, 7], 5, "features")
-    with pytest.raises(ConfigError, match="no concept 'dragon'.*red"):
+    with pytest.raises(ConfigError, match=r"no concept 'dragon'.*red"):
         concept_index(planted_run, "dragon")
-    with pytest.raises(ConfigError, match="layer9.*features"):
+    with pytest.raises(ConfigError, match=r"layer9.*features"):
         insertion_values(planted_run, "layer9", "red")
     with pytest.raises(ConfigError, match="alpha"):
         unit_edit("ablate", [0], alpha=1.5)
