@@ -1,0 +1,68 @@
+"""Commands that describe models: their layers, and the registry's models."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _add_layers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("layers", help="list a generator's layers with their output shapes")
+    p.add_argument("--model", required=True, help="shipped name, file.py:factory or package.module:factory")
+    p.add_argument("--all", action="store_true", help="list every module, nested ones included")
+    p.set_defaults(handler=_run_layers)
+
+
+def _run_layers(args: argparse.Namespace) -> int:
+    from gandissect.core.hooks import display_layers, layer_names, layer_shapes
+    from gandissect.core.sampling import sample_z
+    from gandissect.models import resolve_generator
+
+    generator = resolve_generator(args.model)
+    shapes = layer_shapes(generator, sample_z(generator, 0, range(1)))
+    modules = dict(generator.named_modules())
+    wanted = layer_names(generator) if args.all else display_layers(generator)
+    ran = [name for name in shapes if name in wanted]  # in the order they ran; then those that did not
+    print(f"{'layer':<32} {'module':<20} output shape")
+    for name in ran + [name for name in wanted if name not in shapes]:
+        print(f"{name:<32} {type(modules[name]).__name__:<20} {shapes.get(name, '-')}")
+    return 0
+
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list the models loadable by name, their defaults and weight files")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    p.set_defaults(handler=_run_models)
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    import json
+
+    from gandissect.models import registry
+
+    own = ("your own generator: gandissect dissect --model path/to/file.py:factory --segmenter color --out runs/mine "
+           "(the factory returns a torch.nn.Module with a z_dim; add --layers unless it names layers layer1..layerN)")
+    described = [registry.describe(registry.get(name)) for name in registry.names()]
+    if args.json:
+        print(json.dumps({"models": described, "own_generator": own}, indent=1))
+        return 0
+    for model in described:
+        print(f"{model['name']}: {model['description']}")
+        print(f"  image size {model['image_size']}, z shape {tuple(model['z_shape'])}, "
+              f"output range {tuple(model['output_range'])}, parts: {', '.join(model['parts'])}")
+        print(f"  default layers: {', '.join(model['default_layers']) or 'none'}; "
+              f"default segmenter: {model['default_segmenter'] or 'none'}")
+        for file in model["weights"]:
+            size = "size unknown" if file["bytes"] is None else f"{file['bytes'] / 2 ** 10:,.0f} KiB"
+            checksum = f"sha256 {file['sha256'][:12]}" if file["sha256"] else "no checksum"
+            print(f"  {file['part']:<14} {file['path']}  {size}  {checksum}  "
+                  f"{'present' if file['present'] else 'MISSING'}")
+        print(f"  dissect: {model['dissect']}")
+    if not described:
+        print("no models are registered or shipped")
+    print(own)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    _add_models(sub)
+    _add_layers(sub)
