@@ -1,4 +1,4 @@
-"""The `gandissect` command line: dissect, report, list models and layers, sample, train and ship.
+"""The `gandissect` command line: dissect, report, edit, causal, list models and layers, sample, train, ship.
 
 Errors a user can fix (`GandissectError`) print one line and exit 2; Ctrl-C and environment failures (disk
 full, a read-only folder) print one line and keep the last checkpoint; anything else is a bug and keeps its
@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from gandissect.cli import dissect, models, scenes
+from gandissect.cli import causal, dissect, models, scenes
 
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
 
@@ -20,7 +20,7 @@ ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, err
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gandissect", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (dissect, models, scenes):
+    for module in (dissect, causal, models, scenes):
         module.register(sub)
     return parser
 
@@ -50,7 +50,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{prefix}: error: {error.strerror}{where}; the last checkpoint is kept: free the problem and rerun "
               "with --resume", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,513 @@
+"""Artifact units: units whose top-activating images look unreal, and what ablating them does to the model.
+
+The paper flagged units whose top-activating images scored worst on a realism metric, ablated 20 of them over
+the whole feature map, and saw the model's Frechet distance to real images improve, where ablating 20 random
+units did not. Here:
+
+- `unit_realism` scores each unit's top-activating images (from a dissection's TopK, `dissection_top`, or a
+  search of one's own, `top_samples`) with any of these signals, each a "badness" (higher = less real):
+  - "frechet": the Frechet distance between the features of the unit's top images and real images' features,
+    for any feature extractor `features(images) -> (N, D)` (e.g. `concept_features(segmenter)`, the soft
+    concept areas of a segmenter) and real features (M, D) computed by the caller;
+  - "realism": minus the mean realism score of the top images, for any `realism(images) -> (N,)` (e.g. a
+    discriminator's logit, lower = less real);
+  - "patch_realism": minus a patch realism map `patch_realism(images) -> (N, h, w)` (e.g.
+    `linear_head_patches(discriminator)`) averaged where the unit fires, relative to the map's mean;
+  - "ablation_realism" / "ablation_frechet": how much ablating the unit on its own top images raises their
+    realism score / lowers their Frechet distance (causal variants of the two above).
+- `artifact_study` ablates the worst `count` units by each signal over the whole feature map and measures the
+  whole model's Frechet distance to real features on held-out samples, before and after, against ablating
+  `count` random units (several draws). It rides the engine's sample pass (shards and merges under torchrun).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gandissect.causal.cut import Cut
+from gandissect.causal.interventions import check_layer
+from gandissect.core.errors import ConfigError
+from gandissect.core.sampling import sample_z
+from gandissect.core.segmenters import Segmenter, check_labels
+from gandissect.core.stats import Statistic, TopK, register_statistic
+from gandissect.dissection.results import Dissection
+from gandissect.engine.collectives import Collective
+from gandissect.engine.samplepass import Batch, SamplePass
+
+Features = Callable[[torch.Tensor], torch.Tensor]
+"""images (N, 3, H, W) -> features (N, D)."""
+Realism = Callable[[torch.Tensor], torch.Tensor]
+"""images (N, 3, H, W) -> realism scores (N,), higher = more real."""
+PatchRealism = Callable[[torch.Tensor], torch.Tensor]
+"""images (N, 3, H, W) -> realism map (N, h, w), higher = more real."""
+
+SIGNALS = ("frechet", "realism", "patch_realism", "ablation_frechet", "ablation_realism")
+# Seeds apart from a dissection's threshold (2) and IoU (1) sets and the ACE samples (3).
+HELD_OUT_SEED = 4
+TOP_SEED = 5
+DEFAULT_COUNT = 20
+
+
+# --- Frechet distance ---------------------------------------------------------------------------------------------
+
+def _sqrtm_psd(matrix: torch.Tensor) -> torch.Tensor:
+    values, vectors = torch.linalg.eigh((matrix + matrix.T) / 2)
+    return (vectors * values.clamp(min=0).sqrt()) @ vectors.T
+
+
+def frechet_distance(mu1: torch.Tensor, cov1: torch.Tensor, mu2: torch.Tensor, cov2: torch.Tensor) -> float:
+    """Frechet distance between N(mu1, cov1) and N(mu2, cov2), in float64:
+    ||mu1 - mu2||^2 + tr(cov1) + tr(cov2) - 2 tr(sqrt(cov1^1/2 cov2 cov1^1/2)) (symmetric eigendecompositions,
+    tiny negative eigenvalues clamped to 0)."""
+    mu1, mu2 = torch.as_tensor(mu1).double().reshape(-1), torch.as_tensor(mu2).double().reshape(-1)
+    cov1, cov2 = torch.as_tensor(cov1).double(), torch.as_tensor(cov2).double()
+    d = mu1.numel()
+    cov1, cov2 = cov1.reshape(d, d), cov2.reshape(d, d)
+    root1 = _sqrtm_psd(cov1)
+    middle = root1 @ cov2 @ root1
+    cross = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()
+    value = ((mu1 - mu2) ** 2).sum() + torch.trace(cov1) + torch.trace(cov2) - 2 * cross
+    return max(float(value), 0.0)
+
+
+def gaussian_fit(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (D,) and unbiased covariance (D, D) of the rows of `features` (N, D), float64 (zero covariance
+    for a single row)."""
+    features = torch.as_tensor(features).double()
+    d = features.shape[1]
+    if len(features) < 2:
+        return features.mean(0), torch.zeros(d, d, dtype=torch.float64)
+    return features.mean(0), torch.cov(features.T).reshape(d, d)
+
+
+def feature_frechet(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The Frechet distance between Gaussian fits of two feature sets (N, D) and (M, D)."""
+    return frechet_distance(*gaussian_fit(a), *gaussian_fit(b))
+
+
+@register_statistic
+class FeatureMoments(Statistic):
+    """Count, mean (D,) and co-moment matrix (D, D) of feature rows, float64, merged with Chan's update."""
+
+    fields = ("count", "mean", "m2")
+
+    def __init__(self, dim: int, device: torch.device | str = "cpu") -> None:
+        self.count = torch.zeros((), dtype=torch.float64, device=device)
+        self.mean = torch.zeros(dim, dtype=torch.float64, device=device)
+        self.m2 = torch.zeros(dim, dim, dtype=torch.float64, device=device)
+
+    def add(self, features: torch.Tensor) -> None:
+        rows = features.detach().to(self.mean.device, torch.float64)
+        if rows.dim() != 2 or rows.shape[1] != self.mean.shape[0]:
+            raise ValueError(f"features must be (N, {self.mean.shape[0]}), got {tuple(rows.shape)}")
+        if len(rows) == 0:
+            return
+        mean = rows.mean(0)
+        centred = rows - mean
+        self._combine(torch.tensor(float(len(rows)), dtype=torch.float64, device=self.mean.device), mean,
+                      centred.T @ centred)
+
+    def merge(self, other: FeatureMoments) -> None:
+        self._check_mergeable(other)
+        self._combine(other.count.to(self.count.device), other.mean.to(self.mean.device), other.m2.to(self.m2.device))
+
+    def _combine(self, n: torch.Tensor, mean: torch.Tensor, m2: torch.Tensor) -> None:
+        total = self.count + n
+        if float(total) == 0:
+            return
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m2 + torch.outer(delta, delta) * (self.count * n / total)
+        self.count = total
+
+    def gaussian(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and unbiased covariance of the rows added."""
+        return self.mean, self.m2 / (self.count - 1).clamp(min=1)
+
+
+# --- feature extractors and realism scorers -------------------------------------------------------------------------
+
+def concept_features(segmenter: Segmenter, grid: int = 1) -> Features:
+    """Per image, each concept's area in percent (0-100) in each cell of a grid x grid split of the image,
+    (N, C * grid * grid): soft areas from the segmenter's `concept_scores` when it has them, else the share of
+    pixels labelled with the concept (any label channel; what the Frechet Segmentation Distance uses)."""
+    if grid < 1:
+        raise ConfigError(f"grid must be a positive number of cells per side; got {grid}")
+    num = len(segmenter.concepts)
+    soft = callable(getattr(segmenter, "concept_scores", None))
+
+    def extract(images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            if soft:
+                maps = segmenter.concept_scores(images).float()  # type: ignore[attr-defined]
+            else:
+                labels = check_labels(segmenter.segment(images), images, num, type(segmenter).__name__)
+                maps = torch.zeros(labels.shape[0], num + 1, *labels.shape[-2:], device=labels.device)
+                for k in range(labels.shape[1]):
+                    maps.scatter_(1, labels[:, k:k + 1].clamp(min=-1) + 1, 1.0)
+                maps = maps[:, 1:]
+            return F.adaptive_avg_pool2d(maps, grid).flatten(1) * 100
+
+    return extract
+
+
+def linear_head_patches(discriminator: nn.Module) -> PatchRealism:
+    """The realism logit of a discriminator made of a convolutional trunk `features` and a linear `head` over
+    its flattened (N, C, h, w) output, split over the trunk's h x w positions: map[n, i, j] = sum_c
+    head.weight[c, i, j] * trunk[n, c, i, j], so that map.sum((1, 2)) + head.bias is the logit."""
+    trunk, head = getattr(discriminator, "features", None), getattr(discriminator, "head", None)
+    if not isinstance(trunk, nn.Module) or not isinstance(head, nn.Linear) or head.out_features != 1:
+        raise ConfigError(f"{type(discriminator).__name__} has no convolutional `features` trunk and linear `head` "
+                          "with one output: give a patch realism function of your own")
+
+    def patches(images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            maps = trunk(images)
+            head(maps.flatten(1)[:1])  # lets a spectral norm hook compute the weight it uses
+            weight = head.weight.reshape(maps.shape[1:])
+            return (maps * weight[None]).sum(1)
+
+    return patches
+
+
+def _width(cut: Cut, generator: nn.Module, seed: int, device: str | torch.device) -> int:
+    """The number of units of the cut's layer, from one sample."""
+    with torch.no_grad():
+        return int(cut.head(sample_z(generator, seed, range(1)).to(device)).shape[1])
+
+
+# --- top-activating images ------------------------------------------------------------------------------------------
+
+def dissection_top(result: Dissection, layer: str) -> tuple[torch.Tensor, int]:
+    """A dissection's top-activating samples of `layer`: indices (U, k) into its IoU set (best first), and the
+    seed of that set (regenerate the images with `sample_z(generator, seed, indices)`)."""
+    check_layer(result, layer)
+    topk = result.statistics[f"topk/{layer}"]
+    assert isinstance(topk, TopK)
+    return topk.indices.clone(), int(result.config.iou_seed)
+
+
+def top_samples(generator: nn.Module, layer: str, samples: int = 1000, seed: int = TOP_SEED, k: int = 20,
+                batch_size: int = 32, device: str | torch.device = "cpu", collective: Collective | None = None,
+                progress: bool = True) -> torch.Tensor:
+    """Per unit, the `k` samples of seed `seed` (out of `samples`) with the highest peak activation, (U, k)."""
+    if not 0 < k <= samples:
+        raise ConfigError(f"k must lie in 1..samples ({samples}); got {k}")
+    cut = Cut(generator, layer)
+
+    def update(batch: Batch, stats: dict[str, Statistic]) -> None:
+        with torch.no_grad():
+            peaks = cut.head(batch.z).flatten(2).amax(2)
+        stats["top"].add(peaks.cpu(), batch.indices)  # type: ignore[attr-defined]
+
+    stats: dict[str, Statistic] = {"top": TopK(_width(cut, generator, seed, device), k)}
+    sample_pass = SamplePass(generator, seed=seed, samples=samples, batch_size=batch_size, generate=False,
+                             device=device, collective=collective, description=f"top images {layer}",
+                             progress=progress)
+    top = sample_pass.run(stats, update)["top"]
+    assert isinstance(top, TopK)
+    return top.indices.clone()
+
+
+# --- per-unit realism -----------------------------------------------------------------------------------------------
+
+@dataclass
+class UnitRealism:
+    """Per unit of `units`, a badness score (higher = less real) for each signal computed, from its top
+    images `top` (U, k) (sample indices of seed `seed`)."""
+
+    layer: str
+    units: list[int]
+    top: torch.Tensor
+    seed: int
+    scores: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def signals(self) -> list[str]:
+        return list(self.scores)
+
+    def check_signal(self, signal: str) -> None:
+        if signal not in self.scores:
+            raise ConfigError(f"no signal {signal!r} was computed; signals: {', '.join(self.scores) or 'none'}")
+
+    def ranking(self, signal: str) -> list[int]:
+        """Units by the signal, worst (least real) first; ties by unit number."""
+        self.check_signal(signal)
+        order = self.scores[signal].argsort(descending=True, stable=True).tolist()
+        return [self.units[i] for i in order]
+
+    def worst(self, signal: str, count: int = DEFAULT_COUNT) -> list[int]:
+        return self.ranking(signal)[:count]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"layer": self.layer, "units": self.units, "seed": self.seed, "top": self.top.tolist(),
+                "scores": {name: [float(v) for v in s] for name, s in self.scores.items()},
+                "rankings": {name: self.ranking(name) for name in self.scores}}
+
+
+def _check_rows(what: str, out: object, n: int, dims: int) -> torch.Tensor:
+    shapes = {1: "(N,)", 2: "(N, D)", 3: "(N, h, w)"}
+    if not isinstance(out, torch.Tensor) or out.dim() != dims or out.shape[0] != n:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(f"{what} returned {got} for {n} images; expected a tensor {shapes[dims]}")
+    return out.detach().double().cpu()
+
+
+def _check_real(features: Features | None, real: torch.Tensor | None, what: str) -> torch.Tensor | None:
+    if (features is None) != (real is None):
+        raise ConfigError(f"give both a feature extractor and real features for {what}, or neither")
+    if real is None:
+        return None
+    real = torch.as_tensor(real)
+    if real.dim() != 2 or len(real) < 2:
+        raise ConfigError(f"real features must be a (M, D) tensor with M >= 2 rows; got shape {tuple(real.shape)}")
+    return real.double().cpu()
+
+
+def unit_realism(generator: nn.Module, layer: str, top: torch.Tensor, seed: int, *, features: Features | None = None,
+                 real_features: torch.Tensor | None = None, realism: Realism | None = None,
+                 patch_realism: PatchRealism | None = None, ablation: bool = True, units: Sequence[int] | None = None,
+                 batch_size: int = 32, device: str | torch.device = "cpu", progress: bool = True) -> UnitRealism:
+    """Score each unit's top images `top` (U, k) (samples of seed `seed`, e.g. from `dissection_top`): with
+    `features` and `real_features`, "frechet" (and, with `ablation`, "ablation_frechet"); with `realism`,
+    "realism" (and "ablation_realism"); with `patch_realism`, "patch_realism". `units` restricts the scored
+    units (default all); rows of `top` of -1 (fewer samples than k) are skipped."""
+    real = _check_real(features, real_features, "the frechet signal")
+    if features is None and realism is None and patch_realism is None:
+        raise ConfigError("give at least one of features (with real_features), realism or patch_realism")
+    cut = Cut(generator, layer)
+    top = torch.as_tensor(top).long().cpu()
+    if top.dim() != 2:
+        raise ConfigError(f"top must be a (U, k) tensor of sample indices; got shape {tuple(top.shape)}")
+    chosen = list(range(top.shape[0])) if units is None else [int(u) for u in units]
+    bad = [u for u in chosen if not 0 <= u < top.shape[0]]
+    if bad:
+        raise ConfigError(f"units {bad} are out of range: top has rows for units 0..{top.shape[0] - 1}")
+    rows = top[chosen]
+    unique = rows[rows >= 0].unique()
+    if len(unique) == 0:
+        raise ConfigError("top holds no sample indices (every entry is -1)")
+    position = {int(s): i for i, s in enumerate(unique.tolist())}
+    z_all = sample_z(generator, seed, unique)
+
+    # every unique top image once: its features, realism, patch map and the units' activations pooled to it
+    feats, scores, patches, pooled = [], [], [], []
+    steps = range(0, len(unique), batch_size)
+    for start in _progress(steps, progress, f"top images {layer}"):
+        z = z_all[start:start + batch_size].to(device)
+        with torch.no_grad():
+            acts = cut.head(z)
+            images = cut.tail(acts, z)
+        n = len(z)
+        if features is not None:
+            feats.append(_check_rows("features", features(images), n, 2))
+        if realism is not None:
+            scores.append(_check_rows("realism", realism(images), n, 1))
+        if patch_realism is not None:
+            grid = _check_rows("patch_realism", patch_realism(images), n, 3)
+            patches.append(grid)
+            pooled.append(F.adaptive_avg_pool2d(acts.detach().float().clamp(min=0), grid.shape[-2:]).double().cpu())
+    if feats and feats[0].shape[1] != real.shape[1]:  # type: ignore[union-attr]
+        raise ConfigError(f"features give {feats[0].shape[1]} dimensions but real features have "
+                          f"{real.shape[1]}: compute both with the same extractor")  # type: ignore[union-attr]
+
+    def members(u: int) -> torch.Tensor:
+        row = rows[chosen.index(u)]
+        return torch.tensor([position[int(s)] for s in row.tolist() if s >= 0])
+
+    result = UnitRealism(layer, chosen, rows.clone(), seed)
+    if feats:
+        all_feats = torch.cat(feats)
+        result.scores["frechet"] = torch.tensor([feature_frechet(all_feats[members(u)], real) for u in chosen])
+    if scores:
+        all_scores = torch.cat(scores)
+        result.scores["realism"] = torch.stack([-all_scores[members(u)].mean() for u in chosen])
+    if patches:
+        maps, acts = torch.cat(patches), torch.cat(pooled)
+        anomaly = maps - maps.mean(0)  # against the average map of these images: position-independent
+        values = []
+        for u in chosen:
+            idx = members(u)
+            weight = acts[idx, u]
+            mass = weight.flatten(1).sum(1)
+            per_image = (weight * anomaly[idx]).flatten(1).sum(1) / mass.clamp(min=1e-12)
+            per_image = torch.where(mass > 0, per_image, torch.zeros_like(per_image))
+            values.append(-per_image.mean())
+        result.scores["patch_realism"] = torch.stack(values)
+    if ablation and (feats or scores):
+        _ablation_signals(result, cut, z_all, members, features, real, realism, feats, scores, batch_size, device,
+                          progress)
+    result.scores = {name: s.double() for name, s in result.scores.items()}
+    return result
+
+
+def _ablation_signals(result: UnitRealism, cut: Cut, z_all: torch.Tensor, members: Callable[[int], torch.Tensor],
+                      features: Features | None, real: torch.Tensor | None, realism: Realism | None,
+                      feats: list[torch.Tensor], scores: list[torch.Tensor], batch_size: int,
+                      device: str | torch.device, progress: bool) -> None:
+    """"ablation_frechet" and "ablation_realism": each unit ablated (everywhere) on its own top images."""
+    pairs = [(u, int(i)) for u in result.units for i in members(u).tolist()]
+    new_feats, new_scores = [], []
+    for start in _progress(range(0, len(pairs), batch_size), progress, f"ablated top images {result.layer}"):
+        chunk = pairs[start:start + batch_size]
+        z = z_all[torch.tensor([i for _, i in chunk])].to(device)
+        with torch.no_grad():
+            acts = cut.head(z).clone()
+            acts[torch.arange(len(chunk)), torch.tensor([u for u, _ in chunk])] = 0
+            images = cut.tail(acts, z)
+        if feats:
+            new_feats.append(_check_rows("features", features(images), len(chunk), 2))  # type: ignore[misc]
+        if scores:
+            new_scores.append(_check_rows("realism", realism(images), len(chunk), 1))  # type: ignore[misc]
+    owner = torch.tensor([u for u, _ in pairs])
+    source = torch.tensor([i for _, i in pairs])
+    if feats:
+        before, after = torch.cat(feats), torch.cat(new_feats)
+        result.scores["ablation_frechet"] = torch.tensor([
+            feature_frechet(before[source[owner == u]], real) - feature_frechet(after[owner == u], real)  # type: ignore[arg-type]
+            for u in result.units])
+    if scores:
+        before, after = torch.cat(scores), torch.cat(new_scores)
+        result.scores["ablation_realism"] = torch.stack([
+            (after[owner == u] - before[source[owner == u]]).mean() for u in result.units])
+
+
+def _progress(steps: range, progress: bool, description: str) -> Any:
+    if not progress:
+        return steps
+    from tqdm import tqdm
+
+    return tqdm(steps, desc=description, unit="batch", dynamic_ncols=True)
+
+
+# --- the study ------------------------------------------------------------------------------------------------------
+
+@dataclass
+class ArtifactStudy:
+    """The whole model's Frechet distance to real features on held-out samples: `before` any edit, `after`
+    ablating the worst `count` units by each signal (`ablated`), and after ablating `count` random units
+    (`random_after`, one per draw of `random_units`). `reference`: the distance of a second set of real
+    features to the real ones (sampling noise alone), when given."""
+
+    layer: str
+    count: int
+    samples: int
+    seed: int
+    before: float
+    after: dict[str, float]
+    ablated: dict[str, list[int]]
+    random_after: list[float]
+    random_units: list[list[int]]
+    reference: float | None = None
+
+    @property
+    def random_mean(self) -> float:
+        return sum(self.random_after) / len(self.random_after) if self.random_after else float("nan")
+
+    @property
+    def random_sd(self) -> float:
+        n = len(self.random_after)
+        if n < 2:
+            return 0.0
+        mean = self.random_mean
+        return math.sqrt(sum((v - mean) ** 2 for v in self.random_after) / (n - 1))
+
+    def gain(self, signal: str) -> float:
+        """How much ablating the signal's worst units lowered the distance (positive = closer to real)."""
+        if signal not in self.after:
+            raise ConfigError(f"no signal {signal!r} in this study; signals: {', '.join(self.after)}")
+        return self.before - self.after[signal]
+
+    @property
+    def random_gain(self) -> float:
+        return self.before - self.random_mean
+
+    @property
+    def best_signal(self) -> str | None:
+        """The signal whose ablation lowered the distance most (None without signals)."""
+        return max(self.after, key=lambda s: (self.gain(s), -list(self.after).index(s))) if self.after else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"layer": self.layer, "count": self.count, "samples": self.samples, "seed": self.seed,
+                "before": self.before, "after": dict(self.after), "gain": {s: self.gain(s) for s in self.after},
+                "ablated": {s: list(u) for s, u in self.ablated.items()},
+                "random": {"after": list(self.random_after), "units": [list(u) for u in self.random_units],
+                           "mean": self.random_mean, "sd": self.random_sd, "gain": self.random_gain},
+                "reference": self.reference, "best_signal": self.best_signal}
+
+
+def artifact_study(generator: nn.Module, layer: str, scores: UnitRealism, features: Features,
+                   real_features: torch.Tensor, *, count: int = DEFAULT_COUNT, signals: Sequence[str] | None = None,
+                   draws: int = 5, random_seed: int = 0, samples: int = 500, seed: int = HELD_OUT_SEED,
+                   reference_features: torch.Tensor | None = None, batch_size: int = 32,
+                   device: str | torch.device = "cpu", collective: Collective | None = None,
+                   progress: bool = True) -> ArtifactStudy:
+    """Ablate the worst `count` units of `layer` by each of `signals` (default: every signal in `scores`) and
+    `count` random units (`draws` draws, from `random_seed`), everywhere on the feature map, and measure the
+    Frechet distance between `features` of `samples` generated images (seed `seed`, held out from the samples
+    that chose the units) and `real_features` (M, D)."""
+    real = _check_real(features, real_features, "the study")
+    assert real is not None
+    cut = Cut(generator, layer)
+    width = _width(cut, generator, seed, device)
+    if not 0 < count <= width:
+        raise ConfigError(f"count must lie in 1..{width} (the units of layer {layer!r}); got {count}")
+    if draws < 0:
+        raise ConfigError(f"draws must be a number of random draws >= 0; got {draws}")
+    signals = list(scores.scores) if signals is None else list(signals)
+    for signal in signals:
+        scores.check_signal(signal)
+    ablated = {s: scores.worst(s, count) for s in signals}
+    short = [s for s, u in ablated.items() if len(u) < count]
+    if short:
+        raise ConfigError(f"signals {short} scored fewer than count={count} units")
+    rng = torch.Generator().manual_seed(random_seed)
+    random_units = [sorted(torch.randperm(width, generator=rng)[:count].tolist()) for _ in range(draws)]
+    edits: dict[str, list[int]] = {"before": [], **{f"signal/{s}": u for s, u in ablated.items()},
+                                   **{f"random/{i}": u for i, u in enumerate(random_units)}}
+    dim = real.shape[1]
+    stats: dict[str, Statistic] = {name: FeatureMoments(dim) for name in edits}
+
+    def update(batch: Batch, stats: dict[str, Statistic]) -> None:
+        with torch.no_grad():
+            acts = cut.head(batch.z)
+            for name, units in edits.items():
+                edited = acts
+                if units:
+                    edited = acts.clone()
+                    edited[:, units] = 0
+                images = cut.tail(edited, batch.z)
+                rows = _check_rows("features", features(images), len(images), 2)
+                if rows.shape[1] != dim:
+                    raise ConfigError(f"features give {rows.shape[1]} dimensions but real features have {dim}: "
+                                      "compute both with the same extractor")
+                stats[name].add(rows)  # type: ignore[attr-defined]
+
+    sample_pass = SamplePass(generator, seed=seed, samples=samples, batch_size=batch_size, generate=False,
+                             device=device, collective=collective, description=f"artifact study {layer}",
+                             progress=progress)
+    merged = sample_pass.run(stats, update)
+    target = gaussian_fit(real)
+
+    def distance(name: str) -> float:
+        moments = merged[name]
+        assert isinstance(moments, FeatureMoments)
+        return frechet_distance(*moments.gaussian(), *target)
+
+    reference = None
+    if reference_features is not None:
+        other = torch.as_tensor(reference_features).double().cpu()
+        if other.dim() != 2 or other.shape[1] != dim:
+            raise ConfigError(f"reference features must be (M, {dim}) like the real features; got shape "
+                              f"{tuple(other.shape)}")
+        reference = feature_frechet(other, real)
+    return ArtifactStudy(layer, count, samples, seed, distance("before"),
+                         {s: distance(f"signal/{s}") for s in signals}, ablated,
+                         [distance(f"random/{i}") for i in range(draws)], random_units, reference)
