@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 
+from gandissect.causal.ace import unit_effects
 from gandissect.core.segmenters import ColorSegmenter
 from gandissect.core.stats import ConditionalMean, Moments
 from gandissect.dissection import DissectConfig, Dissector
@@ -67,18 +68,33 @@ def ride_sample_pass(out: Path, collective) -> None:
     print(f"rode the sample pass on rank {collective.rank} of world {collective.world}", flush=True)
 
 
+def single_unit_effects(out: Path, collective) -> None:
+    """Single-unit ACE of layer3's units on 'green' over 12 held-out samples, merged over the ranks."""
+    generator, segmenter = tiny_generator(), ColorSegmenter()
+    values = torch.linspace(0.5, 2.0, 8)
+    effects = unit_effects(generator, segmenter, "layer3", segmenter.concepts.index("green"), "green", values,
+                           samples=12, batch_size=4, group=3, collective=collective, progress=False)
+    if collective.rank == 0:
+        torch.save({"inserted": effects.inserted, "ablated": effects.ablated}, out / "ace.pt")
+    print(f"measured effects on rank {collective.rank} of world {collective.world}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--fail-after", type=int, default=0)
     parser.add_argument("--moments", action="store_true")
+    parser.add_argument("--ace", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     batches = 0
     with session("cpu") as collective:
         if args.moments:
             ride_sample_pass(Path(args.out), collective)
+            return
+        if args.ace:
+            single_unit_effects(Path(args.out), collective)
             return
 
         def on_batch(phase: str, done: int) -> None:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from gandissect.causal.ace import concept_share, unit_effects
 from gandissect.causal.cut import Cut
 from gandissect.causal.interventions import check_units, concept_index, insertion_values, unit_edit
+from gandissect.cli import main
 from gandissect.core.edits import UnitEdit
 from gandissect.core.errors import ConfigError
 from gandissect.core.hooks import Trace
@@ -111,3 +117,53 @@ def test_bad_input_is_refused_in_one_line(planted_run):
         unit_edit("ablate", [0], alpha=1.5)
     with pytest.raises(ConfigError, match="mode"):
         unit_edit("paint", [0])
+
+
+PLANTED_SPEC = f"{Path(__file__).with_name('planted.py')}:PlantedGenerator"
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["dissect", "--model", PLANTED_SPEC, "--segmenter", "color", "--layers", "features", "--samples",
+                 "64", "--quantile", "0.15", "--no-report", "--out", str(out)]) == 0
+    return out
+
+
+def test_edit_command_writes_the_figure_and_the_concept_before_and_after(cli_run, tmp_path, capsys):
+    out = tmp_path / "edit"
+    assert main(["edit", str(cli_run), "--units", "2", "--mode", "ablate", "--concept", "blue", "--count", "4",
+                 "--out", str(out)]) == 0
+    record = json.loads((out / "edit.json").read_text())
+    assert record["units"] == [2] and len(record["share_before"]) == 4
+    assert max(record["share_after"]) == 0 and max(record["share_before"]) > 0  # ablating blue's unit removes it
+    picture = Image.open(out / "edit.png")
+    assert picture.size[0] > 4 * 32 and picture.size[1] > 4 * 32  # four rows of four 32-pixel samples, scaled
+    assert "blue covers" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--units", "9"], "out of range"),
+    (["--units", "1", "--concept", "dragon"], "no concept 'dragon'"),
+    (["--units", "1", "--alpha", "1.5"], "alpha"),
+    (["--units", "1", "--box", "0,0,40,8"], "inside the 32x32 image"),
+    (["--units", "1", "--layer", "output"], "was not dissected"),
+])
+def test_edit_command_refuses_bad_input_in_one_line(cli_run, tmp_path, capsys, argv, message):
+    assert main(["edit", str(cli_run), *argv, "--out", str(tmp_path / "x")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and message in error
+
+
+def test_edit_command_refuses_a_mask_of_the_wrong_size(cli_run, tmp_path, capsys):
+    np.save(tmp_path / "mask.npy", np.ones((5, 5), np.float32))
+    assert main(["edit", str(cli_run), "--units", "1", "--mask", str(tmp_path / "mask.npy"), "--out",
+                 str(tmp_path / "x")]) == 2
+    assert "expected the image size (32, 32) or the layer's grid (8, 8)" in capsys.readouterr().err
+
+
+def test_causal_command_ranks_the_planted_unit_first(cli_run, capsys):
+    assert main(["causal", str(cli_run), "--concept", "blue", "--samples", "8", "--batch-size", "4"]) == 0
+    ranking = json.loads((cli_run / "causal" / "features" / "blue" / "ace.json").read_text())
+    assert ranking["units"][0]["unit"] == 2 and ranking["units"][0]["ace"] > 0.3
+    assert (cli_run / "causal" / "features" / "blue" / "ace.csv").read_text().startswith("unit,ace,")

@@ -182,3 +182,15 @@ def test_a_statistic_riding_the_sample_pass_under_torchrun_equals_one_process(tm
     stats_two, _ = load_statistics(two / "moments.safetensors")
     _assert_same_statistics(stats_one, stats_two)
     assert float(stats_one["moments"].count) == 72 * 16 * 16
+
+
+def test_single_unit_ace_under_torchrun_equals_one_process(tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir(), two.mkdir()
+    _drive(one, "--ace")
+    done = _drive(two, "--ace", ranks=2)
+    assert len(re.findall(r"measured effects on rank \d of world 2", done.stdout)) == 2
+    single, double = torch.load(one / "ace.pt"), torch.load(two / "ace.pt")
+    for name in ("inserted", "ablated"):
+        assert torch.allclose(single[name], double[name], rtol=0, atol=1e-12), name
+    assert bool((single["inserted"] != single["ablated"]).any())  # the interventions changed something

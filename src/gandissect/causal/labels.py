@@ -42,6 +42,11 @@ from gandissect.engine.collectives import Collective
 from gandissect.engine.samplepass import Batch, SamplePass
 
 NONE = -1
+INSERTIONS = {
+    "shifted": "the cells where the unit is active, moved sideways by half the grid's width (wrapping round), "
+               "less the active cells: as large as the ablation's region, at the same heights",
+    "inactive": "every cell where the unit is not active",
+}
 
 
 @dataclass
@@ -219,7 +224,7 @@ def edit_copies(features: torch.Tensor, samples: torch.Tensor, units: torch.Tens
 def causal_labels(generator: nn.Module, segmenter: Segmenter, result: Dissection, layer: str,
                   samples: int = 32, seed: int = HELD_OUT_SEED, batch_size: int = 8, group: int = 16,
                   units: Sequence[int] | None = None, quantile: float | None = None, area_floor: float = 0.01,
-                  min_effect: float = 0.02, device: str | torch.device = "cpu", collective: Collective | None = None,
+                  min_effect: float = 0.02, insert: str = "shifted", device: str | torch.device = "cpu", collective: Collective | None = None,
                   progress: bool = True) -> CausalLabels:
     """The concept each unit of `layer` causally draws (see the module's docstring), measured on `samples`
     held-out samples of `seed`; `units` limits the measurement (the others keep zero effects, label none).
@@ -229,6 +234,8 @@ def causal_labels(generator: nn.Module, segmenter: Segmenter, result: Dissection
     chosen = list(range(width)) if units is None else check_units(units, width, layer)
     if samples < 1 or batch_size < 1 or group < 1:
         raise ConfigError(f"samples, batch_size and group must be at least 1; got {samples}, {batch_size}, {group}")
+    if insert not in INSERTIONS:
+        raise ConfigError(f"insert must be one of {', '.join(INSERTIONS)}; got {insert!r}")
     if not 0 <= area_floor < 1:
         raise ConfigError(f"area_floor must lie in [0, 1); got {area_floor}")
     quantile = 1.0 - result.config.quantile / 2 if quantile is None else quantile
@@ -253,11 +260,11 @@ def causal_labels(generator: nn.Module, segmenter: Segmenter, result: Dissection
             with torch.no_grad():
                 images = cut.tail(edit_copies(features, sample, unit, target, regions[start:start + step]), z[sample])
             after, known_after = concept_presence(segmenter, images, num)
-            was = before[sample]
-            changed = (was & ~after) if name == "removed" else (after & ~was)
-            changed &= (known[sample] & known_after)[:, None]
+            both = (known[sample] & known_after)[:, None]
+            difference = (before[sample] & both).flatten(2).sum(2) - (after & both).flatten(2).sum(2)  # (n, C)
+            change = difference.clamp(min=0) if name == "removed" else (-difference).clamp(min=0)
             keys = (unit[:, None] * num + concept_keys[None, :]).flatten()
-            stats[name].add(changed.flatten(2).sum(2).flatten().double(), keys)  # type: ignore[attr-defined]
+            stats[name].add(change.flatten().double(), keys)  # type: ignore[attr-defined]
 
     def update(batch: Batch, stats: dict[str, Statistic]) -> None:
         with torch.no_grad():
@@ -267,7 +274,8 @@ def causal_labels(generator: nn.Module, segmenter: Segmenter, result: Dissection
         stats["pixels"].add(known.sum().double()[None], torch.zeros(1))  # type: ignore[attr-defined]
         index = torch.tensor(chosen)
         active = (features[:, index] > thresholds[index].to(features)[None, :, None, None]).cpu()  # (B, G, h, w)
-        for name, regions in (("removed", active), ("gained", ~active)):
+        elsewhere = ~active if insert == "inactive" else active.roll(active.shape[-1] // 2, -1) & ~active
+        for name, regions in (("removed", active), ("gained", elsewhere)):
             sample, position = regions.flatten(2).any(2).nonzero(as_tuple=True)  # copies with a non-empty region
             pairs = torch.stack([index[position], sample], 1)
             count(name, stats, features, batch.z, before, known, pairs,

@@ -486,7 +486,7 @@ def optimize_units(generator: nn.Module, segmenter: Segmenter, layer: str, conce
                 optimizer.step()
                 with torch.no_grad():
                     alpha.clamp_(0.0, 1.0)
-                totals += torch.tensor([float(loss.total), loss.ablated, loss.inserted, loss.penalty],
+                totals += torch.tensor([float(loss.total.detach()), loss.ablated, loss.inserted, loss.penalty],
                                        dtype=torch.float64)
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(loss.total):.4f}")
