@@ -3,9 +3,10 @@
 ACE_{u -> c} = E_z[ share of c's pixels in f(r with u := k_u) ] - E_z[ share of c's pixels in f(r with u := 0) ],
 the intervention made at every position of the layer (or inside a region), the share measured by the
 segmenter's labels on held-out samples (a seed of their own). Each batch computes the layer's features once
-and then generates, for a group of units at a time, every sample with one unit inserted and with it ablated:
-many units' interventions share one generator call. Rides the engine's sample pass, so it resumes nothing
-but shards and merges under torchrun like every pass.
+and then generates every (sample, unit) pair with the unit inserted and with it ablated, `group` units' pairs
+per generator call. A unit that is zero wherever it would be ablated leaves the image as it was, so those
+pairs reuse the unedited image's share (exactly what generating them would give). Rides the engine's sample
+pass, so it shards and merges under torchrun like every pass.
 """
 
 from __future__ import annotations
@@ -57,18 +58,15 @@ def concept_share(segmenter: Segmenter, images: torch.Tensor, concept: int) -> t
     return present.flatten(1).sum(1).double() / known.flatten(1).sum(1).clamp(min=1).double()
 
 
-def replace_units(features: torch.Tensor, units: Sequence[int], values: torch.Tensor,
-                  mask: torch.Tensor | None) -> torch.Tensor:
-    """`len(units)` copies of features (B, U, h, w), copy g with unit units[g] set to values[g] inside mask
-    (1, 1, h, w) or everywhere: (G * B, U, h, w), group-major."""
-    groups, batch = len(units), features.shape[0]
-    out = features.repeat(groups, 1, 1, 1)
-    rows = torch.arange(groups * batch, device=features.device)
-    channels = torch.tensor(list(units), device=features.device).repeat_interleave(batch)
-    target = values.to(features.device, features.dtype).repeat_interleave(batch)[:, None, None]
-    current = out[rows, channels]
-    blend = target.expand_as(current) if mask is None else current + mask[0, 0] * (target - current)
-    out[rows, channels] = blend
+def edit_pairs(features: torch.Tensor, samples: torch.Tensor, units: torch.Tensor, targets: torch.Tensor,
+               mask: torch.Tensor | None) -> torch.Tensor:
+    """One copy of features[samples[j]] (B, U, h, w) per pair j, with unit units[j] set to targets[j] inside
+    mask (1, 1, h, w) or everywhere: (P, U, h, w)."""
+    out = features[samples].clone()
+    rows = torch.arange(len(samples), device=features.device)
+    target = targets.to(features.device, features.dtype)[:, None, None]
+    current = out[rows, units]
+    out[rows, units] = target.expand_as(current) if mask is None else current + mask[0, 0] * (target - current)
     return out
 
 
@@ -80,6 +78,7 @@ def unit_effects(generator: nn.Module, segmenter: Segmenter, layer: str, concept
     """Single-unit insertion and ablation effects on `concept` for `units` (default: every unit of the layer),
     inserting `values[u]` (U,) at every position (or inside `region`, any resolution)."""
     cut = Cut(generator, layer)
+    chunk = max(1, group * batch_size)
     width = values.shape[0]
     chosen = list(range(width)) if units is None else [int(u) for u in units]
     stats: dict[str, Statistic] = {"inserted": Tally(width), "ablated": Tally(width)}
@@ -88,13 +87,21 @@ def unit_effects(generator: nn.Module, segmenter: Segmenter, layer: str, concept
         with torch.no_grad():
             features = cut.head(batch.z)
             mask = None if region is None else resize_region(region, tuple(features.shape[-2:]))
-            for start in range(0, len(chosen), group):
-                block = chosen[start:start + group]
-                z = batch.z.repeat(len(block), 1)
-                keys = torch.tensor(block).repeat_interleave(features.shape[0])
-                for name, target in (("inserted", values[block]), ("ablated", torch.zeros(len(block)))):
-                    images = cut.tail(replace_units(features, block, target, mask), z)
-                    stats[name].add(concept_share(segmenter, images, concept), keys)  # type: ignore[attr-defined]
+            baseline = concept_share(segmenter, cut.tail(features, batch.z), concept)
+            samples = torch.arange(features.shape[0]).repeat(len(chosen))
+            units = torch.tensor(chosen).repeat_interleave(features.shape[0])
+            inside = features if mask is None else features * (mask > 0)
+            active = inside[samples, units].flatten(1).ne(0).any(1)
+            for name, targets, todo in (("inserted", values[units], torch.ones_like(active)),
+                                        ("ablated", torch.zeros(len(units)), active)):
+                # ablating a unit that is zero where it is ablated changes nothing: its image is the baseline
+                stats[name].add(baseline[samples[~todo]], units[~todo])  # type: ignore[attr-defined]
+                pending = todo.nonzero().flatten()
+                for start in range(0, len(pending), chunk):
+                    pick = pending[start:start + chunk]
+                    edited = edit_pairs(features, samples[pick], units[pick], targets[pick], mask)
+                    images = cut.tail(edited, batch.z[samples[pick]])
+                    stats[name].add(concept_share(segmenter, images, concept), units[pick])  # type: ignore[attr-defined]
 
     sample_pass = SamplePass(generator, seed=seed, samples=samples, batch_size=batch_size, generate=False,
                              device=device, collective=collective, description=f"ACE {layer} -> {concept_name}",
