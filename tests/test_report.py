@@ -3,7 +3,7 @@ that renders, sorts, routes and never touches the network.
 
 The report is tested on a synthetic schema-2 dissect.json built from a tiny random generator's real
 activations (`synthetic_document`), so these tests do not depend on the dissection; one test runs the real
-pipeline end to end.
+pipeline end to end. Causal results (`<run>/causal/`) are synthetic files with known values (`write_causal`).
 
 Browser tests need Debian's /usr/bin/chromium and the `playwright` package; without them they are skipped,
 unless GANDISSECT_REQUIRE_BROWSER=1 (CI), where they fail. GANDISSECT_SCREENSHOT=1 (or a .png path) also
@@ -17,8 +17,10 @@ import io
 import json
 import os
 import re
+import warnings
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import quote
 
 import numpy as np
@@ -34,6 +36,8 @@ from gandissect.core.sampling import sample_z
 from gandissect.core.segmenters import ColorSegmenter
 from gandissect.models.scenegan import GeneratorConfig, SceneGenerator
 from gandissect.viz.report import DIM, OUTLINE, render_unit_images, write_report
+from gandissect.viz.report.causal import TOP_UNITS, Causal, load_causal, page_json
+from gandissect.viz.report.data import fmt
 from gandissect.viz.report.images import OVERLAY_ALPHA, render_layer
 
 CHROMIUM = "/usr/bin/chromium"
@@ -313,14 +317,18 @@ def test_unit_images_generate_each_sample_once(report):
         render_unit_images(generator, document, "layer2", units=[99])
 
 
-def test_report_is_self_contained_and_complete(report):
-    _, document, path = report
-    text = path.read_text()
-    assert path.name == "report.html"
+def check_self_contained(text: str) -> None:
     assert "http://" not in text and "https://" not in text
     assert not re.search(r"<(link|iframe)\b", text) and not re.search(r"<script[^>]*\bsrc=", text)
     assert not re.search(r"\b(src|href)=\"(?!data:|#)", text), "every src/href is a data: URI or a # link"
     assert "@import" not in text and "url(" not in text
+
+
+def test_report_is_self_contained_and_complete(report):
+    _, document, path = report
+    text = path.read_text()
+    assert path.name == "report.html"
+    check_self_contained(text)
     for name, layer in document["layers"].items():
         cards = re.findall(rf'class="unit-card[^"]*"[^>]*data-layer="{name}" data-unit="(\d+)"', text)
         assert sorted(map(int, cards)) == list(range(len(layer["units"])))
@@ -381,6 +389,182 @@ def test_real_dissection_end_to_end(tmp_path):
     path = write_report(json.loads((tmp_path / "dissect.json").read_text()), generator, tmp_path,
                         images_per_unit=IMAGES_PER_UNIT)
     assert len(page_data(path)["layers"]["layer3"]["units"]) == document["layers"]["layer3"]["shape"][0]
+
+# ---------------------------------------------------------------------------------------------- causal
+
+CAUSAL_LAYER = "layer3"
+ACE_ORDER = [5, 3, 0, 7, 1, 6, 2, 4]  # units of CAUSAL_LAYER by ACE, highest first: unit 0 ranks third
+ACE_VALUES = [0.61, 0.42, 0.3, 0.12, 0.05, 0.0, -0.01, -0.2]
+OTHER_ACE = [(2, 0.2), (0, 0.07), (6, -0.03)]  # a second concept, measured on 3 units: unit 0 ranks second
+SVG = ('<svg xmlns="http://www.w3.org/2000/svg" width="40" height="20" viewBox="0 0 40 20">'
+       '<rect width="40" height="20" fill="#2f6fde"/><text x="2" y="14">ACE</text></svg>')
+
+
+class CausalCase(NamedTuple):
+    run: Path
+    path: Path  # run / "report.html"
+    concept: str  # unit 0's label, with an ace.json and the figures
+    other: str  # a second concept with an ace.json
+    labels: dict[int, str | None]  # causal labels of CAUSAL_LAYER
+    agreement: dict[str, float]
+    figures: dict[str, bytes]
+
+
+def tiny_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (12, 6), (200, 30, 30)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def write_causal(run: Path, document: dict) -> CausalCase:
+    """What the causal tools write into `run / "causal"` for CAUSAL_LAYER, with known values: two concepts'
+    ace.json, labels.json (unit 0 agrees with its label, unit 1 does not, unit 2 has none), two figures; and a
+    folder for a layer the dissection lacks."""
+    units = document["layers"][CAUSAL_LAYER]["units"]
+    concept = units[0]["concept"]
+    other = next(c["name"] for c in document["concepts"] if c["name"] != concept)
+    folder = run / "causal" / CAUSAL_LAYER
+    rows = [{"unit": u, "ace": a, "inserted": a + 0.1, "ablated": 0.1, "value": 2.5, "iou": 0.01 * (u + 1)}
+            for u, a in zip(ACE_ORDER, ACE_VALUES, strict=True)]
+    others = [{"unit": u, "ace": a, "inserted": a, "ablated": 0.0, "value": 1.0, "iou": 0.0} for u, a in OTHER_ACE]
+    for name, ranked in ((concept, rows), (other, others)):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "ace.json").write_text(json.dumps({
+            "layer": CAUSAL_LAYER, "concept": name, "samples": 64, "seed": 3, "definition": "ACE = inserted - ablated",
+            "units": ranked}))
+    figures = {"ablation-curve.svg": SVG.encode(), "samples.png": tiny_png()}
+    for name, content in figures.items():
+        (folder / concept / name).write_bytes(content)
+    own = units[1]["concept"]
+    named = [label["concept"] for label in units[1]["labels"].values()]
+    wrong = next((c for c in named if c != own), next(c["name"] for c in document["concepts"] if c["name"] != own))
+    labels = {record["unit"]: record["concept"] for record in units} | {0: concept, 1: wrong, 2: None}
+    agreement = {rule: 0.125 * (i + 1) for i, rule in enumerate(RULES)}
+    (folder / "labels.json").write_text(json.dumps({
+        "layer": CAUSAL_LAYER, "agreement": agreement,
+        "units": [{"unit": u, "concept": c, "effect": 0.5 if c else 0.01} for u, c in labels.items()]}))
+    (run / "causal" / "no-such-layer" / concept).mkdir(parents=True)
+    (run / "causal" / "no-such-layer" / concept / "ace.json").write_text(json.dumps({"units": []}))
+    return CausalCase(run, run / "report.html", concept, other, labels, agreement, figures)
+
+
+@pytest.fixture(scope="module")
+def causal_report(report, tmp_path_factory: pytest.TempPathFactory) -> CausalCase:
+    """The report of the `report` fixture's run with causal results in its run folder."""
+    generator, document, _ = report
+    case = write_causal(tmp_path_factory.mktemp("causal-run"), document)
+    assert write_report(json.loads(json.dumps(document)), generator, case.run,
+                        images_per_unit=IMAGES_PER_UNIT) == case.path
+    return case
+
+
+def causal_data(path: Path) -> dict:
+    payload = re.search(r'<script type="application/json" id="causal-data">(.*?)</script>', path.read_text(), re.S)
+    assert payload is not None
+    return json.loads(payload.group(1))
+
+
+def test_causal_results_are_in_the_page(report, causal_report):
+    _, document, _ = report
+    case = causal_report
+    text = case.path.read_text()
+    check_self_contained(text)
+    header = re.search(r'<section class="causal-summary" id="causal">.*?</section>', text, re.S)
+    assert header is not None and "</header>" in text[header.end():header.end() + 20]
+    for rule, fraction in case.agreement.items():
+        assert re.search(rf'<tr data-rule="{rule}"[^>]*><td>{rule}</td><td data-layer="{CAUSAL_LAYER}">'
+                         rf'{re.escape(fmt(fraction))}</td></tr>', header.group(0)), rule
+    assert f'<tr data-rule="{document["label_method"]}" class="current">' in header.group(0)
+    assert "no-such-layer" in header.group(0), "a folder the dissection lacks is named as left out"
+    for name in document["layers"]:
+        cards = re.findall(rf'data-layer="{name}" data-unit="(\d+)".*?</a>', text, re.S)
+        tags = dict(re.findall(rf'data-layer="{name}" data-unit="(\d+)"[^>]*>(?:(?!</a>).)*?'
+                               r'<span class="causal-tag[^"]*" (?:data-causal="([^"]*)")?', text, re.S))
+        if name == CAUSAL_LAYER:
+            assert {int(u): c or None for u, c in tags.items()} == case.labels and len(cards) == len(case.labels)
+        else:
+            assert tags == {}, "no causal tags without labels.json"
+    card = re.search(rf'data-layer="{CAUSAL_LAYER}" data-unit="0".*?</a>', text, re.S).group(0)
+    assert f'<span class="causal-tag agree" data-causal="{case.concept}"' in card and "✓" in card
+
+    data = causal_data(case.path)
+    unit0 = data["units"][CAUSAL_LAYER]["0"]
+    assert unit0["measured"] and [(a["concept"], a["ace"], a["rank"], a["of"]) for a in unit0["ace"]] == \
+        [(case.concept, 0.3, 3, 8), (case.other, 0.07, 2, 3)]
+    record = document["layers"][CAUSAL_LAYER]["units"][0]
+    assert unit0["label"]["agrees"] is True and unit0["label"]["concept"] == case.concept
+    assert unit0["label"]["rules"] == [r for r in RULES if record["labels"][r]["concept"] == case.concept]
+    assert data["units"][CAUSAL_LAYER]["1"]["label"]["agrees"] is False
+    assert data["units"][CAUSAL_LAYER]["2"]["label"] == {"concept": None, "effect": 0.01, "agrees": False, "rules": []}
+    page = data["concepts"][case.concept][CAUSAL_LAYER]
+    assert [t["unit"] for t in page["top"]] == ACE_ORDER[:TOP_UNITS] and page["of"] == len(ACE_ORDER)
+    assert [t["ace"] for t in page["top"]] == ACE_VALUES[:TOP_UNITS]
+    assert [t["iou"] for t in page["top"]] == pytest.approx([0.01 * (u + 1) for u in ACE_ORDER][:TOP_UNITS])
+    assert [name for name, _ in page["figures"]] == sorted(case.figures)
+    for name, uri in page["figures"]:
+        kind = "image/svg+xml" if name.endswith(".svg") else "image/png"
+        assert uri.startswith(f"data:{kind};base64,")
+        assert base64.b64decode(uri.split(",", 1)[1]) == case.figures[name]
+    assert data["concepts"][case.other][CAUSAL_LAYER]["figures"] == []
+    assert "layer2" not in data["units"] and data["ace_layers"] == [CAUSAL_LAYER]
+    package = resources.files("gandissect.viz.report")
+    assert f"<script>{package.joinpath('causal.js').read_text()}</script>" in text
+    assert f"<style>{package.joinpath('causal.css').read_text()}</style>" in text
+
+
+def test_causal_dir_for_a_staging_folder(report, causal_report, tmp_path):
+    """The dissect command writes the report into a staging folder: causal_dir names the run's causal folder."""
+    generator, document, _ = report
+    path = write_report(json.loads(json.dumps(document)), generator, tmp_path, images_per_unit=IMAGES_PER_UNIT,
+                        causal_dir=causal_report.run / "causal")
+    assert path == tmp_path / "report.html"
+    assert path.read_bytes() == causal_report.path.read_bytes()
+
+
+def test_without_causal_results_the_report_is_unchanged(report, tmp_path):
+    """No causal folder, a causal_dir that does not exist, or one with nothing for this dissection: the same
+    bytes as the report without causal results, and no trace of them."""
+    generator, document, path = report
+    expected = path.read_bytes()
+    assert "causal" not in expected.decode().lower()
+    assert b"</style>\n</head>" in expected and b"</script>\n</body>" in expected
+    empty = tmp_path / "empty"
+    (empty / "causal" / "no-such-layer" / "sky").mkdir(parents=True)
+    (empty / "causal" / "no-such-layer" / "sky" / "ace.json").write_text('{"units": []}')
+    for out, causal_dir in ((tmp_path / "plain", None), (tmp_path / "elsewhere", tmp_path / "missing"),
+                            (empty, None)):
+        out.mkdir(exist_ok=True)
+        written = write_report(json.loads(json.dumps(document)), generator, out, images_per_unit=IMAGES_PER_UNIT,
+                               causal_dir=causal_dir)
+        assert written.read_bytes() == expected, out
+
+
+def test_causal_files_are_checked(report, tmp_path):
+    """An unreadable or inconsistent file is skipped with a warning; a concept page lists at most TOP_UNITS."""
+    _, document, _ = report
+    folder = tmp_path / "causal" / CAUSAL_LAYER
+    concept = document["layers"][CAUSAL_LAYER]["units"][0]["concept"]
+    (folder / concept).mkdir(parents=True)
+    (folder / concept / "ace.json").write_text(json.dumps({"units": [{"unit": 99, "ace": 0.1}]}))
+    (folder / "labels.json").write_text("{not json")
+    with pytest.warns(UserWarning) as caught:
+        assert load_causal(tmp_path / "causal", document) is None
+    assert {Path(str(w.message).split(": ")[1]).name for w in caught} == {"ace.json", "labels.json"}
+    (folder / "labels.json").write_text(json.dumps({"units": [  # as CausalLabels.to_json writes them
+        {"unit": 0, "label": concept, "effect": 0.4}, {"unit": 1, "label": "none", "effect": 0.0}]}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the ace.json above
+        causal = load_causal(tmp_path / "causal", document)
+    assert causal is not None and causal.ace == {} and causal.agreement == {CAUSAL_LAYER: {}}
+    assert causal.labels == {CAUSAL_LAYER: {0: {"concept": concept, "effect": 0.4},
+                                            1: {"concept": None, "effect": 0.0}}}
+    ranked = [{"unit": u, "rank": u + 1, "ace": 1.0 - u / 20, "inserted": None, "ablated": None, "value": None,
+               "iou": None} for u in range(TOP_UNITS + 2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = page_json(Causal(ace={CAUSAL_LAYER: {concept: ranked}}), document)
+    entry = data["concepts"][concept][CAUSAL_LAYER]
+    assert [t["unit"] for t in entry["top"]] == list(range(TOP_UNITS)) and entry["of"] == TOP_UNITS + 2
 
 
 # ---------------------------------------------------------------------------------------------- browser
@@ -444,17 +628,26 @@ class Page:
         self.context.close()
 
 
-@pytest.fixture
-def page(browser, report):
+def _pages(browser, path: Path):
     opened: list[Page] = []
 
     def open_page(fragment: str = "") -> Page:
-        opened.append(Page(browser, report[2], fragment))
+        opened.append(Page(browser, path, fragment))
         return opened[-1]
 
     yield open_page
     for p in opened:
         p.close()
+
+
+@pytest.fixture
+def page(browser, report):
+    yield from _pages(browser, report[2])
+
+
+@pytest.fixture
+def causal_page(browser, causal_report):
+    yield from _pages(browser, causal_report.path)
 
 
 ALL_IMAGES_LOADED = "sel => Array.from(document.querySelectorAll(sel)).every(i => i.complete && i.naturalWidth > 0)"
@@ -573,3 +766,88 @@ def test_browser_concept_page_draws_units_at_its_threshold(page, report):
     view.wait_for(state="hidden")
     p.locator("svg.concept-chart rect.bar").first.click()
     view.wait_for(state="visible")
+
+
+def test_browser_causal_unit_page(causal_page, causal_report, report):
+    _, document, _ = report
+    case = causal_report
+    p = causal_page(f"#unit/{CAUSAL_LAYER}/0").page
+    view = p.locator("#unit-view")
+    view.wait_for(state="visible")
+    rows = view.locator("table.unit-summary tr")
+    assert rows.nth(1).get_attribute("class") == "causal-effect", "the causal row follows the concept row"
+    effect = rows.nth(1).locator("td").inner_text()
+    assert f"ACE 0.3 on {case.concept}: rank 3 of 8 units" in effect
+    assert f"other concepts: ACE 0.07 on {case.other}: rank 2 of 3 units" in effect
+    assert view.locator(f'.ace[data-concept="{case.concept}"]').get_attribute("data-rank") == "3"
+    label = rows.first.locator(".causal-label")
+    assert label.get_attribute("class") == "causal-label agree"
+    assert label.get_attribute("data-concept") == case.concept and "✓ agrees" in label.inner_text()
+    own = document["layers"][CAUSAL_LAYER]["units"][0]["concept"]
+    assert rows.first.locator("td").inner_text().startswith(f"{own} (")
+    assert f"rule · causal label: {case.concept} (effect 0.5) ✓ agrees" in rows.first.inner_text()
+    for unit in (0, 1):
+        if unit:
+            p.evaluate(f"location.hash = '#unit/{CAUSAL_LAYER}/{unit}'")
+            view.locator("h2", has_text=f"unit {unit}").wait_for()
+        record = document["layers"][CAUSAL_LAYER]["units"][unit]
+        rules = view.locator("table.rules tbody tr")
+        marks = {rules.nth(i).get_attribute("data-rule"): rules.nth(i).locator("td.causal-agree").inner_text()
+                 for i in range(rules.count())}
+        agreeing = {r for r in RULES if record["labels"][r]["concept"] == case.labels[unit]}
+        assert marks == {r: "✓" if r in agreeing else "" for r in RULES}
+        assert 0 < len(agreeing) < len(RULES), "every rule or none agrees: the test would prove less"
+    label = view.locator(".causal-label")
+    assert label.get_attribute("class") == "causal-label disagree" and "✗ differs" in label.inner_text()
+    assert label.get_attribute("data-concept") == case.labels[1]
+    p.evaluate(f"location.hash = '#unit/{CAUSAL_LAYER}/2'")
+    view.locator("h2", has_text="unit 2").wait_for()
+    assert view.locator(".causal-label").inner_text().startswith("causal label: none")
+    assert view.locator("td.causal-agree", has_text="✓").count() == 0
+    p.evaluate("location.hash = '#unit/layer2/0'")
+    view.locator("h2", has_text="Layer layer2").wait_for()
+    assert view.locator(".causal-label, tr.causal-effect, td.causal-agree").count() == 0
+    p.evaluate("location.hash = ''")
+    view.wait_for(state="hidden")
+    tag = p.locator(f'.unit-card[data-layer="{CAUSAL_LAYER}"][data-unit="0"] .causal-tag')
+    assert tag.is_visible() and tag.inner_text() == f"causal: {case.concept} ✓"
+    assert p.locator('.unit-card[data-layer="layer2"] .causal-tag').count() == 0
+    assert p.locator(f'#causal table.agreement tr[data-rule="{document["label_method"]}"] td').nth(1).inner_text() \
+        == fmt(case.agreement[document["label_method"]])
+
+
+def test_browser_causal_concept_page(causal_page, causal_report):
+    case = causal_report
+    p = causal_page(f"#concept/{quote(case.concept, safe='')}").page
+    view = p.locator("#concept-view")
+    view.wait_for(state="visible")
+    block = view.locator(f'.causal-concept[data-layer="{CAUSAL_LAYER}"]')
+    rows = block.locator("table.ace-top tbody tr")
+    assert [int(rows.nth(i).get_attribute("data-unit")) for i in range(rows.count())] == ACE_ORDER[:TOP_UNITS]
+    assert [rows.nth(i).locator("td").nth(2).inner_text() for i in range(rows.count())] == \
+        [fmt(a, 4) for a in ACE_VALUES[:TOP_UNITS]]
+    assert rows.first.locator("td").nth(3).inner_text() == fmt(0.01 * (ACE_ORDER[0] + 1), 4)
+    iou_units = view.locator(".concept-units").filter(has=p.locator(f'.concept-unit[data-layer="{CAUSAL_LAYER}"]'))
+    if iou_units.count():  # above the IoU-ranked units of the same layer
+        assert block.evaluate("(b, units) => !!(b.compareDocumentPosition(units) & Node.DOCUMENT_POSITION_FOLLOWING)",
+                              iou_units.element_handle())
+    figures = block.locator("figure.causal-figure")
+    assert [figures.nth(i).locator("figcaption").inner_text() for i in range(figures.count())] == sorted(case.figures)
+    assert p.evaluate(ALL_IMAGES_LOADED, "#concept-view .causal-figure img")
+    sizes = p.eval_on_selector_all("#concept-view .causal-figure img", "imgs => imgs.map(i => [i.naturalWidth, "
+                                   "i.naturalHeight, i.src.slice(0, 5)])")
+    assert sizes == [[40, 20, "data:"], [12, 6, "data:"]]
+    rows.first.locator("a").first.click()
+    unit_view = p.locator("#unit-view")
+    unit_view.wait_for(state="visible")
+    assert p.evaluate("location.hash") == f"#unit/{CAUSAL_LAYER}/{ACE_ORDER[0]}"
+    assert f"ACE {fmt(ACE_VALUES[0], 4)} on {case.concept}: rank 1 of 8 units" in \
+        unit_view.locator("tr.causal-effect").inner_text()
+    p.go_back()
+    view.wait_for(state="visible")
+    assert view.locator(".causal-concept").count() == 1, "drawn once per visit"
+    other = causal_page(f"#concept/{quote(case.other, safe='')}").page
+    other.locator("#concept-view").wait_for(state="visible")
+    block = other.locator(f'#concept-view .causal-concept[data-layer="{CAUSAL_LAYER}"]')
+    assert block.locator("table.ace-top tbody tr").count() == len(OTHER_ACE)
+    assert block.locator("figure").count() == 0

@@ -7,6 +7,9 @@ layer, the page's JSON data, and report.css and report.js inlined, so that it is
 Galleries sort by IoU, crossfit IoU, unit number or concept. Clicking a unit opens its page
 (`#unit/<layer>/<unit>`), clicking a concept its page (`#concept/<name>`); report.js draws both from the
 JSON data. Layer and concept names in links are percent-encoded.
+
+When the run folder has causal results (`<run>/causal/`, see `causal`), the page shows them too; without
+them it is the same page, byte for byte.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from torch import nn
 
 from gandissect.core.images import data_uri
 from gandissect.engine.storage import write_text_atomic
+from gandissect.viz.report.causal import Causal, body_html, card_tag, header_html, load_causal
 from gandissect.viz.report.charts import category_rank, concept_chart
 from gandissect.viz.report.data import (
     ImageKey,
@@ -72,7 +76,7 @@ def _extras(document: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def _header(document: dict[str, Any], colors: dict[str, str]) -> str:
+def _header(document: dict[str, Any], colors: dict[str, str], causal: str = "") -> str:
     config = document["config"]
     method = document["label_method"]
     rows = [
@@ -116,14 +120,15 @@ def _header(document: dict[str, Any], colors: dict[str, str]) -> str:
             f'<div><h2>Layers</h2><ul class="layers">{layer_rows}</ul>'
             f'<h2>Concepts <span class="legend">{legend}</span></h2>'
             f'<p class="muted">Interpretable units per concept over all layers; click one for its best units.</p>'
-            f'<div class="chips">{"".join(chips)}</div></div></div></header>')
+            f'<div class="chips">{"".join(chips)}</div></div></div>{causal}</header>')
 
 
 def _score(value: Any) -> float:
     return float(value) if isinstance(value, int | float) and value == value else -1.0
 
 
-def _card(layer_name: str, record: dict[str, Any], picture: str, overlay: tuple[int, str], color: str) -> str:
+def _card(layer_name: str, record: dict[str, Any], picture: str, overlay: tuple[int, str], color: str,
+          tag: str = "") -> str:
     unit = int(record["unit"])
     interpretable = bool(record.get("interpretable"))
     alt = f"top images of {esc(layer_name)} unit {unit}"
@@ -141,11 +146,11 @@ def _card(layer_name: str, record: dict[str, Any], picture: str, overlay: tuple[
         f'<img class="overlay" src="{overlay[1]}" alt=""></div>'
         f'<div class="card-foot"><span>{esc(record["category"])}</span>'
         f'<span>IQR {fmt(record.get("iqr"))}</span><span>threshold {fmt(record["threshold"])}</span>'
-        f'{"" if interpretable else BELOW_CUT}</div></a>')
+        f'{tag}{"" if interpretable else BELOW_CUT}</div></a>')
 
 
 def _layer_section(name: str, document: dict[str, Any], pictures: dict[int, str], overlays: list[str],
-                   index: dict[ImageKey, int], colors: dict[str, str]) -> str:
+                   index: dict[ImageKey, int], colors: dict[str, str], causal: Causal | None = None) -> str:
     layer = document["layers"][name]
     records = sorted(layer["units"], key=lambda r: (-_score(r["iou"]), r["unit"]))
     cards = []
@@ -153,7 +158,7 @@ def _layer_section(name: str, document: dict[str, Any], pictures: dict[int, str]
         unit = int(record["unit"])
         overlay = index[name, unit, threshold_key(record["threshold"])]
         cards.append(_card(name, record, pictures[unit], (overlay, overlays[overlay]),
-                           colors.get(record["category"], "#888")))
+                           colors.get(record["category"], "#888"), card_tag(causal, name, record)))
     buttons = "".join(f'<button type="button" data-sort="{key}"{ACTIVE if key == "iou" else ""}>'
                       f'{label}</button>' for key, label in SORT_KEYS)
     return (
@@ -168,29 +173,34 @@ def _layer_section(name: str, document: dict[str, Any], pictures: dict[int, str]
 
 
 def render_html(document: dict[str, Any], pictures: dict[str, dict[int, str]], overlays: list[str],
-                index: dict[ImageKey, int], count: int = 8) -> str:
+                index: dict[ImageKey, int], count: int = 8, causal: Causal | None = None) -> str:
     """The page from a schema-2 document, per layer and unit the URI of its plain strip of top images, and the
-    URIs of the region overlays, `index` naming which (layer, unit, threshold key) each one draws."""
+    URIs of the region overlays, `index` naming which (layer, unit, threshold key) each one draws; with
+    `causal` (`load_causal`), its causal results too."""
     check_document(document)
     data = page_data(document, concept_units(document), index, count)
     in_cards = {index[name, int(r["unit"]), threshold_key(r["threshold"])]
                 for name, layer in document["layers"].items() for r in layer["units"]}
     data["overlays"] = ["" if i in in_cards else uri for i, uri in enumerate(overlays)]  # report.js takes these
     payload = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
-    sections = "".join(_layer_section(name, document, pictures[name], overlays, index, data["colors"])
+    sections = "".join(_layer_section(name, document, pictures[name], overlays, index, data["colors"], causal)
                        for name in document["layers"])
+    head, tail = body_html(causal, document)
     return Template(asset("report.html")).substitute(
-        title=esc(_title(document)), css=asset("report.css"), header=_header(document, data["colors"]),
-        sections=sections, data=payload, js=asset("report.js"))
+        title=esc(_title(document)), css=asset("report.css"), causal_css=head,
+        header=_header(document, data["colors"], header_html(causal, document)),
+        sections=sections, data=payload, js=asset("report.js"), causal_js=tail)
 
 
 def write_report(document: dict[str, Any], generator: nn.Module, out_dir: str | Path,
                  device: str | torch.device = "cpu", images_per_unit: int = 8, batch_size: int = 32,
-                 quality: int = 75) -> Path:
+                 quality: int = 75, causal_dir: str | Path | None = None) -> Path:
     """Render every image the report's pages show and write `out_dir/report.html` atomically; returns its path.
     Each layer's top samples are generated once; a unit's pictures are stored once, and each threshold it is
-    drawn at adds only a small overlay."""
+    drawn at adds only a small overlay. Causal results are read from `causal_dir` (default `out_dir/causal`,
+    the run folder's; pass the run's when `out_dir` is a staging folder) when it exists."""
     check_document(document)
+    causal = load_causal(Path(out_dir) / "causal" if causal_dir is None else causal_dir, document)
     pictures: dict[str, dict[int, str]] = {}
     overlays: list[str] = []
     index: dict[ImageKey, int] = {}
@@ -201,5 +211,5 @@ def write_report(document: dict[str, Any], generator: nn.Module, out_dir: str | 
             index[name, unit, key] = len(overlays)
             overlays.append(images.overlay(unit, key))
     path = Path(out_dir) / "report.html"
-    write_text_atomic(path, render_html(document, pictures, overlays, index, images_per_unit))
+    write_text_atomic(path, render_html(document, pictures, overlays, index, images_per_unit, causal))
     return path

@@ -1,0 +1,275 @@
+"""Small self-contained charts as SVG text (line and bar charts with axes, labels and a legend), and picture
+strips as PNG, for the causal figures: ablation curves and the context of insertion. No plotting library."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from gandissect.causal.context import InsertionContext
+from gandissect.causal.curves import AblationCurve
+from gandissect.core.errors import ConfigError
+from gandissect.core.images import grid, to_uint8
+from gandissect.engine.storage import save_png, write_text_atomic
+
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf")
+FONT = "font-family='Helvetica, Arial, sans-serif'"
+MARGIN = {"left": 64, "right": 16, "top": 36, "bottom": 56}
+
+
+@dataclass
+class Series:
+    """One line of a line chart: points (x, y), a name for the legend, solid or dashed."""
+
+    name: str
+    x: Sequence[float]
+    y: Sequence[float]
+    dashed: bool = False
+    colour: str | None = None
+
+
+def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """About `count` round tick values covering [low, high]."""
+    if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
+        return [low]
+    raw = (high - low) / max(count, 1)
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+    first = math.ceil(low / step - 1e-9) * step
+    ticks, value = [], first
+    while value <= high + step * 1e-9:
+        ticks.append(round(value, 12))
+        value += step
+    return ticks
+
+
+def _label(value: float) -> str:
+    return f"{value:.6g}"
+
+
+def _text(x: float, y: float, text: str, anchor: str = "middle", size: int = 12, extra: str = "") -> str:
+    return (f"<text x='{x:.1f}' y='{y:.1f}' text-anchor='{anchor}' font-size='{size}' {FONT}{extra}>"
+            f"{escape(text)}</text>")
+
+
+class _Frame:
+    """Plot area, scales and axes of a chart of size (width, height)."""
+
+    def __init__(self, width: int, height: int, x_range: tuple[float, float], y_range: tuple[float, float],
+                 bottom: int = MARGIN["bottom"]) -> None:
+        self.width, self.height = width, height
+        self.left, self.top = MARGIN["left"], MARGIN["top"]
+        self.right, self.bottom = width - MARGIN["right"], height - bottom
+        self.x_range, self.y_range = x_range, y_range
+
+    def x(self, value: float) -> float:
+        low, high = self.x_range
+        return self.left + (value - low) / ((high - low) or 1) * (self.right - self.left)
+
+    def y(self, value: float) -> float:
+        low, high = self.y_range
+        return self.bottom - (value - low) / ((high - low) or 1) * (self.bottom - self.top)
+
+    def axes(self, title: str, x_label: str, y_label: str, x_ticks: Sequence[float] | None) -> list[str]:
+        parts = [f"<rect x='0' y='0' width='{self.width}' height='{self.height}' fill='white'/>"]
+        for tick in nice_ticks(*self.y_range):
+            y = self.y(tick)
+            parts.append(f"<line x1='{self.left}' y1='{y:.1f}' x2='{self.right}' y2='{y:.1f}' stroke='#e6e6e6'/>")
+            parts.append(_text(self.left - 6, y + 4, _label(tick), "end", 11))
+        for tick in x_ticks or []:
+            x = self.x(tick)
+            parts.append(f"<line x1='{x:.1f}' y1='{self.bottom}' x2='{x:.1f}' y2='{self.bottom + 4}' stroke='black'/>")
+            parts.append(_text(x, self.bottom + 16, _label(tick), "middle", 11))
+        parts.append(f"<line x1='{self.left}' y1='{self.bottom}' x2='{self.right}' y2='{self.bottom}' stroke='black'/>")
+        parts.append(f"<line x1='{self.left}' y1='{self.top}' x2='{self.left}' y2='{self.bottom}' stroke='black'/>")
+        parts.append(_text(self.width / 2, 20, title, "middle", 14, " font-weight='bold'"))
+        parts.append(_text((self.left + self.right) / 2, self.height - 10, x_label, "middle", 12))
+        middle = (self.top + self.bottom) / 2
+        parts.append(_text(16, middle, y_label, "middle", 12, f" transform='rotate(-90 16 {middle:.1f})'"))
+        return parts
+
+    def legend(self, entries: Sequence[tuple[str, str, bool, str]]) -> list[str]:
+        """Entries (name, colour, dashed, kind 'line' or 'box') in the plot area's top-right corner."""
+        longest = max((len(name) for name, *_ in entries), default=0)
+        box_width = 34 + 6.5 * longest
+        x0, y0 = self.right - box_width - 6, self.top + 6
+        parts = [f"<g class='legend'><rect x='{x0:.1f}' y='{y0:.1f}' width='{box_width:.1f}' "
+                 f"height='{8 + 16 * len(entries)}' fill='white' fill-opacity='0.85' stroke='#bbbbbb'/>"]
+        for n, (name, colour, dashed, kind) in enumerate(entries):
+            y = y0 + 14 + 16 * n
+            if kind == "box":
+                parts.append(f"<rect x='{x0 + 6:.1f}' y='{y - 8:.1f}' width='18' height='10' fill='{colour}'/>")
+            else:
+                dash = " stroke-dasharray='5,3'" if dashed else ""
+                parts.append(f"<line x1='{x0 + 6:.1f}' y1='{y - 3:.1f}' x2='{x0 + 24:.1f}' y2='{y - 3:.1f}' "
+                             f"stroke='{colour}' stroke-width='2'{dash}/>")
+            parts.append(_text(x0 + 30, y + 1, name, "start", 11))
+        parts.append("</g>")
+        return parts
+
+
+def _svg(width: int, height: int, parts: list[str]) -> str:
+    return (f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
+            f"viewBox='0 0 {width} {height}'>\n" + "\n".join(parts) + "\n</svg>\n")
+
+
+def line_chart(series: Sequence[Series], *, title: str = "", x_label: str = "", y_label: str = "",
+               x_range: tuple[float, float] | None = None, y_range: tuple[float, float] | None = None,
+               x_ticks: Sequence[float] | None = None, width: int = 600, height: int = 380) -> str:
+    """An SVG line chart: one polyline (with point markers) per series, axes with ticks and labels, a legend."""
+    if not series:
+        raise ConfigError("a line chart needs at least one series")
+    xs = [float(v) for s in series for v in s.x]
+    ys = [float(v) for s in series for v in s.y if math.isfinite(float(v))]
+    x_range = x_range or (min(xs), max(xs))
+    if y_range is None:
+        low, high = min([*ys, 0.0]), max([*ys, 1e-9])
+        ticks = nice_ticks(low, high)
+        y_range = (min(low, ticks[0]), max(high, ticks[-1]))
+    frame = _Frame(width, height, x_range, y_range)
+    parts = frame.axes(title, x_label, y_label, x_ticks if x_ticks is not None else nice_ticks(*x_range, 8))
+    entries = []
+    for n, s in enumerate(series):
+        colour = s.colour or PALETTE[n % len(PALETTE)]
+        points = [(frame.x(float(x)), frame.y(float(y))) for x, y in zip(s.x, s.y, strict=True)
+                  if math.isfinite(float(y))]
+        dash = " stroke-dasharray='6,4'" if s.dashed else ""
+        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+        parts.append(f"<g class='series'><title>{escape(s.name)}</title>"
+                     f"<polyline points='{path}' fill='none' stroke='{colour}' stroke-width='2'{dash}/>")
+        parts += [f"<circle cx='{x:.1f}' cy='{y:.1f}' r='{2.5 if s.dashed else 3}' fill='{colour}'/>"
+                  for x, y in points]
+        parts.append("</g>")
+        entries.append((s.name, colour, s.dashed, "line"))
+    parts += frame.legend(entries)
+    return _svg(width, height, parts)
+
+
+def bar_chart(categories: Sequence[str], groups: Mapping[str, Sequence[float]], *, title: str = "",
+              x_label: str = "", y_label: str = "", notes: Sequence[str] | None = None, width: int | None = None,
+              height: int = 380) -> str:
+    """An SVG grouped bar chart: per category one bar per group (NaN: no bar), a note under each category
+    (e.g. how many measurements), axes with labels, a legend of the groups."""
+    if not categories or not groups:
+        raise ConfigError("a bar chart needs at least one category and one group")
+    for name, values in groups.items():
+        if len(values) != len(categories):
+            raise ConfigError(f"group {name!r} has {len(values)} values for {len(categories)} categories")
+    finite = [float(v) for values in groups.values() for v in values if math.isfinite(float(v))]
+    low, high = min([*finite, 0.0]), max([*finite, 1e-9])
+    ticks = nice_ticks(low, high)
+    width = width or max(420, MARGIN["left"] + MARGIN["right"] + len(categories) * (18 * len(groups) + 34))
+    frame = _Frame(width, height, (0, len(categories)), (min(low, ticks[0]), max(high, ticks[-1])), bottom=72)
+    parts = frame.axes(title, x_label, y_label, None)
+    slot = (frame.right - frame.left) / len(categories)
+    bar = min(28.0, slot * 0.8 / len(groups))
+    zero = frame.y(0.0)
+    if frame.y_range[0] < 0:
+        parts.append(f"<line x1='{frame.left}' y1='{zero:.1f}' x2='{frame.right}' y2='{zero:.1f}' stroke='#888'/>")
+    entries = []
+    for g, (name, values) in enumerate(groups.items()):
+        colour = PALETTE[g % len(PALETTE)]
+        entries.append((name, colour, False, "box"))
+        for n, value in enumerate(values):
+            value = float(value)
+            if not math.isfinite(value):
+                continue
+            x = frame.left + slot * n + (slot - bar * len(groups)) / 2 + bar * g
+            top, bottom = sorted((frame.y(value), zero))
+            parts.append(f"<rect x='{x:.1f}' y='{top:.1f}' width='{bar:.1f}' height='{max(bottom - top, 0.5):.1f}' "
+                         f"fill='{colour}'><title>{escape(f'{name}, {categories[n]}: {value:.4g}')}</title></rect>")
+    for n, category in enumerate(categories):
+        x = frame.left + slot * (n + 0.5)
+        parts.append(_text(x, frame.bottom + 16, category, "middle", 11))
+        if notes is not None:
+            parts.append(_text(x, frame.bottom + 30, notes[n], "middle", 10, " fill='#555'"))
+    parts += frame.legend(entries)
+    return _svg(width, height, parts)
+
+
+def curves_chart(curves: Sequence[AblationCurve] | Mapping[str, AblationCurve], title: str | None = None) -> str:
+    """Ablation curves of one concept and layer on one chart: per ranking the fraction of the concept's pixels
+    removed (solid) and the share of the other concepts' pixels kept (dashed), against units ablated."""
+    curves = list(curves.values()) if isinstance(curves, Mapping) else list(curves)
+    if not curves:
+        raise ConfigError("give at least one ablation curve to plot")
+    first = curves[0]
+    series = []
+    for n, curve in enumerate(curves):
+        colour = PALETTE[n % len(PALETTE)]
+        series.append(Series(curve.ranking or f"ranking {n + 1}", curve.counts, curve.removed, False, colour))
+    for n, curve in enumerate(curves):
+        colour = PALETTE[n % len(PALETTE)]
+        name = f"{curve.ranking or f'ranking {n + 1}'}: other concepts kept"
+        series.append(Series(name, curve.counts, curve.others_kept, True, colour))
+    top = max(max(c.counts) for c in curves)
+    values = [v for c in curves for v in (*c.removed, *c.others_kept) if math.isfinite(v)]
+    y_range = (min([0.0, *values]), max([1.0, *values]))
+    return line_chart(series, title=title or f"Ablating {first.concept} units at {first.layer}",
+                      x_label="units ablated", y_label=f"fraction of {first.concept} pixels removed",
+                      x_range=(0, top), y_range=y_range, x_ticks=nice_ticks(0, top, 8))
+
+
+def context_chart(contexts: InsertionContext | Sequence[InsertionContext], min_locations: int = 1,
+                  title: str | None = None) -> str:
+    """Concept pixels gained by inserting each context's units, grouped by the concept at the location before
+    the insertion (those tried at least `min_locations` times in some context), one bar per inserted concept."""
+    contexts = [contexts] if isinstance(contexts, InsertionContext) else list(contexts)
+    if not contexts:
+        raise ConfigError("give at least one insertion context to plot")
+    names = list(contexts[0].before)
+    shown = [name for name in names
+             if any(ctx.locations[ctx.before.index(name)] >= max(min_locations, 1) for ctx in contexts)]
+    if not shown:
+        raise ConfigError(f"no 'before' concept was tried at least {min_locations} times")
+    shown.sort(key=lambda name: -max(ctx.locations[ctx.before.index(name)] for ctx in contexts))
+    groups = {}
+    for ctx in contexts:
+        key = f"{ctx.concept} ({len(ctx.units)} units at {ctx.layer})"
+        groups[key] = [ctx.gained[ctx.before.index(name)] if ctx.locations[ctx.before.index(name)] >= min_locations
+                       else float("nan") for name in shown]
+    notes = [f"n={max(ctx.locations[ctx.before.index(name)] for ctx in contexts)}" for name in shown]
+    concepts = ", ".join(dict.fromkeys(ctx.concept for ctx in contexts))
+    return bar_chart(shown, groups, title=title or f"Where inserting {concepts} units draws {concepts}",
+                     x_label="concept at the location before the insertion",
+                     y_label=f"{concepts} pixels gained near the location", notes=notes)
+
+
+def image_strip(images: torch.Tensor, row_labels: Sequence[str] | None = None, scale: int = 1,
+                label_width: int = 56) -> np.ndarray:
+    """Images (R, S, 3, H, W) in [-1, 1] as one (H', W', 3) uint8 picture: R rows of S pictures, each row
+    labelled on its left (e.g. "N=4")."""
+    if images.dim() != 5:
+        raise ConfigError(f"a strip needs images (rows, samples, 3, H, W); got shape {tuple(images.shape)}")
+    rows, columns = images.shape[:2]
+    pictures = to_uint8(images.flatten(0, 1))
+    if scale != 1:
+        pictures = pictures.repeat(scale, axis=1).repeat(scale, axis=2)
+    tiled = grid(pictures, columns=columns)
+    if not row_labels:
+        return tiled
+    if len(row_labels) != rows:
+        raise ConfigError(f"{len(row_labels)} row labels for {rows} rows")
+    canvas = Image.new("RGB", (tiled.shape[1] + label_width, tiled.shape[0]), "white")
+    canvas.paste(Image.fromarray(tiled), (label_width, 0))
+    draw = ImageDraw.Draw(canvas)
+    step = pictures.shape[1] + 1
+    for n, label in enumerate(row_labels):
+        draw.text((4, 1 + n * step + pictures.shape[1] // 2 - 6), str(label), fill=(0, 0, 0))
+    return np.asarray(canvas)
+
+
+def save_svg(path: str | Path, svg: str) -> None:
+    write_text_atomic(path, svg)
+
+
+def save_strip(path: str | Path, images: torch.Tensor, row_labels: Sequence[str] | None = None,
+               scale: int = 1) -> None:
+    save_png(path, image_strip(images, row_labels, scale))
