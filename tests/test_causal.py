@@ -167,3 +167,14 @@ def test_causal_command_ranks_the_planted_unit_first(cli_run, capsys):
     ranking = json.loads((cli_run / "causal" / "features" / "blue" / "ace.json").read_text())
     assert ranking["units"][0]["unit"] == 2 and ranking["units"][0]["ace"] > 0.3
     assert (cli_run / "causal" / "features" / "blue" / "ace.csv").read_text().startswith("unit,ace,")
+
+
+def test_causal_results_go_with_their_dissection(tmp_path):
+    out = tmp_path / "run"
+    base = ["dissect", "--model", PLANTED_SPEC, "--segmenter", "color", "--layers", "features", "--samples", "32",
+            "--quantile", "0.15", "--out", str(out)]
+    assert main(base) == 0
+    assert main(["causal", str(out), "--concept", "blue", "--samples", "4", "--batch-size", "4"]) == 0
+    assert "Causal results" in (out / "report.html").read_text()  # the report was rewritten with them
+    assert main([*base[:-2], "--samples", "40", "--out", str(out), "--force", "--no-report"]) == 0
+    assert not (out / "causal").exists()  # measured on the old dissection: removed with it

@@ -172,6 +172,7 @@ def _add_causal(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quantile", type=float, default=None,
                    help="insert this quantile of each unit (default: its mean activation where the concept is)")
     p.add_argument("--batch-size", type=int, default=8, help="samples per batch (default 8)")
+    p.add_argument("--no-report", action="store_true", help="do not rewrite the run's report.html")
     p.set_defaults(handler=_run_causal)
 
 
@@ -198,8 +199,20 @@ def _run_causal(args: argparse.Namespace) -> int:
         top = ", ".join(f"{u} ({float(effects.ace[effects.units.index(u)]):+.3f})" for u in effects.ranking()[:10])
         print(f"{layer} -> {args.concept}: top units by ACE: {top}", file=sys.stderr)
         print(f"results: {folder}")
+        rewrite_report(run, args)
     collectives.shutdown(collective)
     return 0
+
+
+def rewrite_report(run: OpenRun, args: argparse.Namespace) -> None:
+    """Rewrite the run's report.html with the causal results (when the run has a report)."""
+    from gandissect.engine.storage import read_json
+    from gandissect.viz import report
+
+    if args.no_report or not (run.folder / "report.html").exists():
+        return
+    path = report.write_report(read_json(run.folder / "dissect.json"), run.generator, run.folder, device=run.device)
+    print(f"report: {path}")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

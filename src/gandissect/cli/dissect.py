@@ -75,7 +75,7 @@ def _run_dissect(args: argparse.Namespace) -> int:
 
     def write_report(document: dict, staging: Path) -> None:
         if not args.no_report:
-            report.write_report(document, generator, staging, device=device, causal_dir=Path(args.out) / "causal")
+            report.write_report(document, generator, staging, device=device)
 
     document = dissector.finish(result, {"model": args.model, "segmenter": segmenter_spec}, write_report)
     if document is not None:

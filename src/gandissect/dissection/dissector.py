@@ -40,7 +40,9 @@ from gandissect.engine.storage import (
     write_text_atomic,
 )
 
-RESULT_FILES = ("dissect.json", "dissect.csv", "statistics.safetensors", "report.html")
+RESULT_FILES = ("dissect.json", "dissect.csv", "statistics.safetensors", "report.html", "causal")
+"""What a dissection run folder holds; `causal/` (written later by the causal tools) belongs to the dissection
+it was measured on, so a forced new run removes it when it commits."""
 MEMORY_SHARE = 0.5
 
 

@@ -156,7 +156,8 @@ class RunFolder:
             os.replace(self.partial / name, self.path / name)
         for name in self.results:
             if name not in staged:
-                (self.path / name).unlink(missing_ok=True)
+                stale = self.path / name
+                shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
         os.replace(self.partial / IDENTITY, self.path / IDENTITY)
         shutil.rmtree(self.partial, ignore_errors=True)
         return [self.path / name for name in staged]
