@@ -8,7 +8,12 @@ units did not. Here:
   search of one's own, `top_samples`) with any of these signals, each a "badness" (higher = less real):
   - "frechet": the Frechet distance between the features of the unit's top images and real images' features,
     for any feature extractor `features(images) -> (N, D)` (e.g. `concept_features(segmenter)`, the soft
-    concept areas of a segmenter) and real features (M, D) computed by the caller;
+    concept areas of a segmenter) and real features (M, D) computed by the caller (the paper's signal: note
+    that it also grows when a unit's top images merely show unusual, but real, content);
+  - "nearest_real": in the same feature space, the mean over top images of their distance to the nearest real
+    image, in units of that real image's distance to its own k-th nearest real neighbour (the inverse of
+    Kynkaenniemi et al.'s 2019 realism score: above 1 = off the real manifold), indifferent to which part of
+    the real distribution the top images come from;
   - "realism": minus the mean realism score of the top images, for any `realism(images) -> (N,)` (e.g. a
     discriminator's logit, lower = less real);
   - "patch_realism": minus a patch realism map `patch_realism(images) -> (N, h, w)` (e.g.
@@ -48,7 +53,7 @@ Realism = Callable[[torch.Tensor], torch.Tensor]
 PatchRealism = Callable[[torch.Tensor], torch.Tensor]
 """images (N, 3, H, W) -> realism map (N, h, w), higher = more real."""
 
-SIGNALS = ("frechet", "realism", "patch_realism", "ablation_frechet", "ablation_realism")
+SIGNALS = ("frechet", "nearest_real", "realism", "patch_realism", "ablation_frechet", "ablation_realism")
 # Seeds apart from a dissection's threshold (2) and IoU (1) sets and the ACE samples (3).
 HELD_OUT_SEED = 4
 TOP_SEED = 5
@@ -90,6 +95,27 @@ def gaussian_fit(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def feature_frechet(a: torch.Tensor, b: torch.Tensor) -> float:
     """The Frechet distance between Gaussian fits of two feature sets (N, D) and (M, D)."""
     return frechet_distance(*gaussian_fit(a), *gaussian_fit(b))
+
+
+def neighbour_radii(real: torch.Tensor, k: int = 3, chunk: int = 1024) -> torch.Tensor:
+    """(M,) each real feature row's distance to its k-th nearest other row."""
+    real = torch.as_tensor(real).double()
+    if not 0 < k < len(real):
+        raise ConfigError(f"k must lie in 1..{len(real) - 1} (real rows - 1); got {k}")
+    radii = [torch.cdist(real[i:i + chunk], real).topk(k + 1, dim=1, largest=False).values[:, k]
+             for i in range(0, len(real), chunk)]
+    return torch.cat(radii)
+
+
+def nearest_real_ratio(features: torch.Tensor, real: torch.Tensor, radii: torch.Tensor | None = None, k: int = 3,
+                       chunk: int = 1024) -> torch.Tensor:
+    """(N,) min over real rows r of ||f - r|| / radius_r, radius_r = `neighbour_radii(real, k)` (radii below
+    1e-12 count as 1e-12): at most 1 inside some real row's neighbourhood, large off the real manifold."""
+    real = torch.as_tensor(real).double()
+    radii = (neighbour_radii(real, k) if radii is None else radii).double().clamp(min=1e-12)
+    features = torch.as_tensor(features).double()
+    return torch.cat([(torch.cdist(features[i:i + chunk], real) / radii[None]).amin(1)
+                      for i in range(0, len(features), chunk)])
 
 
 @register_statistic
@@ -161,7 +187,8 @@ def concept_features(segmenter: Segmenter, grid: int = 1) -> Features:
 def linear_head_patches(discriminator: nn.Module) -> PatchRealism:
     """The realism logit of a discriminator made of a convolutional trunk `features` and a linear `head` over
     its flattened (N, C, h, w) output, split over the trunk's h x w positions: map[n, i, j] = sum_c
-    head.weight[c, i, j] * trunk[n, c, i, j], so that map.sum((1, 2)) + head.bias is the logit."""
+    head.weight[c, i, j] * trunk[n, c, i, j], so that map.sum((1, 2)) + head.bias is the logit. Put the
+    discriminator in eval mode first (a spectral norm in training mode would take a power step per call)."""
     trunk, head = getattr(discriminator, "features", None), getattr(discriminator, "head", None)
     if not isinstance(trunk, nn.Module) or not isinstance(head, nn.Linear) or head.out_features != 1:
         raise ConfigError(f"{type(discriminator).__name__} has no convolutional `features` trunk and linear `head` "
@@ -220,8 +247,8 @@ def top_samples(generator: nn.Module, layer: str, samples: int = 1000, seed: int
 
 @dataclass
 class UnitRealism:
-    """Per unit of `units`, a badness score (higher = less real) for each signal computed, from its top
-    images `top` (U, k) (sample indices of seed `seed`)."""
+    """Per unit of `units`, a badness score (higher = less real) for each signal computed (`scores[signal]`
+    is aligned with `units`), from its top images `top[unit]` (top is (U, k): sample indices of seed `seed`)."""
 
     layer: str
     units: list[int]
@@ -238,12 +265,16 @@ class UnitRealism:
             raise ConfigError(f"no signal {signal!r} was computed; signals: {', '.join(self.scores) or 'none'}")
 
     def ranking(self, signal: str) -> list[int]:
-        """Units by the signal, worst (least real) first; ties by unit number."""
+        """Units by the signal, worst (least real) first; ties by unit number; units without a score (NaN: no
+        top images) last."""
         self.check_signal(signal)
-        order = self.scores[signal].argsort(descending=True, stable=True).tolist()
+        values = self.scores[signal].double()
+        values = torch.where(values.isnan(), torch.full_like(values, -math.inf), values)
+        order = values.argsort(descending=True, stable=True).tolist()
         return [self.units[i] for i in order]
 
     def worst(self, signal: str, count: int = DEFAULT_COUNT) -> list[int]:
+        """The `count` least real units by the signal, worst first."""
         return self.ranking(signal)[:count]
 
     def to_json(self) -> dict[str, Any]:
@@ -276,9 +307,9 @@ def unit_realism(generator: nn.Module, layer: str, top: torch.Tensor, seed: int,
                  patch_realism: PatchRealism | None = None, ablation: bool = True, units: Sequence[int] | None = None,
                  batch_size: int = 32, device: str | torch.device = "cpu", progress: bool = True) -> UnitRealism:
     """Score each unit's top images `top` (U, k) (samples of seed `seed`, e.g. from `dissection_top`): with
-    `features` and `real_features`, "frechet" (and, with `ablation`, "ablation_frechet"); with `realism`,
-    "realism" (and "ablation_realism"); with `patch_realism`, "patch_realism". `units` restricts the scored
-    units (default all); rows of `top` of -1 (fewer samples than k) are skipped."""
+    `features` and `real_features`, "frechet" and "nearest_real" (and, with `ablation`, "ablation_frechet");
+    with `realism`, "realism" (and "ablation_realism"); with `patch_realism`, "patch_realism". `units`
+    restricts the scored units (default all); entries of `top` of -1 (fewer samples than k) are skipped."""
     real = _check_real(features, real_features, "the frechet signal")
     if features is None and realism is None and patch_realism is None:
         raise ConfigError("give at least one of features (with real_features), realism or patch_realism")
@@ -308,24 +339,25 @@ def unit_realism(generator: nn.Module, layer: str, top: torch.Tensor, seed: int,
         n = len(z)
         if features is not None:
             feats.append(_check_rows("features", features(images), n, 2))
+            if feats[-1].shape[1] != real.shape[1]:  # type: ignore[union-attr]
+                raise ConfigError(f"features give {feats[-1].shape[1]} dimensions but real features have "
+                                  f"{real.shape[1]}: compute both with the same extractor")  # type: ignore[union-attr]
         if realism is not None:
             scores.append(_check_rows("realism", realism(images), n, 1))
         if patch_realism is not None:
             grid = _check_rows("patch_realism", patch_realism(images), n, 3)
             patches.append(grid)
             pooled.append(F.adaptive_avg_pool2d(acts.detach().float().clamp(min=0), grid.shape[-2:]).double().cpu())
-    if feats and feats[0].shape[1] != real.shape[1]:  # type: ignore[union-attr]
-        raise ConfigError(f"features give {feats[0].shape[1]} dimensions but real features have "
-                          f"{real.shape[1]}: compute both with the same extractor")  # type: ignore[union-attr]
 
     def members(u: int) -> torch.Tensor:
-        row = rows[chosen.index(u)]
-        return torch.tensor([position[int(s)] for s in row.tolist() if s >= 0])
+        return torch.tensor([position[int(s)] for s in top[u].tolist() if s >= 0], dtype=torch.long)
 
-    result = UnitRealism(layer, chosen, rows.clone(), seed)
+    result = UnitRealism(layer, chosen, top.clone(), seed)
     if feats:
         all_feats = torch.cat(feats)
         result.scores["frechet"] = torch.tensor([feature_frechet(all_feats[members(u)], real) for u in chosen])
+        ratios = nearest_real_ratio(all_feats, real, k=min(3, len(real) - 1))  # type: ignore[arg-type]
+        result.scores["nearest_real"] = torch.stack([ratios[members(u)].mean() for u in chosen])
     if scores:
         all_scores = torch.cat(scores)
         result.scores["realism"] = torch.stack([-all_scores[members(u)].mean() for u in chosen])
@@ -470,8 +502,11 @@ def artifact_study(generator: nn.Module, layer: str, scores: UnitRealism, featur
         raise ConfigError(f"signals {short} scored fewer than count={count} units")
     rng = torch.Generator().manual_seed(random_seed)
     random_units = [sorted(torch.randperm(width, generator=rng)[:count].tolist()) for _ in range(draws)]
-    edits: dict[str, list[int]] = {"before": [], **{f"signal/{s}": u for s, u in ablated.items()},
-                                   **{f"random/{i}": u for i, u in enumerate(random_units)}}
+    # one edit per distinct set of units (signals often agree; "before" ablates nothing)
+    key: dict[tuple[int, ...], str] = {}
+    for units in [[], *ablated.values(), *random_units]:
+        key.setdefault(tuple(sorted(units)), f"edit/{len(key)}")
+    edits = {name: list(units) for units, name in key.items()}
     dim = real.shape[1]
     stats: dict[str, Statistic] = {name: FeatureMoments(dim) for name in edits}
 
@@ -496,8 +531,8 @@ def artifact_study(generator: nn.Module, layer: str, scores: UnitRealism, featur
     merged = sample_pass.run(stats, update)
     target = gaussian_fit(real)
 
-    def distance(name: str) -> float:
-        moments = merged[name]
+    def distance(units: list[int]) -> float:
+        moments = merged[key[tuple(sorted(units))]]
         assert isinstance(moments, FeatureMoments)
         return frechet_distance(*moments.gaussian(), *target)
 
@@ -508,6 +543,5 @@ def artifact_study(generator: nn.Module, layer: str, scores: UnitRealism, featur
             raise ConfigError(f"reference features must be (M, {dim}) like the real features; got shape "
                               f"{tuple(other.shape)}")
         reference = feature_frechet(other, real)
-    return ArtifactStudy(layer, count, samples, seed, distance("before"),
-                         {s: distance(f"signal/{s}") for s in signals}, ablated,
-                         [distance(f"random/{i}") for i in range(draws)], random_units, reference)
+    return ArtifactStudy(layer, count, samples, seed, distance([]), {s: distance(u) for s, u in ablated.items()},
+                         ablated, [distance(u) for u in random_units], random_units, reference)
