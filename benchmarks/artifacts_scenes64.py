@@ -28,15 +28,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gandissect.causal.artifacts import (
-    SIGNALS,
-    artifact_study,
-    concept_features,
-    dissection_top,
-    linear_head_patches,
-    unit_realism,
-)
+from gandissect.causal.artifacts import SIGNALS, artifact_study, dissection_top, unit_realism
 from gandissect.causal.cut import Cut
+from gandissect.causal.realism import concept_features, linear_head_patches
 from gandissect.core.images import from_uint8, grid, png_bytes, to_uint8
 from gandissect.core.sampling import sample_z
 from gandissect.dissection import Dissection

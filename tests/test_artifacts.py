@@ -10,21 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gandissect.causal.artifacts import (
-    FeatureMoments,
-    artifact_study,
-    concept_features,
-    dissection_top,
-    feature_frechet,
-    frechet_distance,
-    gaussian_fit,
-    linear_head_patches,
-    nearest_real_ratio,
-    top_samples,
-    unit_realism,
-)
+from gandissect.causal.artifacts import artifact_study, dissection_top, top_samples, unit_realism
 from gandissect.causal.cut import Cut
+from gandissect.causal.realism import FeatureMoments, concept_features, linear_head_patches, nearest_real_ratio
 from gandissect.core.errors import ConfigError
+from gandissect.core.frechet import feature_frechet, frechet_distance, gaussian_fit
 from gandissect.core.sampling import sample_z
 from gandissect.core.segmenters import ColorSegmenter
 from gandissect.dissection import DissectConfig, Dissection, Dissector

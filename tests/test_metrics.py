@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from gandissect.core.frechet import frechet_distance, gaussian_fit
 from gandissect.core.images import from_uint8, to_uint8
 from gandissect.core.segmenters import COLOR_PROTOTYPES, ColorSegmenter
 from gandissect.scenes import world
@@ -16,9 +17,7 @@ from gandissect.scenes.metrics import (
     REAL_SEED_OFFSET,
     concept_area_histograms,
     confusion_iou,
-    frechet_distance,
     frechet_segmentation_distance,
-    gaussian_fit,
     segmenter_iou,
 )
 from gandissect.scenes.training import HELD_OUT_SEEDS

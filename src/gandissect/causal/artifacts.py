@@ -1,28 +1,17 @@
 """Artifact units: units whose top-activating images look unreal, and what ablating them does to the model.
 
-The paper flagged units whose top-activating images scored worst on a realism metric, ablated 20 of them over
-the whole feature map, and saw the model's Frechet distance to real images improve, where ablating 20 random
-units did not. Here:
-
-- `unit_realism` scores each unit's top-activating images (from a dissection's TopK, `dissection_top`, or a
-  search of one's own, `top_samples`) with any of these signals, each a "badness" (higher = less real):
-  - "frechet": the Frechet distance between the features of the unit's top images and real images' features,
-    for any feature extractor `features(images) -> (N, D)` (e.g. `concept_features(segmenter)`, the soft
-    concept areas of a segmenter) and real features (M, D) computed by the caller (the paper's signal: note
-    that it also grows when a unit's top images merely show unusual, but real, content);
-  - "nearest_real": in the same feature space, the mean over top images of their distance to the nearest real
-    image, in units of that real image's distance to its own k-th nearest real neighbour (the inverse of
-    Kynkaenniemi et al.'s 2019 realism score: above 1 = off the real manifold), indifferent to which part of
-    the real distribution the top images come from;
-  - "realism": minus the mean realism score of the top images, for any `realism(images) -> (N,)` (e.g. a
-    discriminator's logit, lower = less real);
-  - "patch_realism": minus a patch realism map `patch_realism(images) -> (N, h, w)` (e.g.
-    `linear_head_patches(discriminator)`) averaged where the unit fires, relative to the map's mean;
-  - "ablation_realism" / "ablation_frechet": how much ablating the unit on its own top images raises their
-    realism score / lowers their Frechet distance (causal variants of the two above).
-- `artifact_study` ablates the worst `count` units by each signal over the whole feature map and measures the
-  whole model's Frechet distance to real features on held-out samples, before and after, against ablating
-  `count` random units (several draws). It rides the engine's sample pass (shards and merges under torchrun).
+The paper flagged units whose top images scored worst on a realism metric, ablated 20 of them, and saw the
+model's Frechet distance to real images improve, where 20 random units did not. `unit_realism` scores each
+unit's top images (`dissection_top` or `top_samples`) by signals, each a "badness" (higher = less real):
+"frechet" (Frechet distance of their features to real features, for any `features(images) -> (N, D)`, e.g.
+`realism.concept_features`: the paper's signal, which also grows for merely unusual content), "nearest_real"
+(distance to the nearest real image in units of that image's k-th neighbour distance: above 1 is off the
+real manifold), "realism" (minus any `realism(images) -> (N,)`, e.g. a discriminator's logit),
+"patch_realism" (minus a patch realism map averaged where the unit fires, e.g.
+`realism.linear_head_patches`), and "ablation_realism" / "ablation_frechet" (how much ablating the unit on
+its own top images improves those). `artifact_study` ablates the worst `count` units by each signal and
+measures the whole model's Frechet distance on held-out samples, against `count` random units (several
+draws), riding the engine's sample pass (shards and merges under torchrun).
 """
 
 from __future__ import annotations
@@ -38,170 +27,26 @@ from torch import nn
 
 from gandissect.causal.cut import Cut
 from gandissect.causal.interventions import check_layer
+from gandissect.causal.realism import (
+    FeatureMoments,
+    Features,
+    PatchRealism,
+    Realism,
+    nearest_real_ratio,
+)
 from gandissect.core.errors import ConfigError
+from gandissect.core.frechet import feature_frechet, frechet_distance, gaussian_fit
 from gandissect.core.sampling import sample_z
-from gandissect.core.segmenters import Segmenter, check_labels
-from gandissect.core.stats import Statistic, TopK, register_statistic
+from gandissect.core.stats import Statistic, TopK
 from gandissect.dissection.results import Dissection
 from gandissect.engine.collectives import Collective
 from gandissect.engine.samplepass import Batch, SamplePass
-
-Features = Callable[[torch.Tensor], torch.Tensor]
-"""images (N, 3, H, W) -> features (N, D)."""
-Realism = Callable[[torch.Tensor], torch.Tensor]
-"""images (N, 3, H, W) -> realism scores (N,), higher = more real."""
-PatchRealism = Callable[[torch.Tensor], torch.Tensor]
-"""images (N, 3, H, W) -> realism map (N, h, w), higher = more real."""
 
 SIGNALS = ("frechet", "nearest_real", "realism", "patch_realism", "ablation_frechet", "ablation_realism")
 # Seeds apart from a dissection's threshold (2) and IoU (1) sets and the ACE samples (3).
 HELD_OUT_SEED = 4
 TOP_SEED = 5
 DEFAULT_COUNT = 20
-
-
-# --- Frechet distance ---------------------------------------------------------------------------------------------
-
-def _sqrtm_psd(matrix: torch.Tensor) -> torch.Tensor:
-    values, vectors = torch.linalg.eigh((matrix + matrix.T) / 2)
-    return (vectors * values.clamp(min=0).sqrt()) @ vectors.T
-
-
-def frechet_distance(mu1: torch.Tensor, cov1: torch.Tensor, mu2: torch.Tensor, cov2: torch.Tensor) -> float:
-    """Frechet distance between N(mu1, cov1) and N(mu2, cov2), in float64:
-    ||mu1 - mu2||^2 + tr(cov1) + tr(cov2) - 2 tr(sqrt(cov1^1/2 cov2 cov1^1/2)) (symmetric eigendecompositions,
-    tiny negative eigenvalues clamped to 0)."""
-    mu1, mu2 = torch.as_tensor(mu1).double().reshape(-1), torch.as_tensor(mu2).double().reshape(-1)
-    cov1, cov2 = torch.as_tensor(cov1).double(), torch.as_tensor(cov2).double()
-    d = mu1.numel()
-    cov1, cov2 = cov1.reshape(d, d), cov2.reshape(d, d)
-    root1 = _sqrtm_psd(cov1)
-    middle = root1 @ cov2 @ root1
-    cross = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()
-    value = ((mu1 - mu2) ** 2).sum() + torch.trace(cov1) + torch.trace(cov2) - 2 * cross
-    return max(float(value), 0.0)
-
-
-def gaussian_fit(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean (D,) and unbiased covariance (D, D) of the rows of `features` (N, D), float64 (zero covariance
-    for a single row)."""
-    features = torch.as_tensor(features).double()
-    d = features.shape[1]
-    if len(features) < 2:
-        return features.mean(0), torch.zeros(d, d, dtype=torch.float64)
-    return features.mean(0), torch.cov(features.T).reshape(d, d)
-
-
-def feature_frechet(a: torch.Tensor, b: torch.Tensor) -> float:
-    """The Frechet distance between Gaussian fits of two feature sets (N, D) and (M, D)."""
-    return frechet_distance(*gaussian_fit(a), *gaussian_fit(b))
-
-
-def neighbour_radii(real: torch.Tensor, k: int = 3, chunk: int = 1024) -> torch.Tensor:
-    """(M,) each real feature row's distance to its k-th nearest other row."""
-    real = torch.as_tensor(real).double()
-    if not 0 < k < len(real):
-        raise ConfigError(f"k must lie in 1..{len(real) - 1} (real rows - 1); got {k}")
-    radii = [torch.cdist(real[i:i + chunk], real).topk(k + 1, dim=1, largest=False).values[:, k]
-             for i in range(0, len(real), chunk)]
-    return torch.cat(radii)
-
-
-def nearest_real_ratio(features: torch.Tensor, real: torch.Tensor, radii: torch.Tensor | None = None, k: int = 3,
-                       chunk: int = 1024) -> torch.Tensor:
-    """(N,) min over real rows r of ||f - r|| / radius_r, radius_r = `neighbour_radii(real, k)` (radii below
-    1e-12 count as 1e-12): at most 1 inside some real row's neighbourhood, large off the real manifold."""
-    real = torch.as_tensor(real).double()
-    radii = (neighbour_radii(real, k) if radii is None else radii).double().clamp(min=1e-12)
-    features = torch.as_tensor(features).double()
-    return torch.cat([(torch.cdist(features[i:i + chunk], real) / radii[None]).amin(1)
-                      for i in range(0, len(features), chunk)])
-
-
-@register_statistic
-class FeatureMoments(Statistic):
-    """Count, mean (D,) and co-moment matrix (D, D) of feature rows, float64, merged with Chan's update."""
-
-    fields = ("count", "mean", "m2")
-
-    def __init__(self, dim: int, device: torch.device | str = "cpu") -> None:
-        self.count = torch.zeros((), dtype=torch.float64, device=device)
-        self.mean = torch.zeros(dim, dtype=torch.float64, device=device)
-        self.m2 = torch.zeros(dim, dim, dtype=torch.float64, device=device)
-
-    def add(self, features: torch.Tensor) -> None:
-        rows = features.detach().to(self.mean.device, torch.float64)
-        if rows.dim() != 2 or rows.shape[1] != self.mean.shape[0]:
-            raise ValueError(f"features must be (N, {self.mean.shape[0]}), got {tuple(rows.shape)}")
-        if len(rows) == 0:
-            return
-        mean = rows.mean(0)
-        centred = rows - mean
-        self._combine(torch.tensor(float(len(rows)), dtype=torch.float64, device=self.mean.device), mean,
-                      centred.T @ centred)
-
-    def merge(self, other: FeatureMoments) -> None:
-        self._check_mergeable(other)
-        self._combine(other.count.to(self.count.device), other.mean.to(self.mean.device), other.m2.to(self.m2.device))
-
-    def _combine(self, n: torch.Tensor, mean: torch.Tensor, m2: torch.Tensor) -> None:
-        total = self.count + n
-        if float(total) == 0:
-            return
-        delta = mean - self.mean
-        self.mean = self.mean + delta * (n / total)
-        self.m2 = self.m2 + m2 + torch.outer(delta, delta) * (self.count * n / total)
-        self.count = total
-
-    def gaussian(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and unbiased covariance of the rows added."""
-        return self.mean, self.m2 / (self.count - 1).clamp(min=1)
-
-
-# --- feature extractors and realism scorers -------------------------------------------------------------------------
-
-def concept_features(segmenter: Segmenter, grid: int = 1) -> Features:
-    """Per image, each concept's area in percent (0-100) in each cell of a grid x grid split of the image,
-    (N, C * grid * grid): soft areas from the segmenter's `concept_scores` when it has them, else the share of
-    pixels labelled with the concept (any label channel; what the Frechet Segmentation Distance uses)."""
-    if grid < 1:
-        raise ConfigError(f"grid must be a positive number of cells per side; got {grid}")
-    num = len(segmenter.concepts)
-    soft = callable(getattr(segmenter, "concept_scores", None))
-
-    def extract(images: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            if soft:
-                maps = segmenter.concept_scores(images).float()  # type: ignore[attr-defined]
-            else:
-                labels = check_labels(segmenter.segment(images), images, num, type(segmenter).__name__)
-                maps = torch.zeros(labels.shape[0], num + 1, *labels.shape[-2:], device=labels.device)
-                for k in range(labels.shape[1]):
-                    maps.scatter_(1, labels[:, k:k + 1].clamp(min=-1) + 1, 1.0)
-                maps = maps[:, 1:]
-            return F.adaptive_avg_pool2d(maps, grid).flatten(1) * 100
-
-    return extract
-
-
-def linear_head_patches(discriminator: nn.Module) -> PatchRealism:
-    """The realism logit of a discriminator made of a convolutional trunk `features` and a linear `head` over
-    its flattened (N, C, h, w) output, split over the trunk's h x w positions: map[n, i, j] = sum_c
-    head.weight[c, i, j] * trunk[n, c, i, j], so that map.sum((1, 2)) + head.bias is the logit. Put the
-    discriminator in eval mode first (a spectral norm in training mode would take a power step per call)."""
-    trunk, head = getattr(discriminator, "features", None), getattr(discriminator, "head", None)
-    if not isinstance(trunk, nn.Module) or not isinstance(head, nn.Linear) or head.out_features != 1:
-        raise ConfigError(f"{type(discriminator).__name__} has no convolutional `features` trunk and linear `head` "
-                          "with one output: give a patch realism function of your own")
-
-    def patches(images: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            maps = trunk(images)
-            head(maps.flatten(1)[:1])  # lets a spectral norm hook compute the weight it uses
-            weight = head.weight.reshape(maps.shape[1:])
-            return (maps * weight[None]).sum(1)
-
-    return patches
 
 
 def _width(cut: Cut, generator: nn.Module, seed: int, device: str | torch.device) -> int:

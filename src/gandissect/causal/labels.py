@@ -3,13 +3,15 @@
 For unit u of a layer, on held-out samples (a seed of their own):
 - ablation where active: u := 0 in the feature cells where u exceeds its top-quantile threshold (the
   dissection's `thresholds[u]`, compared on the feature grid);
-- insertion elsewhere: u := k_u in the cells where u is not active (k_u: a high quantile of the unit's
-  activations, by default the median of its active part, 1 - quantile / 2 of the run's quantile).
-For every concept c, the pixels it loses to the ablation (labelled c before and not after) and the pixels it
-gains from the insertion (c after and not before) are summed over samples and divided by c's area: its pixels
-in the unedited images, summed over samples, floored at `area_floor` of all pixels so that a rare concept does
-not win by a few pixels of noise. The unit's causal label is the concept of largest effect, or none when no
-effect reaches `min_effect`.
+- insertion elsewhere: u := k_u in cells where u is not active (INSERTIONS: by default the active cells moved
+  sideways by half the grid, a region no larger than the ablation's; or every inactive cell), k_u a high quantile
+  of the unit's activations, by default the median of its active part (1 - quantile / 2 of the run's quantile).
+For every concept c, per image, the pixels it loses to the ablation (its pixel count before minus after,
+clamped at 0) and the pixels it gains from the insertion (after minus before, clamped at 0) are summed over
+samples and divided by c's area: its pixels in the unedited images, summed over samples, floored at
+`area_floor` of all pixels so that a rare concept does not win by a few pixels of noise. The unit's causal label
+is the concept of largest effect, or none when no effect reaches `min_effect`. Counts are kept per half of the
+samples, so that the labels' split-half reliability comes with them.
 
 Each batch computes the layer's features and the unedited images once, then generates, for a group of units
 at a time, every (unit, sample) copy with that one unit edited: many units share one generator call. A copy
@@ -42,24 +44,26 @@ from gandissect.engine.collectives import Collective
 from gandissect.engine.samplepass import Batch, SamplePass
 
 NONE = -1
+MIN_EFFECT = 0.05
 INSERTIONS = {
     "shifted": "the cells where the unit is active, moved sideways by half the grid's width (wrapping round), "
-               "less the active cells: as large as the ablation's region, at the same heights",
+               "less the active cells: no larger than the ablation's region, at the same heights",
     "inactive": "every cell where the unit is not active",
 }
 
 
 @dataclass
 class CausalLabels:
-    """Per unit and concept (U, C) of one layer: pixels removed by the ablation and gained by the insertion,
-    summed over samples; per concept (C,) its pixels in the unedited images; and the resulting labels."""
+    """One layer's causal effects, kept per half of the samples (F = 2 folds: even and odd sample indices):
+    pixels removed by the ablation and gained by the insertion (F, U, C), each concept's pixels in the unedited
+    images (F, C) and all known pixels (F,); summed over the folds they give effects and labels."""
 
     layer: str
     concepts: list[str]
     removed: torch.Tensor
     gained: torch.Tensor
     area: torch.Tensor
-    pixels: float
+    pixels: torch.Tensor
     values: torch.Tensor
     samples: int
     seed: int
@@ -67,10 +71,14 @@ class CausalLabels:
     min_effect: float
 
     @property
+    def units(self) -> int:
+        return int(self.removed.shape[1])
+
+    @property
     def effect(self) -> torch.Tensor:
-        """(U, C) (removed + gained) / max(area, area_floor * pixels)."""
-        floor = torch.clamp(self.area, min=self.area_floor * self.pixels)
-        return ((self.removed + self.gained) / floor.clamp(min=1.0)[None, :]).float()
+        """(U, C) (removed + gained) / max(area, area_floor * pixels), all summed over samples."""
+        area = self.area.sum(0).clamp(min=self.area_floor * float(self.pixels.sum())).clamp(min=1.0)
+        return ((self.removed.sum(0) + self.gained.sum(0)) / area[None, :]).float()
 
     def labels(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Each unit's largest effect and its concept, concept -1 (none) where the effect is below min_effect
@@ -82,6 +90,23 @@ class CausalLabels:
         """Each unit's causal label as a concept name, 'none' for none."""
         return [self.concepts[c] if c != NONE else "none" for c in self.labels()[1].tolist()]
 
+    def half(self, fold: int) -> CausalLabels:
+        """The labels measured on one half of the samples (fold 0: even sample indices, 1: odd)."""
+        if fold not in range(self.removed.shape[0]):
+            raise ConfigError(f"fold must be 0 or 1; got {fold}")
+        pick = slice(fold, fold + 1)
+        return CausalLabels(self.layer, self.concepts, self.removed[pick], self.gained[pick], self.area[pick],
+                            self.pixels[pick], self.values, (self.samples + 1 - fold) // 2, self.seed,
+                            self.area_floor, self.min_effect)
+
+    def reliability(self) -> Agreement:
+        """Split-half agreement: of the units labelled on both halves of the samples, how many get the same
+        label from each (a ceiling for any rule's agreement at this number of samples)."""
+        first, second = self.half(0).labels()[1], self.half(1).labels()[1]
+        both = (first != NONE) & (second != NONE)
+        units, same = int(both.sum()), int((both & (first == second)).sum())
+        return Agreement("split-half", units, same, units, same)
+
     def distribution(self) -> dict[str, int]:
         """How many units each causal label has, most first (ties by name)."""
         counts: dict[str, int] = {}
@@ -89,20 +114,25 @@ class CausalLabels:
             counts[name] = counts.get(name, 0) + 1
         return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, agreement: Mapping[str, Agreement] | None = None) -> dict[str, Any]:
+        """JSON-able record, as the report reads `causal/<layer>/labels.json`: per unit its label (a concept
+        or 'none'), effect, pixels removed and gained, top 3 concepts; with `agreement` (from rule_agreement)
+        each rule's agreement record."""
         best, concept = self.labels()
-        effect = self.effect
+        effect, removed, gained = self.effect, self.removed.sum(0), self.gained.sum(0)
         units = []
         for u, (score, c) in enumerate(zip(best.tolist(), concept.tolist(), strict=True)):
             top = effect[u].argsort(descending=True, stable=True)[:3].tolist()
             units.append({"unit": u, "label": self.concepts[c] if c != NONE else "none", "effect": score,
-                          "removed": float(self.removed[u, c]) if c != NONE else 0.0,
-                          "gained": float(self.gained[u, c]) if c != NONE else 0.0,
+                          "removed": float(removed[u, c]) if c != NONE else 0.0,
+                          "gained": float(gained[u, c]) if c != NONE else 0.0,
                           "top": [{"concept": self.concepts[k], "effect": float(effect[u, k])} for k in top]})
         return {"layer": self.layer, "samples": self.samples, "seed": self.seed, "area_floor": self.area_floor,
-                "min_effect": self.min_effect, "pixels": self.pixels,
-                "area": dict(zip(self.concepts, self.area.tolist(), strict=True)),
-                "distribution": self.distribution(), "units": units}
+                "min_effect": self.min_effect, "pixels": float(self.pixels.sum()),
+                "insertion_values": self.values.tolist(),
+                "area": dict(zip(self.concepts, self.area.sum(0).tolist(), strict=True)),
+                "distribution": self.distribution(), "reliability": self.reliability().to_json(), "units": units,
+                **({"agreement": {rule: a.to_json() for rule, a in agreement.items()}} if agreement else {})}
 
 
 @dataclass
@@ -125,9 +155,11 @@ class Agreement:
         return self.interpretable_agree / self.interpretable_units if self.interpretable_units else float("nan")
 
     def to_json(self) -> dict[str, Any]:
-        return {"rule": self.rule, "units": self.units, "agree": self.agree, "fraction": self.fraction,
+        """JSON-able record; a fraction over no units is null."""
+        return {"rule": self.rule, "units": self.units, "agree": self.agree,
+                "fraction": self.fraction if self.units else None,
                 "interpretable_units": self.interpretable_units, "interpretable_agree": self.interpretable_agree,
-                "interpretable_fraction": self.interpretable_fraction}
+                "interpretable_fraction": self.interpretable_fraction if self.interpretable_units else None}
 
 
 def agreement(rule: str, causal: torch.Tensor, rule_labels: torch.Tensor, interpretable: torch.Tensor) -> Agreement:
@@ -143,11 +175,12 @@ def agreement(rule: str, causal: torch.Tensor, rule_labels: torch.Tensor, interp
                      int((same & interpretable).sum()))
 
 
-def rule_agreement(result: Dissection, causal: CausalLabels, rules: Sequence[str] | None = None) -> dict[str, Agreement]:
+def rule_agreement(result: Dissection, causal: CausalLabels,
+                   rules: Sequence[str] | None = None) -> dict[str, Agreement]:
     """Agreement of every labelling rule of `result` (or `rules`) at `causal.layer` with the causal labels."""
     width = check_layer(result, causal.layer)
-    if causal.removed.shape[0] != width:
-        raise ConfigError(f"the causal labels cover {causal.removed.shape[0]} units; layer {causal.layer!r} has "
+    if causal.units != width:
+        raise ConfigError(f"the causal labels cover {causal.units} units; layer {causal.layer!r} has "
                           f"{width}")
     labels = causal.labels()[1]
     out = {}
@@ -192,7 +225,7 @@ def distribution_table(labels: Mapping[str, CausalLabels]) -> str:
     lines = ["| layer | units | causal labels (units) |", "|---|---|---|"]
     for layer, causal in labels.items():
         counts = ", ".join(f"{name}: {count}" for name, count in causal.distribution().items())
-        lines.append(f"| {layer} | {causal.removed.shape[0]} | {counts} |")
+        lines.append(f"| {layer} | {causal.units} | {counts} |")
     return "\n".join(lines)
 
 
@@ -223,13 +256,13 @@ def edit_copies(features: torch.Tensor, samples: torch.Tensor, units: torch.Tens
 
 def causal_labels(generator: nn.Module, segmenter: Segmenter, result: Dissection, layer: str,
                   samples: int = 32, seed: int = HELD_OUT_SEED, batch_size: int = 8, group: int = 16,
-                  units: Sequence[int] | None = None, quantile: float | None = None, area_floor: float = 0.01,
-                  min_effect: float = 0.02, insert: str = "shifted", device: str | torch.device = "cpu", collective: Collective | None = None,
-                  progress: bool = True) -> CausalLabels:
+                  units: Sequence[int] | None = None, quantile: float | None = None, insert: str = "shifted",
+                  area_floor: float = 0.01, min_effect: float = MIN_EFFECT, device: str | torch.device = "cpu",
+                  collective: Collective | None = None, progress: bool = True) -> CausalLabels:
     """The concept each unit of `layer` causally draws (see the module's docstring), measured on `samples`
-    held-out samples of `seed`; `units` limits the measurement (the others keep zero effects, label none).
-    Insertion value: the unit's `quantile` of activations (default 1 - run quantile / 2: the median of the
-    unit's active part). `group` units share each generator call (group * batch_size images at most)."""
+    held-out samples of `seed`; `units` limits the measurement (the others keep zero effects: label none).
+    Insertion value: each unit's `quantile` of activations (default 1 - run quantile / 2: the median of its
+    active part); insertion region: one of INSERTIONS. Up to group * batch_size images per generator call."""
     width = check_layer(result, layer)
     chosen = list(range(width)) if units is None else check_units(units, width, layer)
     if samples < 1 or batch_size < 1 or group < 1:
@@ -238,53 +271,56 @@ def causal_labels(generator: nn.Module, segmenter: Segmenter, result: Dissection
         raise ConfigError(f"insert must be one of {', '.join(INSERTIONS)}; got {insert!r}")
     if not 0 <= area_floor < 1:
         raise ConfigError(f"area_floor must lie in [0, 1); got {area_floor}")
+    concepts = list(result.concepts)
+    if list(getattr(segmenter, "concepts", [])) != concepts:
+        raise ConfigError(f"the segmenter's {len(list(getattr(segmenter, 'concepts', [])))} concepts differ from "
+                          f"the run's {len(concepts)}: use the segmenter the run was dissected with")
     quantile = 1.0 - result.config.quantile / 2 if quantile is None else quantile
     values = insertion_values(result, layer, quantile=quantile)
-    thresholds = result.layers[layer].thresholds.float()
-    concepts = list(result.concepts)
-    num = len(concepts)
-    if list(segmenter.concepts) != concepts:
-        raise ConfigError("the segmenter's concepts differ from the dissection's: use the segmenter of the run")
+    num, folds = len(concepts), 2
     cut = Cut(generator, layer)
-    stats: dict[str, Statistic] = {"removed": Tally(width * num), "gained": Tally(width * num),
-                                   "area": Tally(num), "pixels": Tally(1)}
-    concept_keys = torch.arange(num)
+    stats: dict[str, Statistic] = {"removed": Tally(folds * width * num), "gained": Tally(folds * width * num),
+                                   "area": Tally(folds * num), "pixels": Tally(folds)}
 
-    def count(name: str, stats: dict[str, Statistic], features: torch.Tensor, z: torch.Tensor,
+    def count(name: str, stats: dict[str, Statistic], features: torch.Tensor, z: torch.Tensor, fold: torch.Tensor,
               before: torch.Tensor, known: torch.Tensor, pairs: torch.Tensor, regions: torch.Tensor) -> None:
-        """Generate the copies `pairs` (n, 2) (unit, sample) edited in `regions`, count pixels lost or won."""
-        step = group * batch_size
-        for start in range(0, len(pairs), step):
-            unit, sample = pairs[start:start + step].unbind(1)
-            target = values[unit] if name == "gained" else torch.zeros(len(unit))
+        """Generate the copies `pairs` (n, 2) of (unit, sample) edited in `regions` (n, h, w); add each
+        concept's pixels lost (name 'removed') or won ('gained') per copy."""
+        for start in range(0, len(pairs), group * batch_size):
+            unit, sample = pairs[start:start + group * batch_size].unbind(1)
+            target = values.to(features.device)[unit] if name == "gained" else torch.zeros_like(unit, dtype=torch.float)
+            edited = edit_copies(features, sample, unit, target, regions[start:start + group * batch_size])
             with torch.no_grad():
-                images = cut.tail(edit_copies(features, sample, unit, target, regions[start:start + step]), z[sample])
-            after, known_after = concept_presence(segmenter, images, num)
+                after, known_after = concept_presence(segmenter, cut.tail(edited, z[sample]), num)
             both = (known[sample] & known_after)[:, None]
             difference = (before[sample] & both).flatten(2).sum(2) - (after & both).flatten(2).sum(2)  # (n, C)
-            change = difference.clamp(min=0) if name == "removed" else (-difference).clamp(min=0)
-            keys = (unit[:, None] * num + concept_keys[None, :]).flatten()
-            stats[name].add(change.flatten().double(), keys)  # type: ignore[attr-defined]
+            change = difference if name == "removed" else -difference
+            keys = ((fold[sample] * width + unit)[:, None] * num + torch.arange(num, device=unit.device)).flatten()
+            stats[name].add(change.clamp(min=0).flatten().double(), keys)  # type: ignore[attr-defined]
 
     def update(batch: Batch, stats: dict[str, Statistic]) -> None:
         with torch.no_grad():
             features = cut.head(batch.z)
             before, known = concept_presence(segmenter, cut.tail(features, batch.z), num)
-        stats["area"].add(before.sum((0, 2, 3)).double(), concept_keys)  # type: ignore[attr-defined]
-        stats["pixels"].add(known.sum().double()[None], torch.zeros(1))  # type: ignore[attr-defined]
-        index = torch.tensor(chosen)
-        active = (features[:, index] > thresholds[index].to(features)[None, :, None, None]).cpu()  # (B, G, h, w)
+        device = features.device
+        fold = (batch.indices % folds).to(device)
+        keys = (fold[:, None] * num + torch.arange(num, device=device)).flatten()
+        stats["area"].add(before.flatten(2).sum(2).flatten().double(), keys)  # type: ignore[attr-defined]
+        stats["pixels"].add(known.flatten(1).sum(1).double(), fold)  # type: ignore[attr-defined]
+        index = torch.tensor(chosen, device=device)
+        thresholds = result.layers[layer].thresholds.to(device, features.dtype)[index]
+        active = features[:, index] > thresholds[None, :, None, None]  # (B, units, h, w)
         elsewhere = ~active if insert == "inactive" else active.roll(active.shape[-1] // 2, -1) & ~active
         for name, regions in (("removed", active), ("gained", elsewhere)):
-            sample, position = regions.flatten(2).any(2).nonzero(as_tuple=True)  # copies with a non-empty region
-            pairs = torch.stack([index[position], sample], 1)
-            count(name, stats, features, batch.z, before, known, pairs,
-                  regions[sample, position].to(features.device))
+            sample, position = regions.flatten(2).any(2).nonzero(as_tuple=True)  # copies whose edit changes r
+            count(name, stats, features, batch.z, fold, before, known, torch.stack([index[position], sample], 1),
+                  regions[sample, position])
 
     sample_pass = SamplePass(generator, seed=seed, samples=samples, batch_size=batch_size, generate=False,
                              device=device, collective=collective, description=f"causal labels {layer}",
                              progress=progress)
     merged = sample_pass.run(stats, update)
     totals = {name: stat.total.cpu() for name, stat in merged.items()}  # type: ignore[attr-defined]
-    return CausalLabels(layer, concepts, totals["removed"].view(width, num), totals["gained"].view(width, num),
-                        totals["area"], float(totals["pixels"][0]), values, samples, seed, area_floor, min_effect)
+    return CausalLabels(layer, concepts, totals["removed"].view(folds, width, num),
+                        totals["gained"].view(folds, width, num), totals["area"].view(folds, num), totals["pixels"],
+                        values, samples, seed, area_floor, min_effect)

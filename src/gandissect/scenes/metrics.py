@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from gandissect.core.frechet import frechet_distance, gaussian_fit
 from gandissect.core.images import from_uint8
 from gandissect.core.sampling import sample_z
 from gandissect.core.segmenters import Segmenter, check_labels
@@ -119,36 +120,6 @@ def concept_area_histograms(labels: torch.Tensor, num_concepts: int) -> torch.Te
     for k in range(flat.shape[1]):
         present.scatter_(1, index[:, k:k + 1], True)
     return present[:, :num_concepts].float().mean(2)
-
-
-def _sqrtm_psd(matrix: torch.Tensor) -> torch.Tensor:
-    values, vectors = torch.linalg.eigh((matrix + matrix.T) / 2)
-    return (vectors * values.clamp(min=0).sqrt()) @ vectors.T
-
-
-def frechet_distance(mu1: torch.Tensor, cov1: torch.Tensor, mu2: torch.Tensor, cov2: torch.Tensor) -> float:
-    """Fréchet distance between N(mu1, cov1) and N(mu2, cov2), in float64:
-
-    ||mu1 - mu2||^2 + tr(cov1) + tr(cov2) - 2 tr(sqrt(cov1^1/2 cov2 cov1^1/2)),
-    with symmetric eigendecompositions whose tiny negative eigenvalues are clamped to 0.
-    """
-    mu1, mu2 = torch.as_tensor(mu1).double().reshape(-1), torch.as_tensor(mu2).double().reshape(-1)
-    cov1, cov2 = torch.as_tensor(cov1).double(), torch.as_tensor(cov2).double()
-    if cov1.dim() == 0:
-        cov1, cov2 = cov1.reshape(1, 1), cov2.reshape(1, 1)
-    root1 = _sqrtm_psd(cov1)
-    middle = root1 @ cov2 @ root1
-    cross = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()
-    value = ((mu1 - mu2) ** 2).sum() + torch.trace(cov1) + torch.trace(cov2) - 2 * cross
-    return max(float(value), 0.0)
-
-
-def gaussian_fit(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and (unbiased) covariance of the rows of `samples` (N, D), in float64."""
-    samples = samples.double()
-    cov = torch.cov(samples.T) if len(samples) > 1 else torch.zeros(samples.shape[1], samples.shape[1],
-                                                                       dtype=torch.float64)
-    return samples.mean(0), cov.reshape(samples.shape[1], samples.shape[1])
 
 
 def _real_histograms(segmenter: Segmenter, first_seed: int, count: int, size: int, batch_size: int,
