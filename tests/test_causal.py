@@ -178,3 +178,12 @@ def test_causal_results_go_with_their_dissection(tmp_path):
     assert "Causal results" in (out / "report.html").read_text()  # the report was rewritten with them
     assert main([*base[:-2], "--samples", "40", "--out", str(out), "--force", "--no-report"]) == 0
     assert not (out / "causal").exists()  # measured on the old dissection: removed with it
+
+
+def test_causal_labels_command_names_the_planted_colours(cli_run, capsys):
+    assert main(["causal-labels", str(cli_run), "--samples", "8", "--batch-size", "4", "--no-report"]) == 0
+    labels = json.loads((cli_run / "causal" / "features" / "labels.json").read_text())
+    named = {entry["unit"]: entry["label"] for entry in labels["units"]}
+    assert [named[u] for u in PLANTED] == list(PLANTED.values())
+    assert set(labels["agreement"]) >= {"quantile", "iqr", "iqr-iou"}
+    assert "quantile" in capsys.readouterr().out
