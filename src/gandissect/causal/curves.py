@@ -17,6 +17,7 @@ rankings and concepts at once. It rides the engine's sample pass, so it shards a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
@@ -123,11 +124,18 @@ class AblationCurve:
         return self.removed[self.counts.index(count)]
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """A JSON-able dict (NaN, for a concept with no pixels before, becomes None)."""
+        data = asdict(self)
+        for key in ("removed", "others_kept"):
+            data[key] = [None if math.isnan(v) else v for v in data[key]]
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping) -> AblationCurve:
-        return cls(**dict(data))
+        data = dict(data)
+        for key in ("removed", "others_kept"):
+            data[key] = [float("nan") if v is None else v for v in data[key]]
+        return cls(**data)
 
 
 @dataclass

@@ -22,6 +22,7 @@ from gandissect.engine.storage import save_png, write_text_atomic
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf")
 FONT = "font-family='Helvetica, Arial, sans-serif'"
 MARGIN = {"left": 64, "right": 16, "top": 36, "bottom": 56}
+LEGEND_CHAR = 6.3  # pixels per character of 11-pixel legend text, roughly
 
 
 @dataclass
@@ -35,19 +36,35 @@ class Series:
     colour: str | None = None
 
 
-def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
-    """About `count` round tick values covering [low, high]."""
-    if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
-        return [low]
+def nice_step(low: float, high: float, count: int = 5, integer: bool = False) -> float:
+    """A round step (1, 2, 2.5 or 5 times a power of ten; whole numbers when `integer`) giving about `count`
+    intervals over [low, high]."""
     raw = (high - low) / max(count, 1)
     power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+    steps = (1, 2, 5, 10) if integer else (1, 2, 2.5, 5, 10)
+    step = next(m * power for m in steps if m * power >= raw)
+    return max(step, 1) if integer else step
+
+
+def nice_ticks(low: float, high: float, count: int = 5, integer: bool = False) -> list[float]:
+    """About `count` round tick values within [low, high]."""
+    if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
+        return [low]
+    step = nice_step(low, high, count, integer)
     first = math.ceil(low / step - 1e-9) * step
     ticks, value = [], first
     while value <= high + step * 1e-9:
         ticks.append(round(value, 12))
         value += step
     return ticks
+
+
+def nice_range(low: float, high: float, count: int = 5) -> tuple[float, float]:
+    """[low, high] widened to the nearest round ticks outside it."""
+    if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
+        return low, low + 1
+    step = nice_step(low, high, count)
+    return math.floor(low / step + 1e-9) * step, math.ceil(high / step - 1e-9) * step
 
 
 def _label(value: float) -> str:
@@ -63,8 +80,10 @@ class _Frame:
     """Plot area, scales and axes of a chart of size (width, height)."""
 
     def __init__(self, width: int, height: int, x_range: tuple[float, float], y_range: tuple[float, float],
-                 bottom: int = MARGIN["bottom"]) -> None:
-        self.width, self.height = width, height
+                 bottom: int = MARGIN["bottom"], legend: Sequence[str] = ()) -> None:
+        """A plot area `width` wide (plus room on its right for a legend of these names) and `height` high."""
+        self.legend_width = (40 + LEGEND_CHAR * max(len(name) for name in legend)) if legend else 0
+        self.width, self.height = int(width + self.legend_width), height
         self.left, self.top = MARGIN["left"], MARGIN["top"]
         self.right, self.bottom = width - MARGIN["right"], height - bottom
         self.x_range, self.y_range = x_range, y_range
@@ -89,17 +108,16 @@ class _Frame:
             parts.append(_text(x, self.bottom + 16, _label(tick), "middle", 11))
         parts.append(f"<line x1='{self.left}' y1='{self.bottom}' x2='{self.right}' y2='{self.bottom}' stroke='black'/>")
         parts.append(f"<line x1='{self.left}' y1='{self.top}' x2='{self.left}' y2='{self.bottom}' stroke='black'/>")
-        parts.append(_text(self.width / 2, 20, title, "middle", 14, " font-weight='bold'"))
+        parts.append(_text(self.left, 20, title, "start", 14, " font-weight='bold'"))
         parts.append(_text((self.left + self.right) / 2, self.height - 10, x_label, "middle", 12))
         middle = (self.top + self.bottom) / 2
         parts.append(_text(16, middle, y_label, "middle", 12, f" transform='rotate(-90 16 {middle:.1f})'"))
         return parts
 
     def legend(self, entries: Sequence[tuple[str, str, bool, str]]) -> list[str]:
-        """Entries (name, colour, dashed, kind 'line' or 'box') in the plot area's top-right corner."""
-        longest = max((len(name) for name, *_ in entries), default=0)
-        box_width = 34 + 6.5 * longest
-        x0, y0 = self.right - box_width - 6, self.top + 6
+        """Entries (name, colour, dashed, kind 'line' or 'box') right of the plot area."""
+        box_width = self.legend_width - 16
+        x0, y0 = self.right + 10, self.top
         parts = [f"<g class='legend'><rect x='{x0:.1f}' y='{y0:.1f}' width='{box_width:.1f}' "
                  f"height='{8 + 16 * len(entries)}' fill='white' fill-opacity='0.85' stroke='#bbbbbb'/>"]
         for n, (name, colour, dashed, kind) in enumerate(entries):
@@ -122,8 +140,9 @@ def _svg(width: int, height: int, parts: list[str]) -> str:
 
 def line_chart(series: Sequence[Series], *, title: str = "", x_label: str = "", y_label: str = "",
                x_range: tuple[float, float] | None = None, y_range: tuple[float, float] | None = None,
-               x_ticks: Sequence[float] | None = None, width: int = 600, height: int = 380) -> str:
-    """An SVG line chart: one polyline (with point markers) per series, axes with ticks and labels, a legend."""
+               x_ticks: Sequence[float] | None = None, width: int = 520, height: int = 380) -> str:
+    """An SVG line chart: one polyline (with point markers) per series, axes with ticks and labels, and a legend
+    on the right (`width` is the chart's without the legend)."""
     if not series:
         raise ConfigError("a line chart needs at least one series")
     xs = [float(v) for s in series for v in s.x]
@@ -131,9 +150,8 @@ def line_chart(series: Sequence[Series], *, title: str = "", x_label: str = "", 
     x_range = x_range or (min(xs), max(xs))
     if y_range is None:
         low, high = min([*ys, 0.0]), max([*ys, 1e-9])
-        ticks = nice_ticks(low, high)
-        y_range = (min(low, ticks[0]), max(high, ticks[-1]))
-    frame = _Frame(width, height, x_range, y_range)
+        y_range = nice_range(low, high)
+    frame = _Frame(width, height, x_range, y_range, legend=[s.name for s in series])
     parts = frame.axes(title, x_label, y_label, x_ticks if x_ticks is not None else nice_ticks(*x_range, 8))
     entries = []
     for n, s in enumerate(series):
@@ -149,7 +167,7 @@ def line_chart(series: Sequence[Series], *, title: str = "", x_label: str = "", 
         parts.append("</g>")
         entries.append((s.name, colour, s.dashed, "line"))
     parts += frame.legend(entries)
-    return _svg(width, height, parts)
+    return _svg(frame.width, height, parts)
 
 
 def bar_chart(categories: Sequence[str], groups: Mapping[str, Sequence[float]], *, title: str = "",
@@ -164,9 +182,8 @@ def bar_chart(categories: Sequence[str], groups: Mapping[str, Sequence[float]], 
             raise ConfigError(f"group {name!r} has {len(values)} values for {len(categories)} categories")
     finite = [float(v) for values in groups.values() for v in values if math.isfinite(float(v))]
     low, high = min([*finite, 0.0]), max([*finite, 1e-9])
-    ticks = nice_ticks(low, high)
-    width = width or max(420, MARGIN["left"] + MARGIN["right"] + len(categories) * (18 * len(groups) + 34))
-    frame = _Frame(width, height, (0, len(categories)), (min(low, ticks[0]), max(high, ticks[-1])), bottom=72)
+    width = width or max(360, MARGIN["left"] + MARGIN["right"] + len(categories) * (18 * len(groups) + 34))
+    frame = _Frame(width, height, (0, len(categories)), nice_range(low, high), bottom=72, legend=list(groups))
     parts = frame.axes(title, x_label, y_label, None)
     slot = (frame.right - frame.left) / len(categories)
     bar = min(28.0, slot * 0.8 / len(groups))
@@ -191,7 +208,7 @@ def bar_chart(categories: Sequence[str], groups: Mapping[str, Sequence[float]], 
         if notes is not None:
             parts.append(_text(x, frame.bottom + 30, notes[n], "middle", 10, " fill='#555'"))
     parts += frame.legend(entries)
-    return _svg(width, height, parts)
+    return _svg(frame.width, height, parts)
 
 
 def curves_chart(curves: Sequence[AblationCurve] | Mapping[str, AblationCurve], title: str | None = None) -> str:
@@ -211,10 +228,10 @@ def curves_chart(curves: Sequence[AblationCurve] | Mapping[str, AblationCurve], 
         series.append(Series(name, curve.counts, curve.others_kept, True, colour))
     top = max(max(c.counts) for c in curves)
     values = [v for c in curves for v in (*c.removed, *c.others_kept) if math.isfinite(v)]
-    y_range = (min([0.0, *values]), max([1.0, *values]))
+    y_range = nice_range(min([0.0, *values]), max([1.0, *values]))
     return line_chart(series, title=title or f"Ablating {first.concept} units at {first.layer}",
                       x_label="units ablated", y_label=f"fraction of {first.concept} pixels removed",
-                      x_range=(0, top), y_range=y_range, x_ticks=nice_ticks(0, top, 8))
+                      x_range=(0, top), y_range=y_range, x_ticks=nice_ticks(0, top, 8, integer=True))
 
 
 def context_chart(contexts: InsertionContext | Sequence[InsertionContext], min_locations: int = 1,
@@ -236,10 +253,13 @@ def context_chart(contexts: InsertionContext | Sequence[InsertionContext], min_l
         groups[key] = [ctx.gained[ctx.before.index(name)] if ctx.locations[ctx.before.index(name)] >= min_locations
                        else float("nan") for name in shown]
     notes = [f"n={max(ctx.locations[ctx.before.index(name)] for ctx in contexts)}" for name in shown]
-    concepts = ", ".join(dict.fromkeys(ctx.concept for ctx in contexts))
-    return bar_chart(shown, groups, title=title or f"Where inserting {concepts} units draws {concepts}",
-                     x_label="concept at the location before the insertion",
-                     y_label=f"{concepts} pixels gained near the location", notes=notes)
+    concepts = list(dict.fromkeys(ctx.concept for ctx in contexts))
+    if len(concepts) == 1:
+        default, what = f"Where inserting {concepts[0]} units draws {concepts[0]}", concepts[0]
+    else:
+        default, what = "Where inserted units draw their concept", "concept"
+    return bar_chart(shown, groups, title=title or default, x_label="concept at the location before the insertion",
+                     y_label=f"{what} pixels gained near the location", notes=notes)
 
 
 def image_strip(images: torch.Tensor, row_labels: Sequence[str] | None = None, scale: int = 1,
