@@ -16,7 +16,14 @@ from torch import nn
 
 import gandissect.causal.optimize as optimize
 from gandissect.causal.cut import Cut
-from gandissect.causal.optimize import OptimizedUnits, ace_loss, evaluate_alpha, optimize_units, units_alpha
+from gandissect.causal.optimize import (
+    OptimizedUnits,
+    ace_loss,
+    evaluate_alpha,
+    evaluate_alphas,
+    optimize_units,
+    units_alpha,
+)
 from gandissect.core.errors import ConfigError
 from gandissect.core.sampling import sample_z
 from gandissect.core.segmenters import COLOR_PROTOTYPES, ColorSegmenter, _opponent
@@ -191,11 +198,17 @@ def test_held_out_effects_of_a_unit_set_match_ablating_and_inserting_it_by_hand(
     features = Cut(generator, "features").head(z)
     inserted, ablated = features.clone(), features.clone()
     inserted[:, 2], ablated[:, 2] = 1.0, 0.0
-    for images, share in ((generator.output(features), held.baseline_hard), (generator.output(inserted), held.inserted_hard),
-                          (generator.output(ablated), held.ablated_hard)):
+    for edited, share in ((features, held.baseline_hard), (inserted, held.inserted_hard),
+                          (ablated, held.ablated_hard)):
+        images = generator.output(edited)
         assert share == pytest.approx(float((segmenter.segment(images)[:, 0] == blue).double().mean()), abs=1e-12)
     assert held.ablated_hard == 0 and held.inserted_hard == 1 and held.removed == 1
     assert held.ace_hard == pytest.approx(1.0)
+    together = evaluate_alphas(generator, segmenter, "features", "blue", torch.ones(5),
+                               [units_alpha([2], 5), units_alpha([0, 1], 5)], samples=8, seed=7, batch_size=3)
+    alone = evaluate_alpha(generator, segmenter, "features", "blue", torch.ones(5), units_alpha([0, 1], 5),
+                           samples=8, seed=7, batch_size=8)
+    assert together[0] == held and together[1].to_json() == pytest.approx(alone.to_json())
 
 
 def test_init_from_a_dissection_is_iou_over_max_iou_and_the_result_round_trips_through_json(planted_run, tmp_path):
@@ -223,6 +236,7 @@ def test_bad_input_is_refused_in_one_line():
         (dict(lr=0.0), r"lr must be > 0; got 0.0"),
         (dict(lr=-1.0), r"lr must be > 0"),
         (dict(init=torch.full((5,), 2.0)), r"alpha must lie in \[0, 1\]"),
+        (dict(concept="purple"), r"'purple' never covers most of a feature cell"),
     ]
     for change, message in cases:
         arguments = {"segmenter": ColorSegmenter(), "layer": "features", "concept": "blue", "values": values, **change}

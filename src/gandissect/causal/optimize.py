@@ -1,28 +1,17 @@
 """Optimised unit sets: a strength alpha per unit that makes the units, together, cause a concept.
 
-The paper (Bau et al., ICLR 2019, section 3.2) finds the set by SGD on
-
-    alpha* = argmin_alpha ( -ACE(alpha) + lambda * ||alpha||_2 ),   alpha in [0, 1]^U,
-
-where the edit r <- r * (1 - alpha) + k * alpha ablates (k = 0) or inserts (k = each unit's insertion value).
-The ACE is made differentiable with the segmenter's soft `concept_scores` and measured locally, one pair of
-locations per fit sample, chosen from the segmentation of the unedited image pooled to the layer's grid:
-
-    loss = mean soft score of the concept at an ablation location (a cell the concept covers mostly),
-           after ablating a patch of cells around it
-         - mean soft score at an insertion location (a cell where the concept is absent),
-           after inserting a patch around *that* location
-         + lambda * ||alpha||_2.
-
-The soft score at a location is the mean concept score over the image pixels of that feature cell (the
-insertion term is measured at the insertion's own cell: the old code measured it at the ablation's). Adam
-takes the steps; alpha is clamped to [0, 1] after each one. The optimised alpha is then judged on a held-out
-sample set (another seed) by the usual whole-map ACE: the concept's share of the image after inserting
-minus after ablating with strength alpha everywhere, soft (mean concept score) and hard (pixel share of the
-segmenter's labels).
+The paper finds alpha* = argmin ( -ACE(alpha) + lambda * ||alpha||_2 ), alpha in [0, 1]^U, by SGD, with the
+edit r <- r * (1 - alpha) + k * alpha. The ACE is made differentiable with the segmenter's soft
+`concept_scores` and measured locally (see `locations`): per fit sample, the soft score after ablating a
+patch around a cell the concept mostly covers, minus the score after inserting a patch around a cell it
+does not touch, measured at the insertion's own cell (the old code measured it at the ablation's). Adam
+takes the steps; alpha is clamped to [0, 1] after each. The result is judged on a held-out sample set by
+the whole-map ACE with strength alpha, soft (mean concept score) and hard (pixel share of the labels).
+Defaults (512 fit pairs, 2 epochs of 8, lr 0.01, lambda 0.005, init IoU / max IoU from a Dissection) fit one
+concept of scenes64 layer3 in under a minute (benchmarks/bench_optimize.py).
 
     result = optimize_units(generator, segmenter, "layer3", "tree", values, init=dissection)
-    result.units[:20]; result.heldout.ace_hard; json.dump(result.to_json(), file)
+    result.units[:20]; result.heldout.ace_hard; result.save(path)
 """
 
 from __future__ import annotations
@@ -34,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from itertools import chain
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import nn
@@ -42,18 +31,17 @@ from tqdm import tqdm
 
 from gandissect.causal.ace import concept_share
 from gandissect.causal.cut import Cut
+from gandissect.causal.locations import ace_loss, choose_locations, concept_coverage_grid
 from gandissect.core.errors import ConfigError
-from gandissect.core.features import overlap_matrix
 from gandissect.core.hooks import UnknownLayerError
 from gandissect.core.sampling import sample_z
-from gandissect.core.segmenters import Segmenter, check_labels
+from gandissect.core.segmenters import Segmenter
 from gandissect.dissection.results import Dissection
 
 FIT_SEED = 4
 EVAL_SEED = 5
 CUTOFF = 0.01
 """Units with alpha above this belong to the optimised set."""
-MOSTLY = 0.5
 """An ablation location is a feature cell the concept covers more than this fraction of."""
 
 
@@ -85,7 +73,9 @@ class HeldOut:
         return (self.baseline_hard - self.ablated_hard) / self.baseline_hard if self.baseline_hard else math.nan
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "ace_soft": self.ace_soft, "ace_hard": self.ace_hard, "removed": self.removed}
+        """JSON-ready, NaN written as null."""
+        document = {**asdict(self), "ace_soft": self.ace_soft, "ace_hard": self.ace_hard, "removed": self.removed}
+        return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in document.items()}
 
 
 @dataclass
@@ -146,7 +136,8 @@ class OptimizedUnits:
 
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> OptimizedUnits:
-        held = {k: document["heldout"][k] for k in HeldOut.__dataclass_fields__}
+        held = {k: math.nan if document["heldout"][k] is None else document["heldout"][k]
+                for k in HeldOut.__dataclass_fields__}
         return cls(document["layer"], document["concept"], torch.tensor(document["alpha"]),
                    torch.tensor(document["gain"]), [Epoch(**e) for e in document["epochs"]], HeldOut(**held),
                    dict(document.get("settings", {})), float(document.get("cutoff", CUTOFF)))
@@ -159,114 +150,6 @@ class OptimizedUnits:
     @classmethod
     def load(cls, path: str | Path) -> OptimizedUnits:
         return cls.from_json(json.loads(Path(path).read_text()))
-
-
-class Loss(NamedTuple):
-    """The loss (a scalar with its graph) and its terms, detached."""
-
-    total: torch.Tensor
-    ablated: float
-    inserted: float
-    penalty: float
-
-
-# ---------------------------------------------------------------------------------------------- pieces
-
-
-def cell_means(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(N, H, W) -> (N, h, w): the mean of each feature cell's pixels (exact area weights when the grids do
-    not divide), differentiable."""
-    (height, width), (h, w) = maps.shape[-2:], size
-    rows = overlap_matrix(height, h).to(maps.device, maps.dtype)
-    cols = overlap_matrix(width, w).to(maps.device, maps.dtype)
-    rows, cols = rows / rows.sum(1, keepdim=True), cols / cols.sum(1, keepdim=True)
-    return rows @ maps @ cols.t()
-
-
-def concept_coverage_grid(segmenter: Segmenter, images: torch.Tensor, concept: int,
-                          size: tuple[int, int]) -> torch.Tensor:
-    """(N, h, w) fraction of each feature cell's pixels that the segmenter labels `concept` (any channel)."""
-    with torch.no_grad():
-        labels = check_labels(segmenter.segment(images), images, len(segmenter.concepts), type(segmenter).__name__)
-    present = ((labels == concept).any(1) & (labels != -2).all(1)).double()
-    return cell_means(present, size)
-
-
-def choose_locations(coverage: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per sample of coverage (N, h, w): an ablation cell (covered more than MOSTLY) and an insertion cell
-    (not covered at all), each drawn uniformly among the candidates; (N, 2) long (row, column), -1 for none."""
-    n, h, w = coverage.shape
-    flat = coverage.reshape(n, h * w).cpu()
-    out = []
-    for candidates in (flat > MOSTLY, flat == 0):
-        weights = candidates.double()
-        has = candidates.any(1)
-        weights[~has] = 1.0  # drawn, then discarded
-        cell = torch.multinomial(weights, 1, generator=generator)[:, 0]
-        where = torch.stack([cell // w, cell % w], 1)
-        where[~has] = -1
-        out.append(where)
-    return out[0], out[1]
-
-
-def patch_mask(locations: torch.Tensor, size: tuple[int, int], patch: int) -> torch.Tensor:
-    """(N, 1, h, w) 1 on the `patch` x `patch` cells centred on each location (clipped at the border), 0
-    elsewhere and for rows without a location (-1)."""
-    h, w = size
-    rows = torch.arange(h, device=locations.device)
-    cols = torch.arange(w, device=locations.device)
-    reach = patch // 2
-    near_row = (rows[None, :] - locations[:, :1]).abs() <= reach
-    near_col = (cols[None, :] - locations[:, 1:]).abs() <= reach
-    mask = near_row[:, :, None] & near_col[:, None, :] & (locations[:, 0] >= 0)[:, None, None]
-    return mask[:, None].float()
-
-
-def _score_at(cells: torch.Tensor, locations: torch.Tensor) -> torch.Tensor:
-    """(N,) the cell values (N, h, w) at locations (N, 2)."""
-    rows = torch.arange(cells.shape[0], device=cells.device)
-    return cells[rows, locations[:, 0], locations[:, 1]]
-
-
-def penalty(alpha: torch.Tensor, weight: float) -> torch.Tensor:
-    """lambda * ||alpha||_2 (the paper's regulariser)."""
-    return weight * torch.linalg.vector_norm(alpha)
-
-
-def ace_loss(cut: Cut, segmenter: Segmenter, concept: int, values: torch.Tensor, alpha: torch.Tensor,
-             features: torch.Tensor, z: torch.Tensor, ablate_at: torch.Tensor, insert_at: torch.Tensor, *,
-             patch: int = 3, weight: float = 0.0) -> Loss:
-    """The local ACE loss on one batch: features (B, U, h, w) = cut.head(z); ablate_at, insert_at (B, 2)
-    feature cells (-1: none for that sample). Differentiable in alpha (U,)."""
-    size = tuple(features.shape[-2:])
-    shape = (1, -1, 1, 1)
-    weights = alpha.to(features.dtype).reshape(shape)
-    terms, parts = [], []
-    for where, target in ((ablate_at, torch.zeros((), dtype=features.dtype, device=features.device)),
-                          (insert_at, values.to(features.device, features.dtype).reshape(shape))):
-        keep = where[:, 0] >= 0
-        terms.append(keep)
-        if keep.any():
-            mask = patch_mask(where[keep], size, patch).to(features.dtype)
-            parts.append((features[keep], z[keep], torch.lerp(features[keep], target.expand_as(features[keep]),
-                                                             weights * mask), where[keep]))
-    if not parts:
-        zero = penalty(alpha, weight)
-        return Loss(zero, 0.0, 0.0, float(zero))
-    edited = torch.cat([p[2] for p in parts])
-    images = cut.tail(edited, torch.cat([p[1] for p in parts]))
-    scores = segmenter.concept_scores(images)[:, concept]  # type: ignore[attr-defined]
-    cells = cell_means(scores.to(features.dtype), size)
-    measured = _score_at(cells, torch.cat([p[3] for p in parts]))
-    counts = [int(keep.sum()) for keep in terms]
-    ablated_scores, inserted_scores = measured.split(counts)
-    ablated = ablated_scores.mean() if counts[0] else measured.new_zeros(())
-    inserted = inserted_scores.mean() if counts[1] else measured.new_zeros(())
-    cost = penalty(alpha, weight)
-    return Loss(ablated - inserted + cost, float(ablated.detach()), float(inserted.detach()), float(cost.detach()))
-
-
-# ---------------------------------------------------------------------------------------------- checks
 
 
 def _dtype(module: nn.Module) -> torch.dtype:
@@ -359,12 +242,14 @@ def _check_settings(segmenter: Segmenter, **settings: float) -> None:
 # ---------------------------------------------------------------------------------------------- evaluation
 
 
-def evaluate_alpha(generator: nn.Module, segmenter: Segmenter, layer: str, concept: str, values: torch.Tensor,
-                   alpha: torch.Tensor, *, samples: int = 200, seed: int = EVAL_SEED, batch_size: int = 20,
-                   device: str | torch.device = "cpu", progress: bool = False) -> HeldOut:
-    """Whole-map effects of strength alpha (U,) in [0, 1] (a unit set: 1 on its units, 0 elsewhere) on
-    `concept`, on `samples` samples of sample set `seed`: baseline, inserted and ablated shares, soft and hard."""
-    if not isinstance(samples, int) or samples < 1:
+def evaluate_alphas(generator: nn.Module, segmenter: Segmenter, layer: str, concept: str, values: torch.Tensor,
+                    alphas: Sequence[torch.Tensor], *, samples: int = 200, seed: int = EVAL_SEED, batch_size: int = 16,
+                    soft: bool = True, device: str | torch.device = "cpu", progress: bool = False) -> list[HeldOut]:
+    """Whole-map effects on `concept` of each strength alpha (U,) in [0, 1] (a unit set: 1 on its units, 0
+    elsewhere), on `samples` samples of sample set `seed` (the unedited baseline computed once): baseline,
+    inserted and ablated shares, soft and hard (soft=False, or a segmenter without concept_scores, leaves the
+    soft shares NaN and saves their cost)."""
+    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
         raise ConfigError(f"samples must be a positive integer; got {samples!r}")
     c = _check_concept(segmenter, concept)
     cut = _cut(generator, layer)
@@ -374,24 +259,34 @@ def evaluate_alpha(generator: nn.Module, segmenter: Segmenter, layer: str, conce
         probe = cut.head(sample_z(generator, seed, range(1)).to(device, dtype))
     width = probe.shape[1]
     _check_values(values, width, layer)
-    weights = _check_alpha(alpha, width, layer).to(device, probe.dtype).reshape(1, -1, 1, 1)
+    weights = [_check_alpha(a, width, layer).to(device, probe.dtype).reshape(1, -1, 1, 1) for a in alphas]
     target = values.to(device, probe.dtype).reshape(1, -1, 1, 1)
-    scored = callable(getattr(segmenter, "concept_scores", None))
-    sums = dict.fromkeys(("baseline", "inserted", "ablated"), (0.0, 0.0))
+    scored = soft and callable(getattr(segmenter, "concept_scores", None))
+    # rows: baseline, inserted per alpha, ablated per alpha; columns: soft, hard
+    sums = torch.zeros(1 + 2 * len(weights), 2, dtype=torch.float64)
     with torch.no_grad():
         for start in tqdm(range(0, samples, batch_size), desc=f"held-out {layer} -> {concept}", disable=not progress):
             z = sample_z(generator, seed, range(start, min(start + batch_size, samples))).to(device, dtype)
             features = cut.head(z)
-            edits = {"baseline": features, "inserted": torch.lerp(features, target.expand_as(features), weights),
-                     "ablated": torch.lerp(features, torch.zeros_like(features), weights)}
-            for name, edited in edits.items():
+            edits = [features, *(torch.lerp(features, target.expand_as(features), w) for w in weights),
+                     *(torch.lerp(features, torch.zeros_like(features), w) for w in weights)]
+            for row, edited in enumerate(edits):
                 images = cut.tail(edited, z)
-                hard = float(concept_share(segmenter, images, c).sum())
-                soft = float(segmenter.concept_scores(images)[:, c].double().mean((1, 2)).sum()) if scored else math.nan
-                sums[name] = (sums[name][0] + soft, sums[name][1] + hard)
-    mean = {name: (soft / samples, hard / samples) for name, (soft, hard) in sums.items()}
-    return HeldOut(samples, seed, mean["baseline"][0], mean["baseline"][1], mean["inserted"][0], mean["inserted"][1],
-                   mean["ablated"][0], mean["ablated"][1])
+                sums[row, 1] += concept_share(segmenter, images, c).sum()
+                if scored:
+                    sums[row, 0] += segmenter.concept_scores(images)[:, c].double().mean((1, 2)).sum()  # type: ignore[attr-defined]
+    means = (sums / samples).tolist()
+    if not scored:
+        for row in means:
+            row[0] = math.nan
+    count = len(weights)
+    return [HeldOut(samples, seed, *means[0], *means[1 + i], *means[1 + count + i]) for i in range(count)]
+
+
+def evaluate_alpha(generator: nn.Module, segmenter: Segmenter, layer: str, concept: str, values: torch.Tensor,
+                   alpha: torch.Tensor, **options: Any) -> HeldOut:
+    """`evaluate_alphas` for one alpha (same options)."""
+    return evaluate_alphas(generator, segmenter, layer, concept, values, [alpha], **options)[0]
 
 
 def units_alpha(units: Sequence[int], width: int) -> torch.Tensor:
@@ -433,8 +328,8 @@ def fit_set(cut: Cut, segmenter: Segmenter, concept: int, samples: int, seed: in
 
 
 def optimize_units(generator: nn.Module, segmenter: Segmenter, layer: str, concept: str, values: torch.Tensor, *,
-                   fit_seed: int = FIT_SEED, eval_seed: int = EVAL_SEED, samples: int = 320, epochs: int = 5,
-                   lr: float = 0.01, weight: float = 0.005, batch_size: int = 20, patch: int = 3,
+                   fit_seed: int = FIT_SEED, eval_seed: int = EVAL_SEED, samples: int = 512, epochs: int = 2,
+                   lr: float = 0.01, weight: float = 0.005, batch_size: int = 8, patch: int = 3,
                    init: Dissection | torch.Tensor | None = None, eval_samples: int = 200, cutoff: float = CUTOFF,
                    device: str | torch.device = "cpu", progress: bool = True) -> OptimizedUnits:
     """Optimise alpha (U,) in [0, 1] for `concept` at `layer` by Adam on the local ACE loss (module docstring)
@@ -486,16 +381,16 @@ def optimize_units(generator: nn.Module, segmenter: Segmenter, layer: str, conce
                 optimizer.step()
                 with torch.no_grad():
                     alpha.clamp_(0.0, 1.0)
-                totals += torch.tensor([float(loss.total.detach()), loss.ablated, loss.inserted, loss.penalty],
-                                       dtype=torch.float64)
+                total = float(loss.total.detach())
+                totals += torch.tensor([total, loss.ablated, loss.inserted, loss.penalty], dtype=torch.float64)
                 bar.update(1)
-                bar.set_postfix(loss=f"{float(loss.total):.4f}")
+                bar.set_postfix(loss=f"{total:.4f}")
             history.append(Epoch(*(float(t) / steps for t in totals)))
     bar.close()
     gain /= steps
     final = alpha.detach().float().cpu()
     heldout = evaluate_alpha(generator, segmenter, layer, concept, values, final, samples=eval_samples,
-                             seed=eval_seed, batch_size=batch_size, device=device, progress=progress)
+                             seed=eval_seed, batch_size=2 * batch_size, device=device, progress=progress)
     settings = {"fit_seed": fit_seed, "eval_seed": eval_seed, "samples": samples, "epochs": epochs, "lr": lr,
                 "weight": weight, "penalty": "weight * ||alpha||_2", "batch_size": batch_size, "patch": patch,
                 "init": init_kind, "eval_samples": eval_samples, "ablation_pairs": pairs[0],
