@@ -163,10 +163,16 @@ def test_edit_command_refuses_a_mask_of_the_wrong_size(cli_run, tmp_path, capsys
 
 
 def test_causal_command_ranks_the_planted_unit_first(cli_run, capsys):
-    assert main(["causal", str(cli_run), "--concept", "blue", "--samples", "8", "--batch-size", "4"]) == 0
-    ranking = json.loads((cli_run / "causal" / "features" / "blue" / "ace.json").read_text())
+    assert main(["causal", str(cli_run), "--concept", "blue", "--samples", "8", "--batch-size", "4", "--curves",
+                 "--context", "--curve-samples", "8"]) == 0
+    folder = cli_run / "causal" / "features" / "blue"
+    ranking = json.loads((folder / "ace.json").read_text())
     assert ranking["units"][0]["unit"] == 2 and ranking["units"][0]["ace"] > 0.3
-    assert (cli_run / "causal" / "features" / "blue" / "ace.csv").read_text().startswith("unit,ace,")
+    assert (folder / "ace.csv").read_text().startswith("unit,ace,")
+    curves = json.loads((folder / "curves.json").read_text())
+    assert set(curves) == {"ACE", "IoU"} and curves["ACE"]["removed"][1] == 1.0  # unit 2 alone removes all blue
+    assert "<svg" in (folder / "curves.svg").read_text() and "<svg" in (folder / "context.svg").read_text()
+    assert (folder / "ablation-strip.png").exists() and (folder / "context.json").exists()
 
 
 def test_causal_results_go_with_their_dissection(tmp_path):
@@ -187,3 +193,10 @@ def test_causal_labels_command_names_the_planted_colours(cli_run, capsys):
     assert [named[u] for u in PLANTED] == list(PLANTED.values())
     assert set(labels["agreement"]) >= {"quantile", "iqr", "iqr-iou"}
     assert "quantile" in capsys.readouterr().out
+
+
+def test_causal_command_saves_the_optimised_unit_set(cli_run):
+    assert main(["causal", str(cli_run), "--concept", "blue", "--samples", "4", "--batch-size", "4", "--optimize",
+                 "--no-report"]) == 0
+    record = json.loads((cli_run / "causal" / "features" / "blue" / "units.json").read_text())
+    assert len(record["alpha"]) == 5 and all(0 <= a <= 1 for a in record["alpha"])

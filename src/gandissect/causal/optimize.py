@@ -37,6 +37,7 @@ from gandissect.core.hooks import UnknownLayerError
 from gandissect.core.sampling import sample_z
 from gandissect.core.segmenters import Segmenter
 from gandissect.dissection.results import Dissection
+from gandissect.engine.storage import write_json_atomic
 
 FIT_SEED = 4
 EVAL_SEED = 5
@@ -143,9 +144,9 @@ class OptimizedUnits:
                    dict(document.get("settings", {})), float(document.get("cutoff", CUTOFF)))
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.write_text(json.dumps(self.to_json(), indent=1) + "\n")
-        return path
+        """Write the JSON record atomically."""
+        write_json_atomic(path, self.to_json())
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | Path) -> OptimizedUnits:
