@@ -19,6 +19,7 @@ from gandissect.causal.ace import unit_effects
 from gandissect.causal.interventions import concept_index, insertion_values
 from gandissect.core.segmenters import ColorSegmenter, MergedSegmenter
 from gandissect.dissection import Dissection
+from gandissect.engine.speed import channels_last
 from gandissect.models import registry
 
 
@@ -29,10 +30,13 @@ def main() -> None:
     parser.add_argument("--concept", default="tree")
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--group", type=int, default=16)
+    parser.add_argument("--group", type=int, default=32)
+    parser.add_argument("--default-memory-format", action="store_true", help="do not convert to channels-last")
     args = parser.parse_args()
     spec = registry.get("scenes64")
     generator, segmenter = spec.generator(), MergedSegmenter(spec.segmenter(), ColorSegmenter())
+    if not args.default_memory_format:
+        channels_last(generator, segmenter)
     result = Dissection.load(args.run)
     values = insertion_values(result, args.layer, args.concept)
     began = time.perf_counter()
@@ -42,7 +46,7 @@ def main() -> None:
     top = effects.ranking()[:10]
     print(json.dumps({
         "layer": args.layer, "concept": args.concept, "units": len(effects.units), "samples": args.samples,
-        "threads": torch.get_num_threads(), "seconds": seconds,
+        "threads": torch.get_num_threads(), "channels_last": not args.default_memory_format, "seconds": seconds,
         "interventions_per_second": 2 * len(effects.units) * args.samples / seconds,
         "top_units": [{"unit": u, "ace": float(effects.ace[effects.units.index(u)])} for u in top],
     }, indent=1))

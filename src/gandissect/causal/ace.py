@@ -19,7 +19,7 @@ from torch import nn
 
 from gandissect.causal.cut import Cut
 from gandissect.core.features import resize_region
-from gandissect.core.segmenters import Segmenter, check_labels
+from gandissect.core.segmenters import MergedSegmenter, Segmenter, check_labels
 from gandissect.core.stats import Statistic, Tally
 from gandissect.engine.collectives import Collective
 from gandissect.engine.samplepass import Batch, SamplePass
@@ -50,7 +50,12 @@ class UnitEffects:
 
 
 def concept_share(segmenter: Segmenter, images: torch.Tensor, concept: int) -> torch.Tensor:
-    """(N,) the fraction of each image's labelled pixels that show `concept` (in any label channel)."""
+    """(N,) the fraction of each image's labelled pixels that show `concept` (in any label channel). Of merged
+    segmenters only the part that knows the concept runs."""
+    if isinstance(segmenter, MergedSegmenter):
+        for part, offset in zip(segmenter.parts, segmenter.offsets, strict=True):
+            if offset <= concept < offset + len(part.concepts):
+                return concept_share(part, images, concept - offset)
     with torch.no_grad():
         labels = check_labels(segmenter.segment(images), images, len(segmenter.concepts), type(segmenter).__name__)
     known = (labels != -2).all(1)
@@ -72,7 +77,7 @@ def edit_pairs(features: torch.Tensor, samples: torch.Tensor, units: torch.Tenso
 
 def unit_effects(generator: nn.Module, segmenter: Segmenter, layer: str, concept: int, concept_name: str,
                  values: torch.Tensor, units: Sequence[int] | None = None, samples: int = 200,
-                 seed: int = HELD_OUT_SEED, batch_size: int = 8, group: int = 16,
+                 seed: int = HELD_OUT_SEED, batch_size: int = 8, group: int = 32,
                  region: torch.Tensor | None = None, device: str | torch.device = "cpu",
                  collective: Collective | None = None, progress: bool = True) -> UnitEffects:
     """Single-unit insertion and ablation effects on `concept` for `units` (default: every unit of the layer),

@@ -28,6 +28,7 @@ def open_run(args: argparse.Namespace) -> OpenRun:
     from gandissect.core.errors import ConfigError
     from gandissect.dissection import Dissection
     from gandissect.engine.samplepass import check_device
+    from gandissect.engine.speed import channels_last
     from gandissect.engine.storage import read_json
     from gandissect.models import resolve_generator, resolve_segmenter
 
@@ -38,8 +39,9 @@ def open_run(args: argparse.Namespace) -> OpenRun:
     if not model or not segmenter:
         raise ConfigError(f"{folder} records no model or segmenter: pass --model and --segmenter")
     device = check_device(args.device)
-    generator = resolve_generator(model, device)
-    return OpenRun(folder, result, generator, resolve_segmenter(segmenter, device), device)
+    generator, segmenter = resolve_generator(model, device), resolve_segmenter(segmenter, device)
+    channels_last(generator, segmenter)
+    return OpenRun(folder, result, generator, segmenter, device)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
