@@ -200,3 +200,18 @@ def test_causal_command_saves_the_optimised_unit_set(cli_run):
                  "--no-report"]) == 0
     record = json.loads((cli_run / "causal" / "features" / "blue" / "units.json").read_text())
     assert len(record["alpha"]) == 5 and all(0 <= a <= 1 for a in record["alpha"])
+
+
+def test_artifacts_command_writes_the_study(cli_run, tmp_path, capsys):
+    from gandissect.core.images import to_uint8
+
+    real = tmp_path / "real"
+    real.mkdir()
+    images = PlantedGenerator()(sample_z(PlantedGenerator(), 9, range(24)))
+    for i, picture in enumerate(to_uint8(images)):
+        Image.fromarray(picture).save(real / f"{i:02d}.png")
+    assert main(["artifacts", str(cli_run), "--real", str(real), "--count", "2", "--samples", "8", "--draws", "2",
+                 "--real-count", "24"]) == 0
+    record = json.loads((cli_run / "causal" / "features" / "artifacts.json").read_text())
+    assert {"scores", "study"} <= set(record) and "random" in capsys.readouterr().out
+    assert main(["artifacts", str(cli_run), "--real", str(tmp_path / "none"), "--count", "2"]) == 2
