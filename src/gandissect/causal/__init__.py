@@ -1,5 +1,11 @@
 """Causality: intervene on units (ablate, insert) and measure what changes in the generated image.
 
-`cut` splits a generator at a layer; `interventions` picks insertion values from a dissection run and builds
-edits; `ace` measures average causal effects of units on concepts, batched over units and samples.
+- `cut`: a generator split at a layer (features, then the image from edited features).
+- `interventions`: insertion values from a dissection run, and the edits.
+- `ace`: single-unit average causal effects, batched over units and samples.
+- `optimize` (with `locations`): a strength per unit fitted by SGD through soft concept scores.
+- `curves`, `context`: ablation curves by ranking, and where inserted units draw their concept.
+- `labels`: the concept each unit draws, found by interventions, and each labelling rule's agreement.
+- `artifacts` (with `realism`): units whose top images look unreal, and what ablating them does.
+- `outputs`: causal results written into the run folder.
 """
