@@ -12,7 +12,7 @@ from torch import nn
 
 from gandissect.core.errors import ConfigError
 from gandissect.core.segmenters import Segmenter, check_labels
-from gandissect.core.stats import Statistic, register_statistic
+from gandissect.core.stats import Moments, register_statistic
 
 Features = Callable[[torch.Tensor], torch.Tensor]
 """images (N, 3, H, W) -> features (N, D)."""
@@ -44,14 +44,11 @@ def nearest_real_ratio(features: torch.Tensor, real: torch.Tensor, radii: torch.
 
 
 @register_statistic
-class FeatureMoments(Statistic):
+class FeatureMoments(Moments):
     """Count, mean (D,) and co-moment matrix (D, D) of feature rows, float64, merged with Chan's update."""
 
-    fields = ("count", "mean", "m2")
-
     def __init__(self, dim: int, device: torch.device | str = "cpu") -> None:
-        self.count = torch.zeros((), dtype=torch.float64, device=device)
-        self.mean = torch.zeros(dim, dtype=torch.float64, device=device)
+        super().__init__(dim, device)
         self.m2 = torch.zeros(dim, dim, dtype=torch.float64, device=device)
 
     def add(self, features: torch.Tensor) -> None:
@@ -65,18 +62,9 @@ class FeatureMoments(Statistic):
         self._combine(torch.tensor(float(len(rows)), dtype=torch.float64, device=self.mean.device), mean,
                       centred.T @ centred)
 
-    def merge(self, other: FeatureMoments) -> None:
-        self._check_mergeable(other)
-        self._combine(other.count.to(self.count.device), other.mean.to(self.mean.device), other.m2.to(self.m2.device))
-
-    def _combine(self, n: torch.Tensor, mean: torch.Tensor, m2: torch.Tensor) -> None:
-        total = self.count + n
-        if float(total) == 0:
-            return
-        delta = mean - self.mean
-        self.mean = self.mean + delta * (n / total)
-        self.m2 = self.m2 + m2 + torch.outer(delta, delta) * (self.count * n / total)
-        self.count = total
+    @staticmethod
+    def _spread(delta: torch.Tensor) -> torch.Tensor:
+        return torch.outer(delta, delta)
 
     def gaussian(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and unbiased covariance of the rows added."""

@@ -251,8 +251,13 @@ class Moments(Statistic):
             return
         delta = mean - self.mean
         self.mean = self.mean + delta * (n / total)
-        self.m2 = self.m2 + m2 + delta**2 * (self.count * n / total)
+        self.m2 = self.m2 + m2 + self._spread(delta) * (self.count * n / total)
         self.count = total
+
+    @staticmethod
+    def _spread(delta: torch.Tensor) -> torch.Tensor:
+        """The co-moment of a shift of the mean: per unit its square (a subclass may keep the whole matrix)."""
+        return delta**2
 
     def variance(self) -> torch.Tensor:
         """Population variance per unit."""
