@@ -217,7 +217,7 @@ def _run_causal(args: argparse.Namespace) -> int:
     if args.context:
         _write_context(run, layer, args, rankings["ACE"][:20], collective, folder)
     if folder is not None:
-        top = ", ".join(f"{u} ({float(effects.ace[effects.units.index(u)]):+.3f})" for u in effects.ranking()[:10])
+        top = ", ".join(f"{u} ({float(effects.ace[effects.units.index(u)]):+.2g})" for u in effects.ranking()[:10])
         print(f"{layer} -> {args.concept}: top units by ACE: {top}", file=sys.stderr)
         print(f"results: {folder}")
         rewrite_report(run, args)
