@@ -23,13 +23,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from gandissect.causal.curves import (
-    check_ranking,
     concept_presence,
     layer_width,
     repeat_batch,
     segmenter_concept,
 )
 from gandissect.causal.cut import Cut
+from gandissect.causal.interventions import check_units
 from gandissect.core.errors import ConfigError
 from gandissect.core.segmenters import Segmenter
 from gandissect.core.stats import Statistic, Tally
@@ -125,7 +125,7 @@ def insertion_context(generator: nn.Module, segmenter: Segmenter, layer: str, co
     at most `chunk` images per generator call."""
     c = segmenter_concept(segmenter, concept)
     width = layer_width(generator, layer, seed, device)
-    chosen = check_ranking(units, width, layer, "unit set")
+    chosen = check_units(units, width, layer, "unit set")
     if not chosen:
         raise ConfigError("give at least one unit to insert")
     values = torch.as_tensor(values, dtype=torch.float32).flatten()

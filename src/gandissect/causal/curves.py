@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from gandissect.causal.cut import Cut
-from gandissect.causal.interventions import check_layer, concept_index
+from gandissect.causal.interventions import check_layer, check_units, concept_index
 from gandissect.core.errors import ConfigError
 from gandissect.core.sampling import sample_z
 from gandissect.core.segmenters import Segmenter, check_labels
@@ -82,17 +82,6 @@ def concept_presence(segmenter: Segmenter, images: torch.Tensor) -> torch.Tensor
 def repeat_batch(tensor: torch.Tensor, times: int) -> torch.Tensor:
     """`times` copies of a batch along dimension 0, copy-major."""
     return tensor.repeat(times, *([1] * (tensor.dim() - 1)))
-
-
-def check_ranking(ranking: Sequence[int], width: int, layer: str, what: str = "ranking") -> list[int]:
-    """Unit indices of a ranking, refused in one line if out of range or repeated."""
-    units = [int(u) for u in ranking]
-    bad = [u for u in units if not 0 <= u < width]
-    if bad:
-        raise ConfigError(f"the {what} names units {bad[:10]} out of range: layer {layer!r} has units 0..{width - 1}")
-    if len(set(units)) != len(units):
-        raise ConfigError(f"the {what} names a unit more than once: {units}")
-    return units
 
 
 def layer_width(generator: nn.Module, layer: str, seed: int = CURVE_SEED, device: str | torch.device = "cpu") -> int:
@@ -186,7 +175,7 @@ def ablation_pixels(generator: nn.Module, segmenter: Segmenter, layer: str, unit
     if samples < 1:
         raise ConfigError(f"samples must be at least 1; got {samples}")
     width = layer_width(generator, layer, seed, device)
-    sets = list(dict.fromkeys(tuple(check_ranking(s, width, layer, "unit set")) for s in unit_sets))
+    sets = list(dict.fromkeys(tuple(check_units(s, width, layer, "unit set")) for s in unit_sets))
     edited = [i for i, s in enumerate(sets) if s]
     cut, num = Cut(generator, layer), len(segmenter.concepts)
     concepts = torch.arange(num)
@@ -259,7 +248,7 @@ def ablation_images(generator: nn.Module, layer: str, ranking: Sequence[int], co
     if not indices:
         raise ConfigError("give at least one sample to picture")
     width = layer_width(generator, layer, seed, device)
-    units = check_ranking(ranking, width, layer)
+    units = check_units(ranking, width, layer, "ranking")
     bad = [n for n in counts if not 0 <= int(n) <= len(units)]
     if bad:
         raise ConfigError(f"counts {bad} do not fit a ranking of {len(units)} units: use 0..{len(units)}")

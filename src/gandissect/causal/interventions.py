@@ -33,14 +33,14 @@ def concept_index(result: Dissection, concept: str) -> int:
     return result.concepts.index(concept)
 
 
-def check_units(units: Sequence[int], width: int, layer: str) -> list[int]:
-    """Unit indices, refused in one line if out of range or repeated."""
+def check_units(units: Sequence[int], width: int, layer: str, what: str = "units") -> list[int]:
+    """Unit indices (of a unit set, a ranking: `what`), refused in one line if out of range or repeated."""
     units = [int(u) for u in units]
     bad = [u for u in units if not 0 <= u < width]
     if bad:
-        raise ConfigError(f"units {bad} are out of range: layer {layer!r} has units 0..{width - 1}")
+        raise ConfigError(f"the {what} {bad[:10]} are out of range: layer {layer!r} has units 0..{width - 1}")
     if len(set(units)) != len(units):
-        raise ConfigError(f"units {units} name a unit more than once")
+        raise ConfigError(f"the {what} {units} name a unit more than once")
     return units
 
 

@@ -243,6 +243,19 @@ def _check_settings(segmenter: Segmenter, **settings: float) -> None:
 # ---------------------------------------------------------------------------------------------- evaluation
 
 
+def _prepare(generator: nn.Module, segmenter: Segmenter, layer: str, concept: str, values: torch.Tensor, seed: int,
+             device: str | torch.device) -> tuple[int, Cut, torch.device, torch.dtype, torch.Tensor]:
+    """Check the concept, layer and values; the concept's index, the cut, device, dtype and one sample's features."""
+    c = _check_concept(segmenter, concept)
+    cut = _cut(generator, layer)
+    device = torch.device(device)
+    dtype = _dtype(generator)
+    with torch.no_grad():
+        probe = cut.head(sample_z(generator, seed, range(1)).to(device, dtype))
+    _check_values(values, probe.shape[1], layer)
+    return c, cut, device, dtype, probe
+
+
 def evaluate_alphas(generator: nn.Module, segmenter: Segmenter, layer: str, concept: str, values: torch.Tensor,
                     alphas: Sequence[torch.Tensor], *, samples: int = 200, seed: int = EVAL_SEED, batch_size: int = 16,
                     soft: bool = True, device: str | torch.device = "cpu", progress: bool = False) -> list[HeldOut]:
@@ -252,14 +265,8 @@ def evaluate_alphas(generator: nn.Module, segmenter: Segmenter, layer: str, conc
     soft shares NaN and saves their cost)."""
     if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
         raise ConfigError(f"samples must be a positive integer; got {samples!r}")
-    c = _check_concept(segmenter, concept)
-    cut = _cut(generator, layer)
-    device = torch.device(device)
-    dtype = _dtype(generator)
-    with torch.no_grad():
-        probe = cut.head(sample_z(generator, seed, range(1)).to(device, dtype))
+    c, cut, device, dtype, probe = _prepare(generator, segmenter, layer, concept, values, seed, device)
     width = probe.shape[1]
-    _check_values(values, width, layer)
     weights = [_check_alpha(a, width, layer).to(device, probe.dtype).reshape(1, -1, 1, 1) for a in alphas]
     target = values.to(device, probe.dtype).reshape(1, -1, 1, 1)
     scored = soft and callable(getattr(segmenter, "concept_scores", None))
@@ -342,14 +349,8 @@ def optimize_units(generator: nn.Module, segmenter: Segmenter, layer: str, conce
     the square edited around each location (the score is measured at its centre cell)."""
     _check_settings(segmenter, weight=weight, lr=lr, samples=samples, epochs=epochs, batch_size=batch_size,
                     eval_samples=eval_samples, patch=patch)
-    c = _check_concept(segmenter, concept)
-    cut = _cut(generator, layer)
-    device = torch.device(device)
-    dtype = _dtype(generator)
-    with torch.no_grad():
-        probe = cut.head(sample_z(generator, fit_seed, range(1)).to(device, dtype))
+    c, cut, device, dtype, probe = _prepare(generator, segmenter, layer, concept, values, fit_seed, device)
     width = probe.shape[1]
-    _check_values(values, width, layer)
     start, init_kind = _initial(init, layer, concept, width)
 
     data = fit_set(cut, segmenter, c, samples, fit_seed, batch_size, device, dtype)
