@@ -1,0 +1,198 @@
+"""ProGAN generators in GAN Dissection's checkpoint layout, with random weights (no download)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from gandissect.core.errors import ConfigError
+from gandissect.core.hooks import Trace, layer_shapes
+from gandissect.core.segmenters import ColorSegmenter
+from gandissect.dissection import DissectConfig, Dissector
+from gandissect.models.progan import ProGANGenerator, convert_state_dict, load_progan
+
+
+def _randomised(resolution: int, seed: int = 0) -> ProGANGenerator:
+    """A generator whose biases are random too (ProGAN initialises them at zero, which would hide them)."""
+    torch.manual_seed(seed)
+    generator = ProGANGenerator(resolution).eval()
+    with torch.no_grad():
+        for name, parameter in generator.named_parameters():
+            if name.endswith("wscale.b"):
+                parameter.normal_(0, 0.5)
+    return generator
+
+
+@pytest.fixture(scope="module")
+def gen32() -> ProGANGenerator:
+    return _randomised(32)
+
+
+@pytest.fixture(scope="module")
+def z() -> torch.Tensor:
+    return torch.randn(2, 512, generator=torch.Generator().manual_seed(7))
+
+
+def _old_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The older key names, written out by hand: features.{i-1}.* for layer{i}.*, output.* for the head."""
+    old = {}
+    for key, value in state.items():
+        block, rest = key.split(".", 1)
+        if block.startswith("layer"):
+            old[f"features.{int(block[len('layer'):]) - 1}.{rest}"] = value
+        else:
+            assert block.startswith("output_")
+            old[f"output.{rest}"] = value
+    return old
+
+
+def test_published_and_old_layouts_reload_to_identical_outputs(gen32, z, tmp_path):
+    state = gen32.state_dict()
+    assert sorted(state) == sorted([f"layer{i}.{p}" for i in range(1, 9) for p in ("conv.weight", "wscale.b")]
+                                   + ["output_32x32.conv.weight", "output_32x32.wscale.b"])
+    assert state["layer1.conv.weight"].shape == (512, 512, 4, 4)
+    with torch.no_grad():
+        expected = gen32(z)
+    torch.save(state, tmp_path / "published.pth")
+    old = _old_layout(state)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in old.items()}}, tmp_path / "old.pth")
+    save_file({k: v.contiguous() for k, v in old.items()}, str(tmp_path / "old.safetensors"))
+    assert convert_state_dict(old).keys() == state.keys()
+    for source in (tmp_path / "published.pth", str(tmp_path / "old.pth"), tmp_path / "old.safetensors", old):
+        loaded = load_progan(source)
+        assert loaded.resolution == 32 and loaded.layer_names[-1] == "output_32x32" and not loaded.training
+        with torch.no_grad():
+            assert torch.equal(loaded(z), expected), source
+    with torch.no_grad():  # the TensorFlow placement of pixel norm (end of each block) draws the same images
+        netdissect_style = load_progan(state, pixel_norm="after")(z)
+    torch.testing.assert_close(netdissect_style, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_images_have_the_resolution_and_a_declared_range(gen32, z):
+    with torch.no_grad():
+        images = gen32(z)
+        same = gen32(z[:, :, None, None])
+    assert images.shape == (2, 3, 32, 32) and torch.isfinite(images).all() and torch.equal(images, same)
+    assert ProGANGenerator.output_range == (-1, 1) and gen32.z_dim == 512
+    with pytest.raises(ConfigError, match="z must have shape"):
+        gen32(torch.randn(1, 100))
+
+
+def _pixel_norm(x: torch.Tensor) -> torch.Tensor:
+    return x / torch.sqrt(x.pow(2).mean(1, keepdim=True) + 1e-8)
+
+
+def test_equalised_learning_rate_scales_stored_weights_by_the_he_constant(gen32, z):
+    with torch.no_grad(), Trace(gen32, ["layer1.wscale", "layer2", "layer3.wscale", "layer8",
+                                       "output_32x32"]) as trace:
+        gen32(z)
+    # layer1: the "dense" layer from pixel-normed z to 512 x 4x4, fan_in 512 * 4 * 4, as an explicit sum
+    zn = z / z.pow(2).mean(1, keepdim=True).sqrt()
+    w1 = gen32.layer1.conv.weight
+    dense = torch.einsum("oiyx,ni->noyx", w1.flip(2, 3), zn) * math.sqrt(2 / (512 * 16))
+    dense = dense + gen32.layer1.wscale.b.view(1, -1, 1, 1)
+    torch.testing.assert_close(trace["layer1.wscale"], dense, rtol=1e-4, atol=1e-4)
+    # layer3: nearest upsampling then a 3x3 conv with the weight scaled by sqrt(2 / (512 * 9)), then the bias
+    up = _pixel_norm(trace["layer2"]).repeat_interleave(2, 2).repeat_interleave(2, 3)  # norm first, as netdissect
+    w3 = gen32.layer3.conv.weight * math.sqrt(2 / (512 * 3 * 3))
+    torch.testing.assert_close(trace["layer3.wscale"], F.conv2d(up, w3, gen32.layer3.wscale.b, padding=1),
+                               rtol=1e-4, atol=1e-4)
+    # to-RGB head: gain 1, i.e. 1 / sqrt(fan_in)
+    head = gen32.output_32x32
+    rgb = F.conv2d(_pixel_norm(trace["layer8"]), head.conv.weight / math.sqrt(512), head.wscale.b)
+    torch.testing.assert_close(trace["output_32x32"], rgb, rtol=1e-4, atol=1e-4)
+
+
+def test_every_layer_output_is_pixel_normalised(gen32, z):
+    """With pixel norm at the end of each block (ProGAN's TensorFlow placement)."""
+    after = load_progan(gen32.state_dict(), pixel_norm="after")
+    layers = [f"layer{i}" for i in range(1, 9)]
+    with torch.no_grad(), Trace(after, layers) as trace:
+        after(z)
+    for name in layers:
+        mean_square = trace[name].pow(2).mean(dim=1)
+        assert (mean_square - 1).abs().max() < 1e-5, name
+
+
+def test_layer_shapes_and_forward_from(gen32, z):
+    shapes = layer_shapes(gen32, z[:1])
+    blocks = {name: shape for name, shape in shapes.items() if "." not in name}
+    assert blocks == {"layer1": (512, 4, 4), "layer2": (512, 4, 4), "layer3": (512, 8, 8), "layer4": (512, 8, 8),
+                      "layer5": (512, 16, 16), "layer6": (512, 16, 16), "layer7": (512, 32, 32),
+                      "layer8": (512, 32, 32), "output_32x32": (3, 32, 32)}
+    assert list(blocks) == gen32.layer_names
+    for layer in ("layer1", "layer4", "layer7"):
+        with torch.no_grad(), Trace(gen32, [layer]) as trace:
+            full = gen32(z)
+        with torch.no_grad():
+            assert torch.equal(gen32.forward_from(layer, trace[layer]), full), layer
+    with pytest.raises(ConfigError, match="not a layer"):
+        gen32.forward_from("layer9", z)
+
+
+def test_256_model_has_the_papers_layer4_and_256_images():
+    torch.manual_seed(0)
+    generator = ProGANGenerator().eval()
+    assert generator.layer_names == [f"layer{i}" for i in range(1, 15)] + ["output_256x256"]
+    shapes = layer_shapes(generator, torch.randn(1, 512))
+    assert shapes["layer4"] == (512, 8, 8) and shapes["output_256x256"] == (3, 256, 256)
+    assert [shapes[f"layer{i}"][0] for i in range(1, 15)] == [512] * 8 + [256, 256, 128, 128, 64, 64]
+    assert shapes["layer14"] == (64, 256, 256)
+
+
+def test_tiny_dissection_of_layer4(gen32, tmp_path):
+    # random weights draw images beyond [-1, 1], which the dissector refuses: shrink the to-RGB weights
+    state = dict(gen32.state_dict())
+    state["output_32x32.conv.weight"] = state["output_32x32.conv.weight"] * 0.2
+    state["output_32x32.wscale.b"] = torch.zeros(3)
+    generator = load_progan(state)
+    config = DissectConfig(layers=["layer4"], samples=8, batch_size=4)
+    dissector = Dissector(generator, ColorSegmenter(), config, tmp_path, progress=False)
+    dissector.finish(dissector.run())
+    document = json.loads((tmp_path / "dissect.json").read_text())
+    assert list(document["layers"]) == ["layer4"]
+    assert document["layers"]["layer4"]["shape"] == [512, 8, 8]
+    assert len(document["layers"]["layer4"]["units"]) == 512
+
+
+def test_another_architecture_is_refused_naming_keys(tmp_path):
+    torch.save(torch.nn.Linear(5, 10).state_dict(), tmp_path / "linear.pth")
+    with pytest.raises(ConfigError) as caught:
+        load_progan(tmp_path / "linear.pth")
+    message = str(caught.value)
+    assert "missing keys" in message and "layer1.conv.weight" in message
+    assert "unexpected keys weight, bias" in message and "(10, 5)" in message
+    with pytest.raises(ConfigError, match="no ProGAN checkpoint"):
+        load_progan(tmp_path / "absent.pth")
+
+
+def test_wrong_resolution_and_damaged_checkpoints_are_refused(gen32):
+    state = gen32.state_dict()
+    with pytest.raises(ConfigError, match="holds a 32x32 ProGAN, not the 64x64 asked for"):
+        load_progan(state, resolution=64)
+    assert load_progan(state, resolution=32).resolution == 32
+    damaged = {k: v for k, v in state.items() if not k.startswith("layer5.")}
+    damaged["extra.weight"] = torch.zeros(1)
+    with pytest.raises(ConfigError) as caught:
+        load_progan(damaged)
+    message = str(caught.value)
+    assert "missing keys layer5.conv.weight, layer5.wscale.b" in message and "unexpected keys extra.weight" in message
+    narrow = dict(state, **{"layer8.wscale.b": torch.zeros(256)})
+    with pytest.raises(ConfigError, match=r"layer8.wscale.b \(256,\) \(expected \(512,\)\)"):
+        load_progan(narrow)
+    with pytest.raises(ConfigError, match="power of two"):
+        ProGANGenerator(48)
+
+
+def test_stored_he_constants_of_older_files_are_checked_and_dropped(gen32, z):
+    state = dict(gen32.state_dict(), **{"layer3.wscale.scale": torch.tensor(math.sqrt(2 / (512 * 9)))})
+    with torch.no_grad():
+        assert torch.equal(load_progan(state)(z), gen32(z))
+    state["layer3.wscale.scale"] = torch.tensor(1.0)
+    with pytest.raises(ConfigError, match=r"layer3\.wscale\.scale is 1"):
+        load_progan(state)
