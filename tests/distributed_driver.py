@@ -5,7 +5,8 @@
 
 Used by tests/test_distributed.py (not collected by pytest itself). Options: --fail-after N makes the
 last rank raise after its Nth IoU batch, once every rank has checkpointed its IoU pass, --resume continues such a
-run; --moments runs a bare sample pass with Moments and ConditionalMean statistics and saves them to OUT/moments.
+run; --moments runs a bare sample pass with Moments and ConditionalMean statistics and saves them to OUT/moments;
+--progan dissects layer4 of a small random ProGAN (32x32) on 16 samples in batches of 4.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from gandissect.dissection import DissectConfig, Dissector
 from gandissect.engine.collectives import session
 from gandissect.engine.samplepass import SamplePass
 from gandissect.engine.storage import load_statistics, save_statistics
+from gandissect.models.progan import ProGANGenerator, load_progan
 from gandissect.models.scenegan import GeneratorConfig, SceneGenerator
 
 
@@ -34,6 +36,29 @@ def tiny_generator() -> SceneGenerator:
 
 def config() -> DissectConfig:
     return DissectConfig(layers=["layer3", "layer4"], samples=72, batch_size=16, topk=5, checkpoint_every=1)
+
+
+def tiny_progan() -> ProGANGenerator:
+    """A 32x32 ProGAN with seeded random weights and biases (the same in every process), its to-RGB weights
+    scaled by 0.2 and its to-RGB bias zeroed so that the images stay within [-1, 1] (as tests/test_progan.py)."""
+    torch.manual_seed(0)
+    generator = ProGANGenerator(32).eval()
+    with torch.no_grad():
+        for name, parameter in generator.named_parameters():
+            if name.endswith("wscale.b"):
+                parameter.normal_(0, 0.5)
+    state = dict(generator.state_dict())
+    state["output_32x32.conv.weight"] = state["output_32x32.conv.weight"] * 0.2
+    state["output_32x32.wscale.b"] = torch.zeros(3)
+    return load_progan(state)
+
+
+def dissect_progan(out: Path, collective) -> None:
+    """Layer4 of the tiny ProGAN, 16 samples per set in batches of 4, split over the ranks."""
+    config = DissectConfig(layers=["layer4"], samples=16, batch_size=4)
+    dissector = Dissector(tiny_progan(), ColorSegmenter(), config, out, collective=collective, progress=False)
+    dissector.finish(dissector.run())
+    print(f"dissected the ProGAN on rank {collective.rank} of world {collective.world}", flush=True)
 
 
 def _wait_for_iou_checkpoints(out: Path, world: int, timeout: float = 60.0) -> None:
@@ -86,6 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fail-after", type=int, default=0)
     parser.add_argument("--moments", action="store_true")
     parser.add_argument("--ace", action="store_true")
+    parser.add_argument("--progan", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     batches = 0
@@ -95,6 +121,9 @@ def main(argv: list[str] | None = None) -> None:
             return
         if args.ace:
             single_unit_effects(Path(args.out), collective)
+            return
+        if args.progan:
+            dissect_progan(Path(args.out), collective)
             return
 
         def on_batch(phase: str, done: int) -> None:
