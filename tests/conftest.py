@@ -7,7 +7,22 @@ from pathlib import Path
 import pytest
 import torch
 
+from gandissect.core.segmenters import ColorSegmenter
+from gandissect.dissection import DissectConfig, Dissection, Dissector
 from gandissect.scenes.training import GanTrainConfig, SegmenterTrainConfig, train_gan, train_segmenter
+
+PLANTED_CONFIG = {"layers": ["features"], "samples": 64, "batch_size": 32, "quantile": 0.15, "checkpoint_every": 8}
+
+
+@pytest.fixture(scope="session")
+def planted_run(tmp_path_factory: pytest.TempPathFactory) -> Dissection:
+    """A finished dissection of tests/planted.py's model with the colour segmenter, read back (not to write into)."""
+    from planted import PlantedGenerator
+
+    out = tmp_path_factory.mktemp("planted_run")
+    dissector = Dissector(PlantedGenerator(), ColorSegmenter(), DissectConfig(**PLANTED_CONFIG), out, progress=False)
+    dissector.finish(dissector.run())
+    return Dissection.load(out)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -19,18 +19,7 @@ from gandissect.core.errors import ConfigError
 from gandissect.core.hooks import Trace
 from gandissect.core.sampling import sample_z
 from gandissect.core.segmenters import ColorSegmenter
-from gandissect.dissection import DissectConfig, Dissection, Dissector
 from planted import PLANTED, PlantedGenerator
-
-CONFIG = {"layers": ["features"], "samples": 64, "batch_size": 32, "quantile": 0.15, "checkpoint_every": 8}
-
-
-@pytest.fixture(scope="module")
-def planted_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("causal")
-    dissector = Dissector(PlantedGenerator(), ColorSegmenter(), DissectConfig(**CONFIG), out, progress=False)
-    dissector.finish(dissector.run())
-    return Dissection.load(out)
 
 
 def test_cut_tail_of_head_is_the_generator(planted_run):

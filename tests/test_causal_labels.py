@@ -24,18 +24,8 @@ from gandissect.core.errors import ConfigError
 from gandissect.core.hooks import Trace
 from gandissect.core.sampling import sample_z
 from gandissect.core.segmenters import ColorSegmenter
-from gandissect.dissection import RULES, DissectConfig, Dissection, Dissector
+from gandissect.dissection import RULES, Dissection
 from planted import DISTRACTORS, PLANTED, PlantedGenerator
-
-CONFIG = {"layers": ["features"], "samples": 64, "batch_size": 32, "quantile": 0.15, "checkpoint_every": 8}
-
-
-@pytest.fixture(scope="module")
-def planted_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("causal_labels")
-    dissector = Dissector(PlantedGenerator(), ColorSegmenter(), DissectConfig(**CONFIG), out, progress=False)
-    dissector.finish(dissector.run())
-    return Dissection.load(out)
 
 
 @pytest.mark.parametrize("insert", ["shifted", "inactive"])
@@ -66,7 +56,7 @@ def test_batched_counts_equal_a_per_sample_brute_force(planted_run, insert):
     units, samples = [1, 0, 3], 6
     causal = causal_labels(generator, segmenter, planted_run, "features", samples=samples, seed=5, batch_size=4,
                            group=2, units=units, insert=insert, progress=False)
-    values = insertion_values(planted_run, "features", quantile=1 - CONFIG["quantile"] / 2)
+    values = insertion_values(planted_run, "features", quantile=1 - planted_run.config.quantile / 2)
     assert torch.equal(causal.values, values)
     threshold = planted_run.layers["features"].thresholds
     num = len(segmenter.concepts)

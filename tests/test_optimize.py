@@ -27,10 +27,8 @@ from gandissect.causal.optimize import (
 from gandissect.core.errors import ConfigError
 from gandissect.core.sampling import sample_z
 from gandissect.core.segmenters import COLOR_PROTOTYPES, ColorSegmenter, _opponent
-from gandissect.dissection import DissectConfig, Dissection, Dissector
 from planted import PLANTED, PlantedGenerator
 
-CONFIG = {"layers": ["features"], "samples": 64, "batch_size": 32, "quantile": 0.15, "checkpoint_every": 8}
 FAST = {"samples": 32, "epochs": 2, "batch_size": 16, "patch": 1, "eval_samples": 16, "progress": False}
 
 
@@ -75,13 +73,6 @@ def soft_planted(dtype: torch.dtype = torch.float32) -> PlantedGenerator:
     generator.output = SoftPainter()
     return generator.to(dtype)
 
-
-@pytest.fixture(scope="module")
-def planted_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("optimize")
-    dissector = Dissector(PlantedGenerator(), ColorSegmenter(), DissectConfig(**CONFIG), out, progress=False)
-    dissector.finish(dissector.run())
-    return Dissection.load(out)
 
 
 def fixed_batch(dtype: torch.dtype):
