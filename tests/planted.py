@@ -46,11 +46,17 @@ class PlantedGenerator(nn.Module):
         self.features = nn.Identity()
         self.output = Painter()
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def planted(self, z: torch.Tensor) -> torch.Tensor:
+        """Units 0, 1, 2 (N, 3, 8, 8): textured regions that partition part of the grid."""
         n = z.shape[0]
         fields = (z[:, :8] @ self.region_weights).view(n, 4, 4, 4)
         owner = F.interpolate(fields, scale_factor=2, mode="nearest").argmax(1)
         texture = 1 + 0.2 * torch.tanh(z[:, :8] @ self.texture_weights).view(n, 3, 8, 8)
-        planted = torch.stack([(owner == u).float() for u in range(3)], 1) * texture
-        noise = torch.relu(z[:, 8:] @ self.noise_weights).view(n, 2, 8, 8)
-        return self.output(self.features(torch.cat([planted, noise], 1)))
+        return torch.stack([(owner == u).float() for u in range(3)], 1) * texture
+
+    def noise(self, z: torch.Tensor) -> torch.Tensor:
+        """Units 3, 4 (N, 2, 8, 8): noise from the other half of z."""
+        return torch.relu(z[:, 8:16] @ self.noise_weights).view(z.shape[0], 2, 8, 8)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.output(self.features(torch.cat([self.planted(z), self.noise(z)], 1)))

@@ -57,14 +57,8 @@ class ArtifactGenerator(PlantedGenerator):
         self.output = SpecklePainter()
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        n = z.shape[0]
-        fields = (z[:, :8] @ self.region_weights).view(n, 4, 4, 4)
-        owner = F.interpolate(fields, scale_factor=2, mode="nearest").argmax(1)
-        texture = 1 + 0.2 * torch.tanh(z[:, :8] @ self.texture_weights).view(n, 3, 8, 8)
-        planted = torch.stack([(owner == u).float() for u in range(3)], 1) * texture
-        noise = torch.relu(z[:, 8:16] @ self.noise_weights).view(n, 2, 8, 8)[:, :1]
-        artifact = torch.relu(z[:, 16:] @ self.artifact_weights).view(n, 1, 8, 8)
-        return self.output(self.features(torch.cat([planted, noise, artifact], 1)))
+        artifact = torch.relu(z[:, 16:] @ self.artifact_weights).view(z.shape[0], 1, 8, 8)
+        return self.output(self.features(torch.cat([self.planted(z), self.noise(z)[:, :1], artifact], 1)))
 
 
 def colour_fractions(images: torch.Tensor) -> torch.Tensor:
