@@ -16,14 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import tempfile
 import time
 
 import torch
 
+from bench_dissect import full_dissection
 from gandissect.core.sampling import sample_z
 from gandissect.core.segmenters import ColorSegmenter
-from gandissect.dissection import DissectConfig, Dissector
+from gandissect.dissection import DissectConfig
 from gandissect.models.progan import ProGANGenerator, load_progan
 
 
@@ -65,14 +65,6 @@ def bare_passes(generator, segmenter, config: DissectConfig) -> tuple[float, flo
                 segmenter.segment(images)
                 largest = max(largest, float(images.abs().max()))
     return time.perf_counter() - began, largest
-
-
-def full_dissection(generator, segmenter, config: DissectConfig) -> float:
-    with tempfile.TemporaryDirectory() as out:
-        began = time.perf_counter()
-        dissector = Dissector(generator, segmenter, config, out, progress=False)
-        dissector.finish(dissector.run())
-        return time.perf_counter() - began
 
 
 def main() -> None:
