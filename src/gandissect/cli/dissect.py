@@ -77,7 +77,11 @@ def _run_dissect(args: argparse.Namespace) -> int:
         if not args.no_report:
             report.write_report(document, generator, staging, device=device)
 
-    document = dissector.finish(result, {"model": args.model, "segmenter": segmenter_spec}, write_report)
+    provenance = {"model": args.model, "segmenter": segmenter_spec}
+    checkpoints = {part: getattr(module, "checkpoint", None) for part, module in
+                   (("model_checkpoint", generator), ("segmenter_checkpoint", segmenter))}
+    provenance |= {key: record for key, record in checkpoints.items() if record is not None}
+    document = dissector.finish(result, provenance, write_report)
     if document is not None:
         for name, layer in document["layers"].items():
             print(f"{name}: {layer['interpretable_units']} of {layer['shape'][0]} units interpretable "

@@ -39,11 +39,12 @@ def _run_models(args: argparse.Namespace) -> int:
 
     from gandissect.models import registry
 
+    loaders = _loaders()
     own = ("your own generator: gandissect dissect --model path/to/file.py:factory --segmenter color --out runs/mine "
            "(the factory returns a torch.nn.Module with a z_dim; add --layers unless it names layers layer1..layerN)")
     described = [registry.describe(registry.get(name)) for name in registry.names()]
     if args.json:
-        print(json.dumps({"models": described, "own_generator": own}, indent=1))
+        print(json.dumps({"models": described, "loaders": loaders, "own_generator": own}, indent=1))
         return 0
     for model in described:
         print(f"{model['name']}: {model['description']}")
@@ -59,8 +60,36 @@ def _run_models(args: argparse.Namespace) -> int:
         print(f"  dissect: {model['dissect']}")
     if not described:
         print("no models are registered or shipped")
+    for loader in loaders:
+        _print_loader(loader)
     print(own)
     return 0
+
+
+def _loaders() -> list[dict]:
+    from gandissect.models import loaders
+
+    return [loaders.describe_loader(loaders.get_loader(family)) for family in loaders.families()]
+
+
+def _print_loader(loader: dict) -> None:
+    """One loader of real checkpoints: what it reads, its options, the files it knows and the command."""
+    from gandissect.models.loaders import cache_dir, extra_installed
+
+    print(f"{loader['family']}:FILE ({loader['part']} loader): {loader['description']}")
+    print(f"  expects {loader['expects']}")
+    if loader["extra"]:
+        installed = extra_installed(loader["extra"])
+        print(f"  needs pip install 'gandissect[{loader['extra']}]'"
+              f" ({'installed' if installed else 'NOT installed'})")
+    for key, meaning in loader["options"].items():
+        print(f"  option ,{key}=...  {meaning}")
+    for known in loader["known"]:
+        where = "in cache" if known["cached"] else f"not in {cache_dir()}"
+        url = f"  from {known['url']}" if known["url"] else ""
+        print(f"  {loader['family']}:{known['name']:<22} {known['filename']} ({where}){url}")
+    print(f"  tested with {loader['tested']}")
+    print(f"  dissect: {loader['example']}")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from gandissect.core.errors import ConfigError
-from gandissect.models import registry
+from gandissect.models import loaders, registry
 from gandissect.models.registry import (
     ModelSpec,
     UnknownModelError,
@@ -32,7 +32,7 @@ WEIGHTS = Path(__file__).parent / "weights"
 
 __all__ = [
     "WEIGHTS", "ModelBundle", "ModelSpec", "UnknownModelError", "WeightFile", "WeightFileError", "available",
-    "default_layers_for", "default_segmenter_for", "load", "load_weights", "registry", "resolve_generator",
+    "default_layers_for", "default_segmenter_for", "load", "load_weights", "loaders", "registry", "resolve_generator",
     "resolve_segmenter",
 ]
 
@@ -92,9 +92,23 @@ def _load_factory(spec: str) -> Any:
     return factory() if callable(factory) and not isinstance(factory, nn.Module) else factory
 
 
+def _load_named(spec: str, part: str, device: str | torch.device) -> Any:
+    """What a loader spec (`family:source,...`) loads, refused if that family loads another part."""
+    loader = loaders.get_loader(spec.partition(":")[0])
+    if loader.part != part:
+        raise ConfigError(f"{spec!r}: the {loader.family} loader loads a {loader.part}, not a {part}")
+    return loaders.load_spec(spec, device)
+
+
 def resolve_generator(spec: str, device: str | torch.device = "cpu") -> nn.Module:
-    """A generator from a model name or a factory spec, in eval mode on `device`; builds nothing else."""
-    generator = registry.get(spec).generator(device) if spec in available() else _load_factory(spec)
+    """A generator from a model name, a loader spec (`progan:FILE`) or a factory spec, in eval mode on
+    `device`; builds nothing else."""
+    if spec in available():
+        generator = registry.get(spec).generator(device)
+    elif loaders.is_loader_spec(spec):
+        generator = _load_named(spec, "generator", device)
+    else:
+        generator = _load_factory(spec)
     if not isinstance(generator, nn.Module):
         raise ConfigError(f"{spec!r} gave {type(generator).__name__}, not a torch.nn.Module")
     return generator.to(device).eval()
@@ -113,6 +127,8 @@ def resolve_segmenter(spec: str, device: str | torch.device = "cpu") -> Any:
             part: Any = ColorSegmenter()
         elif piece in names:
             part = registry.get(piece).segmenter(device)
+        elif loaders.is_loader_spec(piece):
+            part = _load_named(piece, "segmenter", device)
         else:
             part = _load_factory(piece)
         if not isinstance(part, Segmenter):
@@ -125,15 +141,18 @@ def resolve_segmenter(spec: str, device: str | torch.device = "cpu") -> Any:
 
 
 def default_layers_for(generator_spec: str, generator: nn.Module) -> list[str]:
-    """Layers to dissect when none are given: the model's own choice for a named model, else the paper's
-    rule on a generator that names its layers layer1..layerN (an error says to pass --layers otherwise)."""
+    """Layers to dissect when none are given: the model's own choice for a named model, else the generator's
+    `default_layers` (loaded checkpoints declare theirs), else the paper's rule on a generator that names its
+    layers layer1..layerN (an error says to pass --layers otherwise)."""
     if generator_spec in available():
         chosen = list(registry.get(generator_spec).default_layers)
         if chosen:
             return chosen
+    if getattr(generator, "default_layers", None):
+        return list(generator.default_layers)
     return middle_layers(list(getattr(generator, "layer_names", [])))
 
 
 def default_segmenter_for(generator_spec: str) -> str | None:
-    """The segmenter spec to dissect a named model with; None for a factory model (pass --segmenter)."""
+    """The segmenter spec to dissect a named model with; None for a loaded or factory model (pass --segmenter)."""
     return registry.get(generator_spec).default_segmenter if generator_spec in available() else None
