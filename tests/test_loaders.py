@@ -112,3 +112,57 @@ def test_models_lists_every_loader_with_its_file_and_command():
     assert church["filename"] == "churchoutdoor_lsun.pth" and church["url"].endswith("/churchoutdoor_lsun.pth")
     text = run_cli("models").stdout
     assert "progan:FILE" in text and listed["progan"]["example"] in text
+
+
+@pytest.fixture
+def served(tmp_path: Path):
+    """A local HTTP server over a folder holding one file; yields (folder, base URL)."""
+    import functools
+    import http.server
+    import threading
+
+    folder = tmp_path / "served"
+    folder.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def with_known(monkeypatch: pytest.MonkeyPatch, url: str, sha256: str | None) -> None:
+    """Make progan's 'kitchen' checkpoint published at `url` with checksum `sha256`."""
+    import dataclasses
+
+    original = loaders.get_loader("progan")
+    entry = loaders.KnownCheckpoint("kitchen", "kitchen_lsun.pth", url, sha256)
+    patched = dataclasses.replace(original, known=(entry,))
+    monkeypatch.setattr(loaders, "get_loader", lambda family: patched if family == "progan" else original)
+
+
+def test_download_only_when_asked_checks_the_checksum_and_then_loads(checkpoint, served, tmp_path, monkeypatch):
+    folder, base = served
+    (folder / "kitchen_lsun.pth").write_bytes(checkpoint.read_bytes())
+    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GANDISSECT_CACHE", str(cache))
+    with_known(monkeypatch, f"{base}/kitchen_lsun.pth", "0" * 64)
+    with pytest.raises(ConfigError, match="not the published"):
+        loaders.download("progan:kitchen", progress=False)
+    assert not cache.exists() or not any(cache.iterdir())  # neither the file nor a partial one is left
+    with pytest.raises(ConfigError, match=r"not in the cache.*gandissect download progan:kitchen"):
+        resolve_generator("progan:kitchen")
+    with_known(monkeypatch, f"{base}/kitchen_lsun.pth", digest[:16])
+    path = loaders.download("progan:kitchen", progress=False)
+    assert path == cache / "kitchen_lsun.pth" and hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    z = torch.randn(1, 512, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(resolve_generator("progan:kitchen")(z), small_progan()(z))
+    with_known(monkeypatch, f"{base}/missing.pth", None)
+    (cache / "kitchen_lsun.pth").unlink()
+    with pytest.raises(ConfigError, match=r"cannot download .*missing\.pth.*by hand"):
+        loaders.download("progan:kitchen", progress=False)
+    with pytest.raises(ConfigError, match="knows no checkpoint 'attic'"):
+        loaders.download("progan:attic", progress=False)

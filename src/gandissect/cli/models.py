@@ -92,6 +92,23 @@ def _print_loader(loader: dict) -> None:
     print(f"  dissect: {loader['example']}")
 
 
+def _add_download(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("download", help="fetch a known checkpoint (see gandissect models) into the cache folder",
+                       description="The only command that downloads anything; loading a model never does.")
+    p.add_argument("checkpoint", help="family:name, e.g. progan:churchoutdoor")
+    p.set_defaults(handler=_run_download)
+
+
+def _run_download(args: argparse.Namespace) -> int:
+    from gandissect.models.loaders import checkpoint_record, download
+
+    path = download(args.checkpoint)
+    record = checkpoint_record(path)
+    print(f"{path} ({record['bytes'] / 2 ** 20:.1f} MiB, sha256 {record['sha256']})")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     _add_models(sub)
+    _add_download(sub)
     _add_layers(sub)

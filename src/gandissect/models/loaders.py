@@ -2,8 +2,9 @@
 or segmenter spec is accepted (`--model progan:churchoutdoor_lsun.pth`, `--segmenter ade20k:DIR+color`).
 
 SOURCE is a path (a file, or a folder holding one of the family's known files), or the short name of a known
-checkpoint, looked for in the cache folder (`$GANDISSECT_CACHE`, else ~/.cache/gandissect). Nothing is ever
-downloaded: a missing file is reported with where it was looked for and where it is published. Options after
+checkpoint, looked for in the cache folder (`$GANDISSECT_CACHE`, else ~/.cache/gandissect). Loading never
+downloads: a missing file is reported with where it was looked for and where it is published, and
+`gandissect download family:name` fetches it into the cache only when the user asks. Options after
 the source (`,truncation=0.7`) are checked against the loader's declared options. Each family's loader lives
 beside its model, in `gandissect.models.<family>.loader`, as a module-level `LOADER`.
 """
@@ -137,8 +138,10 @@ def find_checkpoint(loader: Loader, source: str, folders_are_checkpoints: bool =
         if cached.exists():
             return cached
         where = f"; it is published at {entry.url}" if entry.url else ""
+        fetch = f" or run `gandissect download {loader.family}:{entry.name}`" if entry.url else ""
         raise ConfigError(f"{loader.family} checkpoint {source!r} is not in the cache: put {entry.filename} in "
-                          f"{cache_dir()} (or set GANDISSECT_CACHE){where}. Nothing is downloaded automatically.")
+                          f"{cache_dir()} (or set GANDISSECT_CACHE){fetch}{where}. Nothing is downloaded "
+                          "automatically.")
     names = ", ".join(k.name for k in loader.known)
     raise ConfigError(f"no {loader.family} checkpoint at {path}" + (f"; known names: {names}" if names else ""))
 
@@ -183,3 +186,50 @@ def describe_loader(loader: Loader) -> dict[str, Any]:
         "extra": loader.extra,
         "tested": loader.tested,
     }
+
+
+def known_checkpoint(loader: Loader, name: str) -> KnownCheckpoint:
+    """The known checkpoint called `name` (short name or file name); a one-line error listing them otherwise."""
+    for entry in loader.known:
+        if name in (entry.name, entry.filename):
+            return entry
+    names = ", ".join(k.name for k in loader.known) or "none"
+    raise ConfigError(f"the {loader.family} loader knows no checkpoint {name!r}; known: {names}")
+
+
+def download(spec: str, timeout: float = 60.0, progress: bool = True) -> Path:
+    """Fetch the known checkpoint `family:name` into the cache folder (only when a user asks for it): streamed
+    to a temporary file, its sha256 checked when the loader records one, then renamed into place."""
+    import urllib.error
+    import urllib.request
+
+    from tqdm import tqdm
+
+    loader, name, _ = parse_spec(spec)
+    entry = known_checkpoint(loader, name)
+    if not entry.url:
+        raise ConfigError(f"{loader.family} checkpoint {entry.name!r} has no direct download address"
+                          + (f": {entry.note}" if entry.note else ""))
+    target = cache_dir() / entry.filename
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+    try:
+        with urllib.request.urlopen(entry.url, timeout=timeout) as response, open(partial, "wb") as stream:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=entry.filename, disable=not progress) as bar:
+                while block := response.read(1 << 20):
+                    stream.write(block)
+                    bar.update(len(block))
+        actual = sha256_file(partial)
+        if entry.sha256 and not actual.startswith(entry.sha256.lower()):
+            raise ConfigError(f"{entry.url} gave a file with sha256 {actual[:16]}…, not the published "
+                              f"{entry.sha256[:16]}…: it was not kept")
+        os.replace(partial, target)
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+        raise ConfigError(f"cannot download {entry.url}: {getattr(error, 'reason', error)}; put {entry.filename} "
+                          f"in {cache_dir()} by hand instead") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
