@@ -166,3 +166,16 @@ def test_download_only_when_asked_checks_the_checksum_and_then_loads(checkpoint,
         loaders.download("progan:kitchen", progress=False)
     with pytest.raises(ConfigError, match="knows no checkpoint 'attic'"):
         loaders.download("progan:attic", progress=False)
+
+
+def test_sample_grid_of_a_loaded_checkpoint(checkpoint, tmp_path):
+    from PIL import Image
+
+    done = run_cli("sample", "--model", f"progan:{checkpoint}", "--segmenter", "color", "--count", "6",
+                   "--batch-size", "4", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    samples = Image.open(tmp_path / "samples.png")
+    assert samples.size == (2 * (6 * 17 + 1), 2 * 18)  # 6 columns of 16x16 images, 1-pixel gaps, scale 2
+    assert (tmp_path / "segmentation.png").exists() and "values in [" in done.stdout
+    unknown = run_cli("sample", "--model", "nowhere", "--out", str(tmp_path))
+    assert unknown.returncode == 2 and "progan:FILE" in unknown.stderr

@@ -108,7 +108,66 @@ def _run_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_sample(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sample", help="generate images (and segment them) and save both as grids: the quick check "
+                                      "that a loaded checkpoint draws what it should")
+    p.add_argument("--model", default="scenes64", help="model name, loader spec (progan:FILE) or file.py:factory")
+    p.add_argument("--segmenter", default=None,
+                   help="segmenter spec (default: the model's own; none for other generators)")
+    p.add_argument("--count", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="sample set seed (default 0)")
+    p.add_argument("--batch-size", type=int, default=8, help="(8)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(handler=_run_sample)
+
+
+def _run_sample(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from gandissect.core.errors import ConfigError
+    from gandissect.core.images import grid, label_colours, to_uint8
+    from gandissect.core.sampling import sample_z
+    from gandissect.core.segmenters import check_labels
+    from gandissect.engine.samplepass import check_device
+    from gandissect.engine.storage import save_png
+    from gandissect.models import default_segmenter_for, resolve_generator, resolve_segmenter
+
+    if not 1 <= args.count <= 4096 or args.batch_size < 1:
+        raise ConfigError(f"--count must lie in 1..4096 and --batch-size be positive; got {args.count}, "
+                          f"{args.batch_size}")
+    device = check_device(args.device)
+    generator = resolve_generator(args.model, device)
+    segmenter_spec = args.segmenter or default_segmenter_for(args.model)
+    segmenter = resolve_segmenter(segmenter_spec, device) if segmenter_spec else None
+    images, labels = [], []
+    with torch.no_grad():
+        for start in range(0, args.count, args.batch_size):
+            indices = range(start, min(start + args.batch_size, args.count))
+            batch = generator(sample_z(generator, args.seed, indices).to(device)).float()
+            images.append(batch.cpu())
+            if segmenter is not None:
+                segmented = check_labels(segmenter.segment(batch), batch, len(segmenter.concepts))
+                labels.append(segmented[:, 0].cpu())
+    pictures = torch.cat(images)
+    out = Path(args.out)
+    columns = min(8, args.count)
+    save_png(out / "samples.png", grid(to_uint8(pictures), columns), scale=2 if pictures.shape[-1] <= 128 else 1)
+    written = [out / "samples.png"]
+    if labels:
+        save_png(out / "segmentation.png", grid(label_colours(torch.cat(labels)), columns),
+                 scale=2 if pictures.shape[-1] <= 128 else 1)
+        written.append(out / "segmentation.png")
+    low, high = getattr(generator, "output_range", (-1.0, 1.0))
+    print(f"{args.count} images of {tuple(pictures.shape[1:])}, values in [{float(pictures.min()):.2f}, "
+          f"{float(pictures.max()):.2f}] (declared range [{low}, {high}]); wrote {', '.join(map(str, written))}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    _add_sample(sub)
     _add_models(sub)
     _add_download(sub)
     _add_layers(sub)

@@ -88,36 +88,7 @@ def _run_ship(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_sample(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sample", help="generate images, segment them, and save both as grids")
-    p.add_argument("--model", default="scenes64", help="shipped model name (default scenes64)")
-    p.add_argument("--count", type=int, default=64, help="number of samples (default 64)")
-    p.add_argument("--seed", type=int, default=0, help="sample set seed (default 0)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.set_defaults(handler=_run_sample)
-
-
-def _run_sample(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from gandissect.core.images import grid, label_colours, to_uint8
-    from gandissect.core.sampling import sample_z
-    from gandissect.engine.storage import save_png
-    from gandissect.models import load
-
-    bundle = load(args.model)
-    with torch.no_grad():
-        images = bundle.generator(sample_z(bundle.generator, args.seed, range(args.count)))
-        labels = bundle.segmenter.segment(images)[:, 0]
-    out = Path(args.out)
-    save_png(out / "samples.png", grid(to_uint8(images), 8), scale=2)
-    save_png(out / "segmentation.png", grid(label_colours(labels), 8), scale=2)
-    print(f"wrote {out / 'samples.png'} and {out / 'segmentation.png'}")
-    return 0
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     _add_train(sub)
     _add_ship(sub)
     _add_evaluate(sub)
-    _add_sample(sub)

@@ -68,8 +68,9 @@ def load(name: str, device: str | torch.device = "cpu") -> ModelBundle:
 def _load_factory(spec: str) -> Any:
     target, _, attribute = spec.rpartition(":")
     if not target or not attribute:
-        raise ConfigError(f"{spec!r} is neither a known model ({', '.join(available()) or 'none'}) "
-                          "nor 'file.py:factory' nor 'package.module:factory'")
+        raise ConfigError(f"{spec!r} is neither a known model ({', '.join(available()) or 'none'}), nor a loader "
+                          f"spec ({', '.join(f + ':FILE' for f in loaders.families())}), nor 'file.py:factory' "
+                          "nor 'package.module:factory'")
     if target.endswith(".py"):
         path = Path(target)
         if not path.is_file():
