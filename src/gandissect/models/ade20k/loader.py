@@ -87,7 +87,7 @@ def model_folder(source: str) -> Path:
         entry = known[source]
         if (cache_dir() / entry.filename).is_dir():
             return cache_dir() / entry.filename
-        repo_id = (entry.url or "").removeprefix(f"{HUB}/")
+        repo_id = HUB_IDS[entry.name]
         found = _hub_snapshot(repo_id)
         if found is None:
             raise _not_cached(repo_id, f"{source!r} is not in {cache_dir()} (as the folder {entry.filename})")
@@ -174,8 +174,22 @@ def _num_labels(config: dict[str, Any]) -> int:
     raise ConfigError("the model's config.json declares no classes (no id2label, no num_labels)")
 
 
-def _known(name: str, owner: str, repo: str, note: str) -> KnownCheckpoint:
-    return KnownCheckpoint(name=name, filename=repo, url=f"{HUB}/{owner}/{repo}", note=note)
+HUB_IDS = {
+    "segformer-b0": "nvidia/segformer-b0-finetuned-ade-512-512",
+    "segformer-b2": "nvidia/segformer-b2-finetuned-ade-512-512",
+    "segformer-b4": "nvidia/segformer-b4-finetuned-ade-512-512",
+    "segformer-b5": "nvidia/segformer-b5-finetuned-ade-640-640",
+    "upernet-convnext-small": "openmmlab/upernet-convnext-small",
+}
+"""Known short name -> Hugging Face hub id. They are whole folders, so they have no single download address
+(`gandissect download` refuses them); `hf download ID` puts one in the Hugging Face cache, where it is found."""
+
+
+def _known(name: str, note: str) -> KnownCheckpoint:
+    repo_id = HUB_IDS[name]
+    return KnownCheckpoint(name=name, filename=repo_id.split("/")[1], url=None,
+                           note=f"{note}; Hugging Face hub model {repo_id} ({HUB}/{repo_id}): fetch it with "
+                                f"`hf download {repo_id}`")
 
 
 LOADER = Loader(
@@ -191,13 +205,15 @@ LOADER = Loader(
              "downsample": f"labels at the image size divided by this (default {PAPER_DOWNSAMPLE})",
              "dtype": "the network's dtype: float32 (default), float16 or bfloat16 (for GPUs)"},
     known=(
-        _known("segformer-b0", "nvidia", "segformer-b0-finetuned-ade-512-512", "SegFormer-B0, 3.8M parameters"),
-        _known("segformer-b2", "nvidia", "segformer-b2-finetuned-ade-512-512", "SegFormer-B2"),
-        _known("segformer-b4", "nvidia", "segformer-b4-finetuned-ade-512-512", "SegFormer-B4, 64M parameters"),
-        _known("segformer-b5", "nvidia", "segformer-b5-finetuned-ade-640-640", "SegFormer-B5, trained at 640"),
-        _known("upernet-convnext-small", "openmmlab", "upernet-convnext-small", "UperNet with ConvNeXt-S"),
+        _known("segformer-b0", "SegFormer-B0 (3.8M parameters), trained at 512x512"),
+        _known("segformer-b2", "SegFormer-B2, trained at 512x512"),
+        _known("segformer-b4", "SegFormer-B4 (64M parameters), trained at 512x512"),
+        _known("segformer-b5", "SegFormer-B5, trained at 640x640"),
+        _known("upernet-convnext-small", "UperNet with a ConvNeXt-S backbone, trained at 512x512"),
     ),
     example="gandissect dissect --model progan:churchoutdoor_lsun.pth "
             "--segmenter ade20k:segformer-b4-finetuned-ade-512-512+color --out runs/church",
     extra="ade20k",
+    tested="randomly initialised small SegFormer and UperNet configs saved with save_pretrained; never with the "
+           "published checkpoints (none can be downloaded here)",
 )
