@@ -6,7 +6,8 @@
 Used by tests/test_distributed.py (not collected by pytest itself). Options: --fail-after N makes the
 last rank raise after its Nth IoU batch, once every rank has checkpointed its IoU pass, --resume continues such a
 run; --moments runs a bare sample pass with Moments and ConditionalMean statistics and saves them to OUT/moments;
---progan dissects layer4 of a small random ProGAN (32x32) on 16 samples in batches of 4.
+--progan dissects layer4 of a small random ProGAN (32x32) on 16 samples in batches of 4; --stylegan2 dissects
+layer5 of a small random StyleGAN2 (32x32) in w space with truncation 0.7 and per-sample random noise, likewise.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from gandissect.engine.samplepass import SamplePass
 from gandissect.engine.storage import load_statistics, save_statistics
 from gandissect.models.progan import ProGANGenerator, load_progan
 from gandissect.models.scenegan import GeneratorConfig, SceneGenerator
+from gandissect.models.stylegan2 import StyleGAN2Generator, load_stylegan2, to_published
 
 
 def tiny_generator() -> SceneGenerator:
@@ -59,6 +61,29 @@ def dissect_progan(out: Path, collective) -> None:
     dissector = Dissector(tiny_progan(), ColorSegmenter(), config, out, collective=collective, progress=False)
     dissector.finish(dissector.run())
     print(f"dissected the ProGAN on rank {collective.rank} of world {collective.world}", flush=True)
+
+
+def tiny_stylegan2() -> StyleGAN2Generator:
+    """A 32x32 StyleGAN2 (style_dim 64, 2 mapping layers, 32 then 16 channels) with seeded random weights, its
+    biases and noise strengths random too, reloaded from the port's g_ema layout (w_avg estimated) in w space
+    with truncation 0.7 and random noise (seeded per sample), so that every process draws the same samples."""
+    torch.manual_seed(0)
+    generator = StyleGAN2Generator(32, style_dim=64, n_mlp=2, channels={4: 32, 8: 32, 16: 16, 32: 16})
+    with torch.no_grad():
+        for name, parameter in generator.named_parameters():
+            if name.startswith("rgb") and name.endswith(".conv.weight"):
+                parameter.mul_(0.1)
+            elif name.endswith(("activate.bias", "noise.weight")):
+                parameter.normal_(0, 0.3)
+    return load_stylegan2(to_published(generator), truncation=0.7, noise="random", space="w")
+
+
+def dissect_stylegan2(out: Path, collective) -> None:
+    """Layer5 (16x16) of the tiny StyleGAN2, 16 samples per set in batches of 4, split over the ranks."""
+    config = DissectConfig(layers=["layer5"], samples=16, batch_size=4)
+    dissector = Dissector(tiny_stylegan2(), ColorSegmenter(), config, out, collective=collective, progress=False)
+    dissector.finish(dissector.run())
+    print(f"dissected the StyleGAN2 on rank {collective.rank} of world {collective.world}", flush=True)
 
 
 def _wait_for_iou_checkpoints(out: Path, world: int, timeout: float = 60.0) -> None:
@@ -112,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--moments", action="store_true")
     parser.add_argument("--ace", action="store_true")
     parser.add_argument("--progan", action="store_true")
+    parser.add_argument("--stylegan2", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     batches = 0
@@ -124,6 +150,9 @@ def main(argv: list[str] | None = None) -> None:
             return
         if args.progan:
             dissect_progan(Path(args.out), collective)
+            return
+        if args.stylegan2:
+            dissect_stylegan2(Path(args.out), collective)
             return
 
         def on_batch(phase: str, done: int) -> None:
