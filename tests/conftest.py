@@ -64,3 +64,36 @@ def make_gan_config():
 @pytest.fixture(scope="session")
 def make_segmenter_config():
     return tiny_segmenter_config
+
+
+@pytest.fixture(scope="session")
+def painter_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished dissection of the shipped scenes64 generator for the painter, with causal unit rankings.
+
+    Returns the run folder (a Path; read it, never write into it: copy it first). Made in about 10 s with tiny
+    sample counts, so its figures mean little; it holds:
+    - dissect.json (model "scenes64", segmenter "scenes64+color"), dissect.csv, statistics.safetensors, run.json
+      and report.html: layers layer3 (64 units, 16x16) and layer4 (32 units, 32x32), 32 samples per set;
+    - causal/layer4/tree/ and causal/layer4/door/: ace.json and ace.csv (ACE on 4 held-out samples);
+    - causal/layer4/tree/units.json: an optimised unit set (16 fit pairs, one epoch).
+    So in the painter tree's default layer is layer4 with source "alpha", door's is layer4 with source "ace",
+    and layer3 concepts have source "iou". `gandissect paint RUN` serves it (the model comes from dissect.json).
+    """
+    from gandissect.causal.interventions import insertion_values
+    from gandissect.causal.optimize import optimize_units
+    from gandissect.cli import main
+    from gandissect.models import resolve_generator, resolve_segmenter
+
+    run = tmp_path_factory.mktemp("painter") / "scenes64-run"
+    assert main(["dissect", "--model", "scenes64", "--layers", "layer3,layer4", "--samples", "32", "--topk", "4",
+                 "--out", str(run)]) == 0
+    for concept in ("tree", "door"):
+        assert main(["causal", str(run), "--layer", "layer4", "--concept", concept, "--samples", "4",
+                     "--batch-size", "4", "--no-report"]) == 0
+    result = Dissection.load(run)
+    generator, segmenter = resolve_generator("scenes64"), resolve_segmenter("scenes64+color")
+    optimized = optimize_units(generator, segmenter, "layer4", "tree", insertion_values(result, "layer4", "tree"),
+                               samples=16, epochs=1, batch_size=8, patch=1, eval_samples=8, init=result,
+                               progress=False)
+    optimized.save(run / "causal" / "layer4" / "tree" / "units.json")
+    return run
