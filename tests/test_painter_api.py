@@ -5,6 +5,7 @@ locality, the source of unit rankings, static and report files, binding, and con
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import shutil
@@ -30,7 +31,7 @@ from gandissect.viz.painter.app import create_app
 from gandissect.viz.painter.loader import open_painter
 from gandissect.viz.painter.server import ServerThread, bind_warning, is_loopback
 from gandissect.viz.painter.strokes import apply_erasers, stroke_mask
-from gandissect.viz.painter.units import concept_units
+from gandissect.viz.painter.units import UnitFileError, concept_units
 
 PLANTED_SPEC = f"{Path(__file__).with_name('planted.py')}:PlantedGenerator"
 LINE = [[8.0, 20.0], [40.0, 28.0]]
@@ -58,14 +59,15 @@ def stroke(action: str = "remove", concept: str | None = "tree", **extra) -> dic
 
 def brute_mask(points: list[list[float]], radius: float, size: tuple[int, int]) -> torch.Tensor:
     """The stroke's region pixel by pixel: the centre within `radius` of a segment (or of the only point)."""
-    segments = list(zip(points[:-1], points[1:], strict=True)) or [(points[0], points[0])]
+    segments = list(itertools.pairwise(points)) or [(points[0], points[0])]
     mask = torch.zeros(size)
     for i in range(size[0]):
         for j in range(size[1]):
             px, py = j + 0.5, i + 0.5
             for (ax, ay), (bx, by) in segments:
                 dx, dy = bx - ax, by - ay
-                t = 0.0 if dx == dy == 0 else max(0.0, min(1.0, ((px - ax) * dx + (py - ay) * dy) / (dx * dx + dy * dy)))
+                along = 0.0 if dx == dy == 0 else ((px - ax) * dx + (py - ay) * dy) / (dx * dx + dy * dy)
+                t = max(0.0, min(1.0, along))
                 if math.hypot(px - ax - t * dx, py - ay - t * dy) <= radius:
                     mask[i, j] = 1
                     break
@@ -81,8 +83,8 @@ def brute_image(generator, seed: int, edits: dict) -> np.ndarray:
 # --- strokes as regions ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("points, radius", [([[3.0, 4.0]], 2.5), ([[0.0, 0.0], [20.0, 9.5], [20.0, 9.5], [5.0, 18.0]], 3.0),
-                                            ([[24.0, 1.0], [1.0, 23.0]], 0.7)])
+@pytest.mark.parametrize("points, radius", [([[3.0, 4.0]], 2.5), ([[24.0, 1.0], [1.0, 23.0]], 0.7),
+                                            ([[0.0, 0.0], [20.0, 9.5], [20.0, 9.5], [5.0, 18.0]], 3.0)])
 def test_stroke_mask_equals_the_pixelwise_definition(points, radius):
     assert torch.equal(stroke_mask(points, radius, (20, 24)), brute_mask(points, radius, (20, 24)))
 
@@ -216,10 +218,10 @@ def test_concept_pixels_segment_the_image_before_and_after(client, painter):
 
 GOOD = {"seed": 2, "strokes": [stroke()]}
 BAD_BODIES = [
-    ({"seed": 2, "strokes": [stroke(concept="dragon")]}, 422, "'tree'"),
+    ({"seed": 2, "strokes": [stroke(concept="dragon")]}, 422, "need a concept with units, one of: cloud, sun"),
     ({"seed": 2, "strokes": [stroke(layer="layer9")]}, 422, "'layer3'"),
-    ({"seed": 2, "strokes": [stroke(concept="sun", layer="layer3")]}, 422, "no units at layer3"),
-    ({"seed": 2, "strokes": [stroke(concept=None)]}, 422, "needs a concept"),
+    ({"seed": 2, "strokes": [stroke(concept="sun", layer="layer3")]}, 422, "sun.layer: Input should be 'layer4'"),
+    ({"seed": 2, "strokes": [stroke(concept=None)]}, 422, "need a concept with units"),
     ({"seed": 2, "strokes": [stroke(points=[[65.0, 3.0]])]}, 422, "less than or equal to 64"),
     ({"seed": 2, "strokes": [stroke(points=[[3.0, -1.0]])]}, 422, "greater than or equal to 0"),
     ({"seed": 2, "strokes": [stroke(points=[[1.0, 2.0, 3.0]])]}, 422, "points.0"),
@@ -275,6 +277,29 @@ def test_a_streamed_body_over_the_limit_is_refused_by_a_real_server(painter):
         response = httpx.post(server.url + "/api/edit", content=chunks, headers={"content-type": "application/json"})
         assert response.status_code == 413 and "262144" in response.json()["detail"]
         assert httpx.post(server.url + "/api/edit", json=GOOD).status_code == 200
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"concept": "dragon"}, "unknown concept 'dragon'; concepts with units: cloud, sun"),
+    ({"concept": None}, "remove needs a concept"),
+    ({"layer": "layer9"}, "unknown layer 'layer9'; the run's layers: layer3, layer4"),
+    ({"concept": "sun", "layer": "layer3"}, "'sun' has no units at layer3; it has units at layer4"),
+    ({"points": [(64.5, 1.0)]}, "0 <= x <= 64"),
+    ({"points": [(1.0, 2.0, 3.0)]}, "pairs [x, y]"),
+    ({"radius": 40.0}, "radius must lie in (0, 32.0]"),
+    ({"alpha": 0.0}, "alpha must lie in (0, 1]"),
+    ({"strength": 0}, "strength must be at least 1"),
+    ({"action": "paint"}, "action must be one of add, remove, erase"),
+])
+def test_the_engine_refuses_bad_strokes_in_one_line(painter, bad, message):
+    from gandissect.viz.painter.engine import PainterError, Stroke
+
+    fields = {"action": "remove", "points": [(3.0, 4.0)], "radius": 2.0, "concept": "tree", **bad}
+    with pytest.raises(PainterError) as error:
+        painter.plan(0, [Stroke(**fields)])
+    assert str(error.value).startswith("stroke 0: ") and message in str(error.value)
+    with pytest.raises(PainterError, match=r"seed must lie in 0\.\.2147483647"):
+        painter.plan(-1, [])
 
 
 # --- files, binding, the command -----------------------------------------------------------------------------
@@ -406,7 +431,7 @@ def test_ranking_source_precedence_with_planted_files(planted_folder, tmp_path):
         {"action": "add", "concept": "blue", "strength": 5, "points": [[1.0, 1.0]], "radius": 2.0}]})
     assert json.loads(records.headers["x-gandissect-edit"])[0]["units"] == [1, 0]  # strength capped at the set
     write_json(folder / "units.json", {"ranking": [9], "alpha": [1.0]})
-    with pytest.raises(Exception, match="units.json"):
+    with pytest.raises(UnitFileError, match=r"units\.json.*layer 'features' has units 0\.\.4"):
         concept_units(run, result)
 
 

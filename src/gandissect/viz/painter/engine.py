@@ -8,6 +8,8 @@ carries everything it needs (seed and strokes) and the same request gives the sa
 (inserts) or `remove`s (ablates) the best `strength` units of its concept at its layer (`units.py`), with
 strength `alpha`, inside its region; an `erase` stroke multiplies the regions of the strokes before it by
 (1 - alpha * its region), so with alpha 1 it takes their edits back where it passes. Strokes apply in order.
+Inserted values are `causal.interventions.insertion_values(result, layer, concept)`: each unit's mean
+activation where the concept is (its 99th percentile for a concept the run's samples never showed).
 The generator runs from the lowest edited layer on (`Cut`), from features cached per seed; edits of higher
 layers are hooked into that run. One request computes at a time (a lock), so one copy of the model serves
 every client.
@@ -43,6 +45,7 @@ ACTIONS = ("add", "remove", "erase")
 MODES = {"add": "insert", "remove": "ablate"}
 MAX_SEED = 2**31 - 1
 SEED_CACHE = 32
+FALLBACK_QUANTILE = 0.99
 
 
 class PainterError(GandissectError):
@@ -219,13 +222,15 @@ class Painter:
         return unit_edit(mode, planned.units, values, float(planned.stroke.alpha), planned.mask)
 
     def _insertion_values(self, layer: str, concept: str) -> torch.Tensor:
+        """Each unit's mean activation where `concept` is; for a concept that never appeared in the run's IoU
+        samples (no such mean), the unit's 99th percentile (`FALLBACK_QUANTILE`), as the paper's painter did."""
         key = (layer, concept)
         if key not in self._values:
             try:
-                self._values[key] = insertion_values(self.result, layer, concept).to(self.device)
+                values = insertion_values(self.result, layer, concept)
             except GandissectError:
-                raise PainterError(f"{concept!r} never appeared in the run's samples, so there are no values of its "
-                                   f"units at {layer} to insert: remove it, or add another concept") from None
+                values = insertion_values(self.result, layer, quantile=FALLBACK_QUANTILE)
+            self._values[key] = values.to(self.device)
         return self._values[key]
 
     def _render(self, seed: int, planned: Sequence[Planned]) -> torch.Tensor:

@@ -1,13 +1,15 @@
 """The painter's HTTP models. Request models are built per run, so that the OpenAPI schema states the run's
-exact limits: concept and layer names as enums, point coordinates within the image, the radius, seed and
-counts within the painter's `Limits`."""
+exact limits: one stroke model per concept (its name, and the layers where it has units), the eraser, point
+coordinates within the image, the radius, seed and counts within the painter's `Limits`. A request that fits
+the schema is one the painter carries out."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_model
 
 from gandissect.viz.painter.engine import Painter
 
@@ -65,9 +67,10 @@ class ConceptPixels(BaseModel):
 
 @dataclass(frozen=True)
 class RequestModels:
-    """The run's request models: a stroke, and the body of /api/edit and /api/concept-pixels."""
+    """The run's request models: the strokes (one model per concept, and the eraser), and the body of
+    /api/edit and /api/concept-pixels."""
 
-    stroke: type[BaseModel]
+    strokes: list[type[BaseModel]]
     edit: type[BaseModel]
 
 
@@ -75,31 +78,73 @@ def _enum(names: list[str]) -> Any:
     return Literal[tuple(names)] if names else str  # type: ignore[valid-type]
 
 
-def request_models(painter: Painter) -> RequestModels:
-    """Stroke and EditRequest models with the run's concepts, layers, image size and limits."""
+def _shared(painter: Painter) -> dict[str, Any]:
+    """The fields every stroke has: strength, alpha, points and radius, bounded by the run's limits."""
     limits, (height, width) = painter.limits, painter.image_size
     point = tuple[Annotated[float, Field(ge=0, le=width, allow_inf_nan=False)],
                   Annotated[float, Field(ge=0, le=height, allow_inf_nan=False)]]
+    return {
+        "strength": (int, Field(DEFAULT_STRENGTH, ge=1, le=MAX_STRENGTH,
+                                description="how many of the concept's best units (capped at its max_strength)")),
+        "alpha": (float, Field(1.0, gt=0, le=1, allow_inf_nan=False,
+                               description="strength of the edit (of an eraser: how much it takes back)")),
+        "points": (list[point], Field(min_length=1, max_length=limits.max_points,
+                                      description="the polyline's points [x, y] in image pixels")),
+        "radius": (float, Field(gt=0, le=limits.max_radius, allow_inf_nan=False, description="in image pixels")),
+    }
+
+
+def _model_name(index: int, concept: str) -> str:
+    return f"Stroke_{index}_{re.sub(r'[^A-Za-z0-9]+', '_', concept)}"
+
+
+def stroke_models(painter: Painter) -> list[tuple[str, type[BaseModel]]]:
+    """(tag, model) per stroke kind: the eraser, then an add / remove stroke per concept with units, whose
+    layer may only be one where the concept has units. So a request that fits the schema fits the run."""
     strict = ConfigDict(extra="forbid")
-    stroke = create_model(
-        "Stroke", __config__=strict,
-        action=(Literal["add", "remove", "erase"], Field(description="add (insert) or remove (ablate) the concept's "
-                                                                     "units, or erase earlier strokes")),
-        concept=(_enum(list(painter.concepts)) | None, Field(None, description="required for add and remove")),
-        layer=(_enum(list(painter.layers)) | None, Field(None, description="default: the concept's default layer")),
-        strength=(int, Field(DEFAULT_STRENGTH, ge=1, le=MAX_STRENGTH,
-                             description="how many of the concept's best units (capped at its max_strength)")),
-        alpha=(float, Field(1.0, gt=0, le=1, allow_inf_nan=False, description="strength of the edit")),
-        points=(list[point], Field(min_length=1, max_length=limits.max_points,
-                                   description="the polyline's points [x, y] in image pixels")),
-        radius=(float, Field(gt=0, le=limits.max_radius, allow_inf_nan=False, description="in image pixels")),
-    )
+    shared = _shared(painter)
+    eraser = create_model(
+        "EraseStroke", __config__=strict, __doc__="Take back earlier strokes' edits inside the region.",
+        action=(Literal["erase"], ...),
+        concept=(_enum(list(painter.concepts)) | None, Field(None, description="ignored")),
+        layer=(_enum(list(painter.layers)) | None, Field(None, description="ignored")), **shared)
+    models: list[tuple[str, type[BaseModel]]] = [("erase", eraser)]
+    for index, (name, concept) in enumerate(painter.concepts.items()):
+        models.append((name, create_model(
+            _model_name(index, name), __config__=strict, __doc__=f"Add or remove {name} inside the region.",
+            action=(Literal["add", "remove"], Field(description="add (insert) or remove (ablate) the units")),
+            concept=(Literal[name], ...),  # type: ignore[valid-type]
+            layer=(_enum(list(concept.layers)) | None,
+                   Field(None, description=f"default: {concept.default_layer}, the layer of its best ranking")),
+            **shared)))
+    return models
+
+
+def _tag(value: Any) -> str | None:
+    """Which stroke model a JSON stroke is checked against: the eraser, or its concept's."""
+    if not isinstance(value, dict):
+        return None
+    if value.get("action") == "erase":
+        return "erase"
+    concept = value.get("concept")
+    return concept if isinstance(concept, str) else None
+
+
+def request_models(painter: Painter) -> RequestModels:
+    """The run's stroke models and the EditRequest model: seed and strokes within the painter's limits."""
+    models = stroke_models(painter)
+    names = ", ".join(painter.concepts) or "none"
+    stroke = Annotated[
+        Union[tuple(Annotated[model, Tag(tag)] for tag, model in models)],  # type: ignore[valid-type]  # noqa: UP007
+        Discriminator(_tag, custom_error_type="stroke",
+                      custom_error_message=f"a stroke is an object with an action add, remove or erase; add and "
+                                           f"remove need a concept with units, one of: {names}")]
     edit = create_model(
-        "EditRequest", __config__=strict,
-        seed=(int, Field(ge=0, le=limits.max_seed, description="the image: sample 0 of this sample set")),
-        strokes=(list[stroke], Field(max_length=limits.max_strokes, description="applied in order")),
+        "EditRequest", __config__=ConfigDict(extra="forbid"),
+        seed=(int, Field(ge=0, le=painter.limits.max_seed, description="the image: sample 0 of this sample set")),
+        strokes=(list[stroke], Field(max_length=painter.limits.max_strokes, description="applied in order")),
     )
-    return RequestModels(stroke, edit)
+    return RequestModels([model for _, model in models], edit)
 
 
 def concepts_document(painter: Painter) -> dict[str, Any]:
