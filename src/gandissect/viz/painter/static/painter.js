@@ -1,0 +1,794 @@
+// GAN Paint: paint concepts into (or out of) a generated image by switching on (or off) the generator units
+// that draw them. The state is a list of strokes per seed; every change POSTs the whole list to /api/edit,
+// so undo and redo only move through the list's history. No frameworks and no network beyond this server.
+'use strict';
+
+(() => {
+  const STRIP_SIZE = 8;            // samples in the strip
+  const SEND_DELAY_MS = 120;       // debounce of /api/edit while a stroke is being painted
+  const FRACTION_ROWS = 8;         // rows of the concept pixel table
+  const HOLD_MS = 300;             // pressing "Before / after" longer than this shows the original only while held
+  const STROKE_RGB = { add: '31, 157, 85', remove: '214, 69, 69', erase: '122, 131, 148' };
+
+  const $ = (id) => document.getElementById(id);
+  const el = {
+    body: document.body, modelInfo: $('model-info'), reportLink: $('report-link'),
+    message: $('message'), messageText: $('message-text'), messageClose: $('message-close'),
+    seedForm: $('seed-form'), seedInput: $('seed-input'), newRandom: $('new-random'), strip: $('strip'),
+    undo: $('undo'), redo: $('redo'), reset: $('reset'), compare: $('compare'), showStrokes: $('show-strokes'),
+    download: $('download'), wrap: $('canvas-wrap'), image: $('image'), overlay: $('overlay'),
+    viewBadge: $('view-badge'), spinner: $('spinner'), status: $('status'),
+    conceptFilter: $('concept-filter'), concepts: $('concepts'), eraser: $('eraser'),
+    layer: $('layer-select'), size: $('size'), sizeOut: $('size-out'), strength: $('strength'),
+    strengthOut: $('strength-out'), alpha: $('alpha'), alphaOut: $('alpha-out'), currentTool: $('current-tool'),
+    fractions: $('fractions'), fractionsNote: $('fractions-note'), edits: $('edits'), editsEmpty: $('edits-empty'),
+  };
+
+  const state = {
+    info: null,
+    concepts: new Map(),           // name -> concept entry of /api/concepts
+    seed: null,
+    strip: [],
+    histories: new Map(),          // seed -> {states: [strokes, ...], index}: undo/redo walk `states`
+    tool: { action: 'add', concept: null },
+    painting: null,                // the stroke under the pointer, not yet in the history
+    cursor: null,                  // brush position in overlay pixels, or null when off the canvas
+    original: null,                // ImageBitmap of the unedited sample
+    edited: null,                  // ImageBitmap of the last edit for the current strokes, or null
+    comparing: false,
+    loading: true,                 // the current seed's sample is on its way
+    request: null,                 // AbortController of the request in flight
+    seq: 0,                        // number of the latest request; older answers are dropped
+    sendTimer: 0,
+    pixelsOffered: true,           // false once /api/concept-pixels answers 404/405
+  };
+
+  // ------------------------------------------------------------------------------------------ API and errors
+
+  class ApiError extends Error {}
+
+  function detailText(detail) {
+    if (typeof detail === 'string') return detail;
+    if (Array.isArray(detail)) {   // FastAPI validation errors: [{loc, msg}, ...]
+      return detail.map((d) => (d && d.msg ? `${(d.loc || []).join('.')}: ${d.msg}` : JSON.stringify(d))).join('; ');
+    }
+    return JSON.stringify(detail);
+  }
+
+  async function api(path, options = {}) {
+    let response;
+    try {
+      response = await fetch(path, options);
+    } catch (error) {
+      if (error.name === 'AbortError') throw error;
+      throw new ApiError(`cannot reach the painter server (${path}): ${error.message}`);
+    }
+    if (!response.ok) {
+      let detail = `${response.status} ${response.statusText}`;
+      try {
+        const body = await response.json();
+        if (body && body.detail !== undefined) detail = detailText(body.detail);
+      } catch (_) { /* not JSON: keep the status line */ }
+      const error = new ApiError(`${path.split('?')[0]}: ${detail}`);
+      error.status = response.status;
+      throw error;
+    }
+    return response;
+  }
+
+  const getJSON = async (path) => (await api(path)).json();
+  const postJSON = (path, body, signal) => api(path, {
+    method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body), signal,
+  });
+
+  function showMessage(text, kind = 'error') {
+    el.messageText.textContent = text;
+    el.message.classList.toggle('info', kind === 'info');
+    el.message.hidden = false;
+  }
+
+  function hideMessage() { el.message.hidden = true; }
+
+  function report(error) {
+    if (error && error.name === 'AbortError') return;   // superseded by a newer request
+    console.warn(error);
+    showMessage(error && error.message ? error.message : String(error));
+  }
+
+  // ------------------------------------------------------------------------------------------ history
+
+  function seedHistory(seed = state.seed) {
+    if (!state.histories.has(seed)) state.histories.set(seed, { states: [[]], index: 0 });
+    return state.histories.get(seed);
+  }
+
+  const committed = () => { const h = seedHistory(); return h.states[h.index]; };
+  const strokes = () => (state.painting ? [...committed(), state.painting] : committed());
+
+  // A new list of strokes: it drops what could be redone, and is sent at once unless `send` is false.
+  function commit(next, send = true) {
+    const h = seedHistory();
+    h.states = h.states.slice(0, h.index + 1);
+    h.states.push(next);
+    h.index += 1;
+    if (send) changed(true);
+  }
+
+  function undo() {
+    const h = seedHistory();
+    if (state.painting || h.index === 0) return;
+    h.index -= 1;
+    changed(true);
+  }
+
+  function redo() {
+    const h = seedHistory();
+    if (state.painting || h.index >= h.states.length - 1) return;
+    h.index += 1;
+    changed(true);
+  }
+
+  function reset() {
+    if (committed().length) commit([]);
+  }
+
+  // The strokes changed: redraw what is on the client, send them (now, or debounced while painting).
+  function changed(now) {
+    updateHistoryButtons();
+    drawOverlay();
+    markStrip();
+    clearTimeout(state.sendTimer);
+    if (now) sendEdit();
+    else state.sendTimer = setTimeout(sendEdit, SEND_DELAY_MS);
+  }
+
+  function updateHistoryButtons() {
+    const h = seedHistory();
+    el.undo.disabled = h.index === 0 || !!state.painting;
+    el.redo.disabled = h.index >= h.states.length - 1 || !!state.painting;
+    el.reset.disabled = committed().length === 0;
+  }
+
+  // ------------------------------------------------------------------------------------------ rendering
+
+  function setBusy(busy) {
+    el.body.dataset.busy = busy ? '1' : '0';
+    el.spinner.hidden = !busy;
+  }
+
+  async function sendEdit() {
+    clearTimeout(state.sendTimer);
+    if (state.request) state.request.abort();
+    const controller = new AbortController();
+    state.request = controller;
+    const seq = ++state.seq;
+    const seed = state.seed;
+    const list = strokes();
+    const final = !state.painting;
+    const started = performance.now();
+    setBusy(true);
+    try {
+      let edits = [];
+      if (list.length) {
+        const response = await postJSON('/api/edit', { seed, strokes: list }, controller.signal);
+        edits = parseEdits(response.headers.get('X-Gandissect-Edit'));
+        const bitmap = await createImageBitmap(await response.blob());
+        if (seq !== state.seq) return;
+        state.edited = bitmap;
+      } else {
+        state.edited = null;
+      }
+      drawImage();
+      renderEdits(list, edits);
+      el.image.dataset.seed = String(seed);
+      el.image.dataset.strokes = String(list.length);
+      const ms = Math.round(performance.now() - started);
+      el.status.textContent = `Seed ${seed} · ${plural(list.length, 'stroke')}` + (list.length ? ` · ${ms} ms` : '');
+      if (final) await updateFractions(seed, list, controller.signal, seq);
+    } catch (error) {
+      if (seq === state.seq) report(error);
+    } finally {
+      if (seq === state.seq) {
+        state.request = null;
+        setBusy(false);
+      }
+    }
+  }
+
+  function parseEdits(header) {
+    if (!header) return [];
+    try {
+      const edits = JSON.parse(header);
+      return Array.isArray(edits) ? edits : [];
+    } catch (error) {
+      showMessage(`the server sent an unreadable X-Gandissect-Edit header: ${error.message}`);
+      return [];
+    }
+  }
+
+  function drawImage() {
+    const bitmap = state.comparing || !state.edited ? state.original : state.edited;
+    const ctx = el.image.getContext('2d');
+    ctx.clearRect(0, 0, el.image.width, el.image.height);
+    if (bitmap) ctx.drawImage(bitmap, 0, 0, el.image.width, el.image.height);
+    const before = state.comparing && !!state.edited;
+    el.image.dataset.view = state.comparing ? 'before' : 'after';
+    el.viewBadge.hidden = !state.comparing;
+    el.viewBadge.textContent = before ? 'original' : 'original (no edits)';
+    el.compare.setAttribute('aria-pressed', String(state.comparing));
+    drawOverlay();
+  }
+
+  // Strokes (unless hidden or comparing) and the brush outline, on a canvas sized to the screen's pixels.
+  function drawOverlay() {
+    const canvas = el.overlay;
+    const ctx = canvas.getContext('2d');
+    ctx.clearRect(0, 0, canvas.width, canvas.height);
+    if (!state.info) return;
+    const [height, width] = state.info.image_size;
+    const sx = canvas.width / width;
+    const sy = canvas.height / height;
+    if (el.showStrokes.checked && !state.comparing) {
+      for (const stroke of strokes()) {
+        ctx.save();
+        ctx.globalAlpha = 0.15 + 0.13 * (stroke.action === 'erase' ? 1 : stroke.alpha);
+        ctx.strokeStyle = ctx.fillStyle = `rgb(${STROKE_RGB[stroke.action]})`;
+        ctx.lineWidth = 2 * stroke.radius * sx;
+        ctx.lineCap = ctx.lineJoin = 'round';
+        const [x0, y0] = stroke.points[0];
+        if (stroke.points.length === 1) {
+          ctx.beginPath();
+          ctx.arc(x0 * sx, y0 * sy, stroke.radius * sx, 0, 2 * Math.PI);
+          ctx.fill();
+        } else {
+          ctx.beginPath();
+          ctx.moveTo(x0 * sx, y0 * sy);
+          for (const [x, y] of stroke.points.slice(1)) ctx.lineTo(x * sx, y * sy);
+          ctx.stroke();
+        }
+        ctx.restore();
+      }
+    }
+    if (state.cursor) {
+      const r = brushRadius() * sx;
+      ctx.lineWidth = 1.5 * (window.devicePixelRatio || 1);
+      for (const [colour, grow] of [['rgba(0, 0, 0, .6)', 1], ['rgba(255, 255, 255, .95)', 0]]) {
+        ctx.beginPath();
+        ctx.arc(state.cursor.x, state.cursor.y, r + grow * ctx.lineWidth, 0, 2 * Math.PI);
+        ctx.strokeStyle = colour;
+        ctx.stroke();
+      }
+    }
+  }
+
+  function fitOverlay() {
+    const box = el.overlay.getBoundingClientRect();
+    const ratio = window.devicePixelRatio || 1;
+    el.overlay.width = Math.max(1, Math.round(box.width * ratio));
+    el.overlay.height = Math.max(1, Math.round(box.height * ratio));
+    drawOverlay();
+  }
+
+  function setComparing(on) {
+    state.comparing = on;
+    drawImage();
+  }
+
+  const plural = (n, word) => `${n} ${word}${n === 1 ? '' : 's'}`;
+  const percent = (f) => `${(100 * f).toFixed(f > 0 && f < 0.01 ? 2 : 1)}%`;
+
+  // ------------------------------------------------------------------------------------------ edits and fractions
+
+  function unitLink(layer, unit) {
+    const reportPage = state.info && state.info.report;
+    if (!reportPage) {
+      const span = document.createElement('span');
+      span.textContent = String(unit);
+      return span;
+    }
+    const a = document.createElement('a');
+    a.href = `${reportPage}#unit/${encodeURIComponent(layer)}/${unit}`;
+    a.target = '_blank';
+    a.rel = 'noopener';
+    a.textContent = String(unit);
+    a.title = `unit ${unit} of ${layer} in the dissection report`;
+    a.className = 'unit-link';
+    a.dataset.layer = layer;
+    a.dataset.unit = String(unit);
+    return a;
+  }
+
+  function renderEdits(list, edits) {
+    el.edits.replaceChildren();
+    list.forEach((stroke, i) => {
+      const edit = edits[i] || {};
+      const li = document.createElement('li');
+      li.className = 'edit';
+      const action = edit.action || stroke.action;
+      const badge = document.createElement('span');
+      badge.className = `action ${action}`;
+      badge.textContent = action;
+      li.append(badge, ' ');
+      if (action === 'erase') {
+        li.append(`r=${stroke.radius}`);
+      } else {
+        const units = Array.isArray(edit.units) ? edit.units : [];
+        li.append(`${edit.concept || stroke.concept}`);
+        if (edit.layer) li.append(` at ${edit.layer}`);
+        if (edit.alpha !== undefined && edit.alpha !== null) li.append(` · α ${Number(edit.alpha).toFixed(2)}`);
+        const span = document.createElement('span');
+        span.className = 'units';
+        span.append(` · ${plural(units.length, 'unit')}: `);
+        units.forEach((unit, j) => {
+          if (j) span.append(', ');
+          span.append(unitLink(edit.layer, unit));
+        });
+        li.append(span);
+        li.dataset.layer = edit.layer || '';
+        li.dataset.units = units.join(',');
+      }
+      el.edits.append(li);
+    });
+    el.editsEmpty.hidden = list.length > 0;
+  }
+
+  async function updateFractions(seed, list, signal, seq) {
+    if (!state.pixelsOffered) return;
+    let result;
+    try {
+      result = await (await postJSON('/api/concept-pixels', { seed, strokes: list }, signal)).json();
+    } catch (error) {
+      if (error.status === 404 || error.status === 405) {   // an older back end: no segmenter on offer
+        state.pixelsOffered = false;
+        el.fractions.hidden = true;
+        el.fractionsNote.textContent = 'This server does not measure concept pixels.';
+        return;
+      }
+      throw error;
+    }
+    if (seq === state.seq) renderFractions(result, list);
+  }
+
+  function renderFractions(result, list) {
+    const before = result.before || {};
+    const after = result.after || {};
+    const painted = new Set(list.map((s) => s.concept).filter(Boolean));
+    const change = (name) => (after[name] || 0) - (before[name] || 0);
+    // the painted concepts, then the largest changes and the largest shares, at most FRACTION_ROWS rows
+    const names = [...new Set([...painted, ...Object.keys(before), ...Object.keys(after)])]
+      .filter((name) => painted.has(name) || Math.max(before[name] || 0, after[name] || 0) >= 0.005)
+      .sort((a, b) => (painted.has(b) - painted.has(a)) || Math.abs(change(b)) - Math.abs(change(a))
+        || (before[b] || 0) - (before[a] || 0))
+      .slice(0, Math.max(FRACTION_ROWS, painted.size));
+    const body = el.fractions.tBodies[0];
+    body.replaceChildren();
+    for (const name of names) {
+      const tr = document.createElement('tr');
+      tr.dataset.concept = name;
+      tr.dataset.before = String(before[name] || 0);
+      tr.dataset.after = String(after[name] || 0);
+      if (painted.has(name)) tr.className = 'painted';
+      const d = change(name);
+      const cells = [name, percent(before[name] || 0), percent(after[name] || 0),
+        Math.abs(d) < 5e-5 ? '–' : `${d > 0 ? '+' : '−'}${percent(Math.abs(d))}`];
+      cells.forEach((text, i) => {
+        const td = document.createElement('td');
+        td.textContent = text;
+        if (i === 3 && Math.abs(d) >= 5e-5) td.className = d > 0 ? 'up' : 'down';
+        tr.append(td);
+      });
+      body.append(tr);
+    }
+    el.fractionsNote.textContent = 'Share of the image the segmenter labels with each concept.';
+  }
+
+  // ------------------------------------------------------------------------------------------ samples
+
+  function randomSeed() {
+    return Math.floor(Math.random() * Math.max(1, state.info.max_seed));
+  }
+
+  function renderStrip() {
+    el.strip.replaceChildren();
+    for (const seed of state.strip) {
+      const li = document.createElement('li');
+      const button = document.createElement('button');
+      button.type = 'button';
+      button.dataset.seed = String(seed);
+      button.setAttribute('aria-label', `Sample seed ${seed}`);
+      const img = document.createElement('img');
+      img.alt = '';
+      img.width = img.height = 64;
+      img.src = `/api/sample?seed=${seed}`;
+      img.addEventListener('error', () => showMessage(`could not load the sample of seed ${seed}`));
+      const label = document.createElement('span');
+      label.className = 'seed-label';
+      label.textContent = String(seed);
+      button.append(img, label);
+      button.addEventListener('click', () => selectSeed(seed));
+      li.append(button);
+      el.strip.append(li);
+    }
+    markStrip();
+  }
+
+  function markStrip() {
+    for (const button of el.strip.querySelectorAll('button')) {
+      const seed = Number(button.dataset.seed);
+      button.setAttribute('aria-current', String(seed === state.seed));
+      const edited = state.histories.has(seed) && seedHistory(seed).states[seedHistory(seed).index].length > 0;
+      let dot = button.querySelector('.edited-dot');
+      if (edited && !dot) {
+        dot = document.createElement('span');
+        dot.className = 'edited-dot';
+        dot.title = 'edited';
+        button.append(dot);
+      } else if (!edited && dot) {
+        dot.remove();
+      }
+    }
+  }
+
+  async function selectSeed(seed) {
+    if (!Number.isInteger(seed) || seed < 0 || seed > state.info.max_seed) {
+      showMessage(`a seed is a whole number from 0 to ${state.info.max_seed}`);
+      return;
+    }
+    if (state.painting) return;
+    if (!state.strip.includes(seed)) {
+      state.strip = [seed, ...state.strip].slice(0, STRIP_SIZE);
+      renderStrip();
+    }
+    if (state.request) state.request.abort();
+    state.seq += 1;                 // answers for the previous seed are stale now
+    state.seed = seed;
+    state.edited = null;
+    state.loading = true;           // no painting until this seed's sample is here
+    el.seedInput.value = String(seed);
+    window.history.replaceState(null, '', `#seed=${seed}`);
+    markStrip();
+    setBusy(true);
+    try {
+      const response = await api(`/api/sample?seed=${seed}`);
+      const bitmap = await createImageBitmap(await response.blob());
+      if (state.seed !== seed) return;
+      state.original = bitmap;
+      state.loading = false;
+      drawImage();
+      changed(true);                // draws this seed's strokes and sends them (or shows the sample)
+    } catch (error) {
+      report(error);
+      setBusy(false);
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------ tools
+
+  const brushRadius = () => Number(el.size.value);
+
+  function conceptLayer(concept) {
+    const chosen = el.layer.value || concept.default_layer;
+    return concept.layers.find((l) => l.layer === chosen) || concept.layers[0];
+  }
+
+  function setTool(action, conceptName) {
+    state.tool = { action, concept: action === 'erase' ? null : conceptName };
+    if (action !== 'erase') state.lastConcept = state.tool;   // the eraser (and "e") toggles back to it
+    for (const button of el.concepts.querySelectorAll('button')) {
+      const on = button.dataset.concept === state.tool.concept && button.dataset.action === action;
+      button.setAttribute('aria-pressed', String(on));
+    }
+    el.eraser.setAttribute('aria-pressed', String(action === 'erase'));
+    const erasing = action === 'erase';
+    for (const input of [el.layer, el.strength, el.alpha]) input.disabled = erasing;
+    if (!erasing) fillLayers(state.concepts.get(conceptName));
+    describeTool();
+  }
+
+  function toggleEraser() {
+    const last = state.lastConcept;
+    if (state.tool.action === 'erase' && last) setTool(last.action, last.concept);
+    else setTool('erase', null);
+  }
+
+  // The layer menu of a concept: its default layer first; the strength slider follows the chosen layer.
+  function fillLayers(concept) {
+    const previous = el.layer.value;
+    el.layer.replaceChildren();
+    const auto = document.createElement('option');
+    auto.value = '';
+    auto.textContent = `default (${concept.default_layer})`;
+    el.layer.append(auto);
+    for (const entry of concept.layers) {
+      const option = document.createElement('option');
+      option.value = entry.layer;
+      option.textContent = `${entry.layer} · ${entry.source} · ${plural(entry.max_strength, 'unit')}`;
+      el.layer.append(option);
+    }
+    el.layer.value = concept.layers.some((l) => l.layer === previous) ? previous : '';
+    fitStrength();
+  }
+
+  function fitStrength() {
+    const concept = state.concepts.get(state.tool.concept);
+    if (!concept) return;
+    const max = Math.max(1, conceptLayer(concept).max_strength);
+    el.strength.max = String(max);   // the value (10 at first, as the back end's default) is clamped to it
+    showValues();
+  }
+
+  function showValues() {
+    el.sizeOut.textContent = `${brushRadius()} px`;
+    el.strengthOut.textContent = `${el.strength.value} / ${el.strength.max}`;
+    el.alphaOut.textContent = Number(el.alpha.value).toFixed(2);
+    describeTool();
+    drawOverlay();
+  }
+
+  function describeTool() {
+    const { action, concept } = state.tool;
+    if (action === 'erase') {
+      el.currentTool.textContent = 'Eraser: paint to take edits back.';
+    } else if (!concept) {
+      el.currentTool.textContent = 'Choose a concept to add or remove.';
+    } else {
+      const layer = conceptLayer(state.concepts.get(concept)).layer;
+      el.currentTool.textContent = `${action === 'add' ? 'Add' : 'Remove'} ${concept} · ${layer} · `
+        + `${el.strength.value} best units · α ${Number(el.alpha.value).toFixed(2)}`;
+    }
+  }
+
+  function renderConcepts(list) {
+    el.concepts.replaceChildren();
+    for (const concept of list) {
+      const li = document.createElement('li');
+      li.dataset.concept = concept.name;
+      const name = document.createElement('span');
+      name.className = 'name';
+      name.textContent = concept.name;
+      const category = document.createElement('span');
+      category.className = 'category';
+      category.textContent = concept.category;
+      li.append(name, category);
+      for (const action of ['add', 'remove']) {
+        const button = document.createElement('button');
+        button.type = 'button';
+        button.className = action;
+        button.dataset.action = action;
+        button.dataset.concept = concept.name;
+        button.textContent = action === 'add' ? 'Add' : 'Remove';
+        button.setAttribute('aria-label', `${button.textContent} ${concept.name}`);
+        button.setAttribute('aria-pressed', 'false');
+        button.addEventListener('click', () => setTool(action, concept.name));
+        li.append(button);
+      }
+      el.concepts.append(li);
+    }
+  }
+
+  function filterConcepts() {
+    const needle = el.conceptFilter.value.trim().toLowerCase();
+    for (const li of el.concepts.children) li.hidden = !!needle && !li.dataset.concept.toLowerCase().includes(needle);
+  }
+
+  // ------------------------------------------------------------------------------------------ painting
+
+  function imagePoint(event) {
+    const box = el.overlay.getBoundingClientRect();
+    const [height, width] = state.info.image_size;
+    const clamp = (v, hi) => Math.min(hi, Math.max(0, v));
+    const round = (v) => Math.round(v * 100) / 100;
+    return [round(clamp((event.clientX - box.left) / box.width * width, width)),
+      round(clamp((event.clientY - box.top) / box.height * height, height))];
+  }
+
+  function newStroke(point) {
+    const { action, concept } = state.tool;
+    const stroke = { action, radius: brushRadius(), points: [point] };
+    if (action === 'erase') return Object.assign(stroke, { layer: null, strength: 1, alpha: 1 });
+    return Object.assign(stroke, {
+      concept, layer: el.layer.value || null, strength: Number(el.strength.value), alpha: Number(el.alpha.value),
+    });
+  }
+
+  function startStroke(event) {
+    if (!state.info || state.loading || state.original === null) return;
+    if (state.tool.action !== 'erase' && !state.tool.concept) {
+      showMessage('Choose a concept to add or remove first.', 'info');
+      return;
+    }
+    if (committed().length >= state.info.max_strokes) {
+      showMessage(`At most ${state.info.max_strokes} strokes: undo, erase or reset first.`, 'info');
+      return;
+    }
+    if (state.comparing) setComparing(false);
+    el.overlay.setPointerCapture(event.pointerId);
+    state.painting = newStroke(imagePoint(event));
+    changed(false);
+  }
+
+  function extendStroke(event) {
+    const stroke = state.painting;
+    const point = imagePoint(event);
+    const last = stroke.points[stroke.points.length - 1];
+    if (Math.hypot(point[0] - last[0], point[1] - last[1]) < Math.max(0.25, stroke.radius / 4)) return;
+    if (stroke.points.length >= state.info.max_points) {
+      // a full stroke is committed and a new one goes on from its last point, if the stroke limit allows
+      finishStroke(false);
+      if (committed().length >= state.info.max_strokes) return;
+      state.painting = Object.assign({}, stroke, { points: [last] });
+    }
+    state.painting.points.push(point);
+    changed(false);
+  }
+
+  function finishStroke(send = true) {
+    const stroke = state.painting;
+    state.painting = null;
+    if (stroke) commit([...committed(), stroke], send);
+  }
+
+  function pointerPosition(event) {
+    const box = el.overlay.getBoundingClientRect();
+    const ratio = el.overlay.width / box.width;
+    state.cursor = { x: (event.clientX - box.left) * ratio, y: (event.clientY - box.top) * ratio };
+  }
+
+  function bindCanvas() {
+    const overlay = el.overlay;
+    overlay.addEventListener('pointerdown', (event) => {
+      if (event.button !== 0) return;
+      event.preventDefault();
+      overlay.focus({ preventScroll: true });
+      pointerPosition(event);
+      startStroke(event);
+    });
+    overlay.addEventListener('pointermove', (event) => {
+      pointerPosition(event);
+      if (state.painting) extendStroke(event);
+      else drawOverlay();
+    });
+    overlay.addEventListener('pointerup', (event) => {
+      if (!state.painting) return;
+      const points = state.painting.points;
+      const [x, y] = imagePoint(event);
+      const [lx, ly] = points[points.length - 1];
+      if ((x !== lx || y !== ly) && points.length < state.info.max_points) points.push([x, y]);  // end where let go
+      finishStroke();
+    });
+    const end = () => { if (state.painting) finishStroke(); };
+    overlay.addEventListener('pointercancel', end);
+    overlay.addEventListener('lostpointercapture', end);
+    overlay.addEventListener('pointerleave', () => { state.cursor = null; drawOverlay(); });
+    new ResizeObserver(fitOverlay).observe(el.wrap);
+  }
+
+  // ------------------------------------------------------------------------------------------ other controls
+
+  function bindCompare() {
+    let pressedAt = 0;
+    let wasComparing = false;
+    const button = el.compare;
+    button.addEventListener('pointerdown', (event) => {
+      if (event.button !== 0) return;
+      pressedAt = performance.now();
+      wasComparing = state.comparing;
+      setComparing(true);
+    });
+    const release = () => {
+      if (!pressedAt) return;
+      const held = performance.now() - pressedAt > HOLD_MS;
+      pressedAt = 0;
+      setComparing(held ? wasComparing : !wasComparing);   // a click toggles; holding peeks
+    };
+    button.addEventListener('pointerup', release);
+    button.addEventListener('pointerleave', release);
+    button.addEventListener('click', (event) => { if (event.detail === 0) setComparing(!state.comparing); });
+  }
+
+  function download() {
+    const bitmap = state.edited || state.original;
+    if (!bitmap) return;
+    const canvas = document.createElement('canvas');
+    [canvas.width, canvas.height] = [bitmap.width, bitmap.height];
+    canvas.getContext('2d').drawImage(bitmap, 0, 0);
+    canvas.toBlob((blob) => {
+      if (!blob) { showMessage('could not encode the image as PNG'); return; }
+      const a = document.createElement('a');
+      a.href = URL.createObjectURL(blob);
+      a.download = `gandissect-seed${state.seed}${state.edited ? '-edited' : ''}.png`;
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(a.href), 1000);
+    }, 'image/png');
+  }
+
+  function onKey(event) {
+    const target = event.target;
+    const typing = target instanceof HTMLInputElement && target.type !== 'range' && target.type !== 'checkbox';
+    if (typing || target instanceof HTMLSelectElement) return;
+    const mod = event.ctrlKey || event.metaKey;
+    const key = event.key.toLowerCase();
+    if (mod && key === 'z') {
+      event.preventDefault();
+      if (event.shiftKey) redo(); else undo();
+    } else if (mod && key === 'y') {
+      event.preventDefault();
+      redo();
+    } else if (!mod && (key === '[' || key === ']')) {
+      el.size.value = String(Number(el.size.value) + (key === ']' ? 1 : -1));
+      showValues();
+    } else if (!mod && key === 'e') {
+      toggleEraser();
+    }
+  }
+
+  function bindControls() {
+    el.messageClose.addEventListener('click', hideMessage);
+    el.seedForm.addEventListener('submit', (event) => {
+      event.preventDefault();
+      selectSeed(Number(el.seedInput.value));
+    });
+    el.newRandom.addEventListener('click', () => {
+      state.strip = Array.from({ length: STRIP_SIZE }, randomSeed);
+      renderStrip();
+      selectSeed(state.strip[0]);
+    });
+    el.undo.addEventListener('click', undo);
+    el.redo.addEventListener('click', redo);
+    el.reset.addEventListener('click', reset);
+    el.showStrokes.addEventListener('change', drawOverlay);
+    el.download.addEventListener('click', download);
+    el.conceptFilter.addEventListener('input', filterConcepts);
+    el.eraser.addEventListener('click', toggleEraser);
+    el.layer.addEventListener('change', fitStrength);
+    for (const input of [el.size, el.strength, el.alpha]) input.addEventListener('input', showValues);
+    document.addEventListener('keydown', onKey);
+    window.addEventListener('unhandledrejection', (event) => report(event.reason));
+    bindCompare();
+    bindCanvas();
+  }
+
+  // ------------------------------------------------------------------------------------------ start
+
+  async function start() {
+    bindControls();
+    showValues();
+    let info;
+    let concepts;
+    try {
+      [info, concepts] = await Promise.all([getJSON('/api/info'), getJSON('/api/concepts')]);
+    } catch (error) {
+      report(error);
+      el.modelInfo.textContent = 'not connected';
+      return;
+    }
+    state.info = info;
+    const [height, width] = info.image_size;
+    [el.image.width, el.image.height] = [width, height];
+    el.modelInfo.textContent = `${info.model} · run ${info.run} · ${width}×${height}`;
+    if (info.report) {
+      el.reportLink.href = info.report;
+      el.reportLink.hidden = false;
+    }
+    el.size.max = String(Math.max(1, Math.min(info.max_radius, Math.max(width, height) / 2)));
+    el.seedInput.max = String(info.max_seed);
+    const list = concepts.concepts.filter((c) => c.layers && c.layers.some((l) => l.units.length));
+    for (const concept of list) state.concepts.set(concept.name, concept);
+    renderConcepts(list);
+    if (list.length) {
+      setTool('add', list[0].name);
+    } else {
+      showMessage('This run has no concepts with units to paint with.', 'info');
+    }
+    fitOverlay();
+    const fromHash = /seed=(\d+)/.exec(location.hash);
+    const first = fromHash ? Number(fromHash[1]) : 0;
+    state.strip = Array.from({ length: STRIP_SIZE }, (_, i) => i);
+    renderStrip();
+    await selectSeed(first);
+  }
+
+  start();
+})();

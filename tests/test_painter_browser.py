@@ -1,0 +1,461 @@
+"""The painter end to end: the real app (`create_app` over the `painter_run` fixture) served by uvicorn in a
+thread, driven in headless Chromium like a person would: pick a seed, pick a concept, drag the mouse over the
+canvas. What happened is judged by the scenes64 segmenter run here on the image the page shows (independent
+of the server's own /api/concept-pixels): removing trees where they are removes them there and nowhere else;
+doors painted at a building's base appear, doors painted in the sky do not.
+
+Needs Debian's /usr/bin/chromium and `playwright`; without them the tests are skipped, unless
+GANDISSECT_REQUIRE_BROWSER=1 (CI), where they fail. Screenshots of every step go to pytest's tmp_path.
+GANDISSECT_SCREENSHOT=1 also writes the README's pictures to docs/painter/ (painter.png, tree-removal.png,
+door-insertion.png, results.json); a folder path writes them there instead (a .png path is the report's).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gandissect.core.images import to_uint8
+from gandissect.models import resolve_segmenter
+from gandissect.viz.edits import concept_overlay
+from gandissect.viz.painter.app import create_app
+from gandissect.viz.painter.loader import open_painter
+from gandissect.viz.painter.server import ServerThread
+from gandissect.viz.painter.strokes import stroke_mask
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs" / "painter"
+COMMAND = "GANDISSECT_SCREENSHOT=1 GANDISSECT_REQUIRE_BROWSER=1 .venv/bin/pytest tests/test_painter_browser.py"
+CANDIDATE_SEEDS = range(16)  # the samples searched for trees and buildings
+TREE_RADIUS = 3.0            # brush radius (image pixels) for painting over a tree
+DOOR_RADIUS = 4.0
+FAR = 10.0                   # pixels this far from a stroke count as "far from it"
+VIEWPORT = {"width": 1320, "height": 880}
+IDLE = ("([seed, strokes]) => document.body.dataset.busy === '0' && document.getElementById('image').dataset.seed"
+        " === String(seed) && document.getElementById('image').dataset.strokes === String(strokes)")
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("GANDISSECT_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"browser tests are required (GANDISSECT_REQUIRE_BROWSER=1) but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as error:
+        _unavailable(f"playwright is not importable: {error}")
+    manager = sync_playwright().start()
+    try:
+        browser = manager.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    except Exception as error:
+        manager.stop()
+        _unavailable(f"chromium does not start: {error}")
+    yield browser
+    browser.close()
+    manager.stop()
+
+
+@pytest.fixture(scope="module")
+def server(painter_run):
+    with ServerThread(create_app(open_painter(painter_run))) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def segmenter():
+    return resolve_segmenter("scenes64")
+
+
+def _docs_folder() -> Path | None:
+    target = os.environ.get("GANDISSECT_SCREENSHOT")
+    if not target or target.endswith(".png"):
+        return None
+    folder = DOCS if target == "1" else Path(target)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------- pictures
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def as_tensor(picture: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1, 3, H, W) in [-1, 1], as the generator makes them."""
+    return torch.from_numpy(picture.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+
+
+class Labels:
+    """The scenes64 segmenter's reading of one picture."""
+
+    def __init__(self, segmenter, picture: np.ndarray) -> None:
+        with torch.no_grad():
+            self.labels = segmenter.segment(as_tensor(picture))[0].numpy()  # (K, H, W)
+        self.concepts = list(segmenter.concepts)
+
+    def mask(self, concept: str) -> np.ndarray:
+        return (self.labels == self.concepts.index(concept)).any(0)
+
+    def fraction(self, concept: str) -> float:
+        return float(self.mask(concept).mean())
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 4-connected component of a boolean mask."""
+    seen = np.zeros_like(mask)
+    best = np.zeros_like(mask)
+    for start in zip(*np.nonzero(mask), strict=True):
+        if seen[start]:
+            continue
+        component = np.zeros_like(mask)
+        stack = [start]
+        seen[start] = True
+        while stack:
+            y, x = stack.pop()
+            component[y, x] = True
+            for v, u in ((y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1)):
+                if 0 <= v < mask.shape[0] and 0 <= u < mask.shape[1] and mask[v, u] and not seen[v, u]:
+                    seen[v, u] = True
+                    stack.append((v, u))
+        if component.sum() > best.sum():
+            best = component
+    return best
+
+
+def distance_to(mask: np.ndarray) -> np.ndarray:
+    """Distance (pixels) from every pixel to the nearest pixel of `mask`."""
+    grid = torch.stack(torch.meshgrid(torch.arange(mask.shape[0]), torch.arange(mask.shape[1]), indexing="ij"), -1)
+    grid = grid.reshape(-1, 2).float()
+    inside = grid[torch.from_numpy(mask.reshape(-1))]
+    return torch.cdist(grid, inside).min(1).values.reshape(mask.shape).numpy()
+
+
+def deepest_point(mask: np.ndarray) -> tuple[float, float]:
+    """(x, y) of the mask's pixel centre farthest from anything outside it (image borders count as outside)."""
+    depth = distance_to(~np.pad(mask, 1))[1:-1, 1:-1]
+    y, x = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    return float(x) + 0.5, float(y) + 0.5
+
+
+def base_point(mask: np.ndarray) -> tuple[float, float]:
+    """(x, y) just above the bottom of the mask's middle column: where a building meets the ground."""
+    ys, xs = np.nonzero(mask)
+    middle = float(np.median(xs))
+    bottom = ys[np.abs(xs - middle) <= 1].max()
+    return middle + 0.5, float(bottom) - 1.5
+
+
+def cover_path(mask: np.ndarray, step: float) -> list[tuple[float, float]]:
+    """A zig-zag polyline (x, y) over the mask's rows every `step` pixels, from its leftmost to its rightmost
+    pixel in each band: a brush of radius `step` along it covers the mask."""
+    ys, xs = np.nonzero(mask)
+    points: list[tuple[float, float]] = []
+    for k, row in enumerate(np.arange(ys.min(), ys.max() + 1, step)):
+        band = xs[np.abs(ys - row) <= step / 2]
+        if band.size == 0:
+            continue
+        ends = [float(band.min()) + 0.5, float(band.max()) + 0.5]
+        points += [(x, float(row) + 0.5) for x in (ends if k % 2 == 0 else ends[::-1])]
+    return points
+
+
+def figure(before: np.ndarray, after: np.ndarray, concept: str, segmenter, scale: int = 4) -> Image.Image:
+    """Before, after, and the concept's pixels before and after (bright on darkened), side by side."""
+    pictures = [as_tensor(before), as_tensor(after)]
+    masks = [torch.from_numpy(Labels(segmenter, p).mask(concept))[None] for p in (before, after)]
+    tiles = [to_uint8(p)[0] for p in pictures] + [concept_overlay(p, m)[0] for p, m in zip(pictures, masks,
+                                                                                             strict=True)]
+    gap = 2
+    height, width = before.shape[:2]
+    canvas = np.full((height, 4 * width + 3 * gap, 3), 255, np.uint8)
+    for i, tile in enumerate(tiles):
+        canvas[:, i * (width + gap): i * (width + gap) + width] = tile
+    return Image.fromarray(canvas).resize((canvas.shape[1] * scale, height * scale), Image.NEAREST)
+
+
+def save_small_png(path: Path, picture: Image.Image | bytes) -> None:
+    """A PNG with at most 128 colours (screenshots of this page stay well under 200 KB)."""
+    if isinstance(picture, bytes):
+        picture = Image.open(io.BytesIO(picture)).convert("RGB")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    picture.quantize(128, dither=Image.Dither.NONE).save(path, optimize=True)
+
+
+# ---------------------------------------------------------------------------------------------- the page
+
+
+class Painter:
+    """The painter's page: a fresh context that records errors, API requests, and any request off the server."""
+
+    def __init__(self, browser, url: str, shots: Path) -> None:
+        self.url, self.shots = url, shots
+        self.context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
+        self.errors: list[str] = []
+        self.foreign: list[str] = []
+        self.edits: list[tuple[dict, bytes, str]] = []  # answered /api/edit: request body, PNG, X-Gandissect-Edit
+        self.page = self.context.new_page()
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.on("request", lambda r: r.url.startswith((url, "data:", "blob:")) or self.foreign.append(r.url))
+        self.page.route("**/api/edit", self._record_edit)
+        self.page.goto(url + "/")
+        self.info = json.loads(self.page.evaluate("fetch('/api/info').then(r => r.text())"))
+        self.height, self.width = self.info["image_size"]
+        self.wait(0, 0)
+
+    def wait(self, seed: int, strokes: int) -> None:
+        self.page.wait_for_function(IDLE, arg=[seed, strokes], timeout=20_000)
+
+    def open_seed(self, seed: int) -> None:
+        self.page.fill("#seed-input", str(seed))
+        self.page.press("#seed-input", "Enter")
+        self.wait(seed, 0)
+
+    def choose(self, action: str, concept: str, radius: float) -> None:
+        self.page.get_by_role("button", name=f"{action} {concept}", exact=True).click()
+        self.page.fill("#size", str(radius))
+        assert self.page.get_by_role("button", name=f"{action} {concept}", exact=True).get_attribute(
+            "aria-pressed") == "true"
+
+    def paint(self, points: list[tuple[float, float]]) -> None:
+        """Press, drag through `points` (image pixels) and let go, as a mouse does."""
+        box = self.page.locator("#overlay").bounding_box()
+        assert box is not None
+
+        def at(point: tuple[float, float]) -> tuple[float, float]:
+            return box["x"] + point[0] / self.width * box["width"], box["y"] + point[1] / self.height * box["height"]
+
+        mouse = self.page.mouse
+        mouse.move(*at(points[0]))
+        mouse.down()
+        for point in points[1:]:
+            mouse.move(*at(point), steps=4)
+        mouse.up()
+
+    def image(self) -> np.ndarray:
+        """The picture on the page's canvas, at the image's own size."""
+        url = self.page.evaluate("document.getElementById('image').toDataURL('image/png')")
+        return decode_png(base64.b64decode(url.split(",", 1)[1]))
+
+    def _record_edit(self, route) -> None:
+        """Pass /api/edit on to the server, keeping what went there and what came back."""
+        response = route.fetch()
+        body = response.body()
+        if response.ok:
+            self.edits.append((route.request.post_data_json, body, response.headers["x-gandissect-edit"]))
+        route.fulfill(response=response, body=body)
+
+    def last_edit(self) -> tuple[dict, np.ndarray, list]:
+        """The last answered /api/edit: its request body, its image, and its X-Gandissect-Edit records."""
+        body, png, header = self.edits[-1]
+        return body, decode_png(png), json.loads(header)
+
+    def shot(self, name: str) -> bytes:
+        return self.page.screenshot(path=str(self.shots / f"{name}.png"))
+
+    def close(self) -> None:
+        assert self.errors == [], f"page errors: {self.errors}"
+        assert self.foreign == [], f"requests off the server: {self.foreign}"
+        assert self.page.locator("#message").is_hidden(), self.page.locator("#message").inner_text()
+        self.context.close()
+
+
+@pytest.fixture
+def painter(browser, server, tmp_path):
+    opened = Painter(browser, server.url, tmp_path)
+    yield opened
+    opened.close()
+
+
+def sample(server, seed: int) -> np.ndarray:
+    from urllib.request import urlopen
+
+    with urlopen(f"{server.url}/api/sample?seed={seed}") as response:
+        return decode_png(response.read())
+
+
+def region_of(stroke: dict, size: tuple[int, int]) -> np.ndarray:
+    return stroke_mask(stroke["points"], stroke["radius"], size).numpy() > 0
+
+
+# ---------------------------------------------------------------------------------------------- tests
+
+
+def test_remove_tree_where_painted(painter, server, segmenter):
+    samples = {seed: sample(server, seed) for seed in CANDIDATE_SEEDS}
+    trees = {seed: largest_component(Labels(segmenter, picture).mask("tree")) for seed, picture in samples.items()}
+    seed = max(trees, key=lambda s: trees[s].sum())
+    tree = trees[seed]
+    assert tree.sum() >= 100, f"no sample of seeds {CANDIDATE_SEEDS} shows a tree of 100 pixels"
+    before = samples[seed]
+    painter.open_seed(seed)
+    assert np.array_equal(painter.image(), before), "the canvas shows the sample the server made"
+
+    painter.choose("Remove", "tree", TREE_RADIUS)
+    path = cover_path(tree, TREE_RADIUS)
+    painter.paint(path)
+    painter.wait(seed, 1)
+    after = painter.image()
+    body, served, records = painter.last_edit()
+    assert np.array_equal(after, served), "the canvas shows exactly the last edit the server sent"
+
+    # the stroke the page sent is the mouse's path, in image pixels
+    assert body["seed"] == seed and len(body["strokes"]) == 1
+    stroke = body["strokes"][0]
+    assert stroke["action"] == "remove" and stroke["concept"] == "tree" and stroke["radius"] == TREE_RADIUS
+    size = (painter.height, painter.width)
+    region = region_of(stroke, size)
+    intended = stroke_mask(path, TREE_RADIUS, size).numpy() > 0
+    assert (region & intended).sum() / (region | intended).sum() > 0.95
+    assert (tree & region).sum() / tree.sum() > 0.95, "the stroke covers the tree"
+
+    # the image changed where painted, not far from it; the segmenter finds fewer trees
+    change = np.abs(after.astype(float) - before.astype(float)).mean(2)
+    far = distance_to(region) > FAR
+    assert far.sum() > 0.3 * far.size
+    assert change[region].mean() > 20 and change[far].mean() < 1, (change[region].mean(), change[far].mean())
+    labels_before, labels_after = Labels(segmenter, before), Labels(segmenter, after)
+    in_before = (labels_before.mask("tree") & region).sum()
+    in_after = (labels_after.mask("tree") & region).sum()
+    assert in_after <= 0.2 * in_before, f"tree pixels under the stroke: {in_before} -> {in_after}"
+    assert labels_after.fraction("tree") < labels_before.fraction("tree") - 0.5 * tree.mean()
+
+    # what the page says about it: the edit's layer and units, linked to the report; the concept pixels
+    record = records[0]
+    assert record["action"] == "remove" and record["concept"] == "tree" and len(record["units"]) == stroke["strength"]
+    p = painter.page
+    item = p.locator("#edits li").first
+    assert f"tree at {record['layer']}" in item.inner_text()
+    links = item.locator("a.unit-link")
+    assert links.count() == len(record["units"])
+    assert links.first.get_attribute("href") == f"/report/report.html#unit/{record['layer']}/{record['units'][0]}"
+    assert links.first.get_attribute("target") == "_blank"
+    row = p.locator('#fractions tr[data-concept="tree"]')
+    assert float(row.get_attribute("data-after")) < float(row.get_attribute("data-before"))
+    shot = painter.shot("tree-removed")
+
+    # before/after, undo and redo, download
+    p.locator("#compare").click()
+    assert np.array_equal(painter.image(), before) and p.locator("#view-badge").is_visible()
+    p.locator("#compare").click()
+    assert np.array_equal(painter.image(), after)
+    p.locator("#overlay").focus()
+    p.keyboard.press("Control+z")
+    painter.wait(seed, 0)
+    assert np.array_equal(painter.image(), before) and p.locator("#edits li").count() == 0
+    p.keyboard.press("Control+Shift+z")
+    painter.wait(seed, 1)
+    assert np.array_equal(painter.image(), after)
+    with p.expect_download() as download:
+        p.locator("#download").click()
+    assert np.array_equal(decode_png(Path(download.value.path()).read_bytes()), after)
+
+    docs = _docs_folder()
+    if docs:
+        save_small_png(docs / "painter.png", shot)
+        figure(before, after, "tree", segmenter).save(docs / "tree-removal.png", optimize=True)
+        _record(docs, "tree_removal", seed=seed, stroke=stroke, records=records, before=labels_before,
+                after=labels_after, concept="tree", region=region)
+
+
+def test_add_door_on_building_not_in_sky(painter, server, segmenter):
+    samples = {seed: sample(server, seed) for seed in CANDIDATE_SEEDS}
+    buildings = {seed: largest_component(Labels(segmenter, picture).mask("building"))
+                 for seed, picture in samples.items()}
+    seed = max(buildings, key=lambda s: buildings[s].sum())
+    assert buildings[seed].sum() >= 150, f"no sample of seeds {CANDIDATE_SEEDS} shows a building of 150 pixels"
+    before = samples[seed]
+    labels_before = Labels(segmenter, before)
+    sky = largest_component(labels_before.mask("sky"))
+    painter.open_seed(seed)
+    p = painter.page
+
+    painter.choose("Add", "door", DOOR_RADIUS)
+    x, y = base_point(buildings[seed])
+    painter.paint([(x - 1, y), (x + 1, y)])
+    painter.wait(seed, 1)
+    on_building = painter.image()
+    body, served, records = painter.last_edit()
+    assert np.array_equal(on_building, served)
+    labels_building = Labels(segmenter, on_building)
+    gained = int(labels_building.mask("door").sum() - labels_before.mask("door").sum())
+    assert gained >= 8, f"door pixels gained on the building: {gained}"
+    assert records[0]["action"] == "add" and records[0]["concept"] == "door"
+    painter.shot("door-on-building")
+    docs = _docs_folder()
+    if docs:
+        figure(before, on_building, "door", segmenter).save(docs / "door-insertion.png", optimize=True)
+        _record(docs, "door_insertion", seed=seed, stroke=body["strokes"][0], records=records, before=labels_before,
+                after=labels_building, concept="door", region=region_of(body["strokes"][0], before.shape[:2]))
+
+    # the eraser takes the edit back where it passes: all of it here, so the image is the sample again
+    p.locator("#eraser").click()
+    painter.page.fill("#size", str(2 * DOOR_RADIUS))
+    painter.paint([(x - 1, y), (x + 1, y)])
+    painter.wait(seed, 2)
+    assert np.array_equal(painter.image(), before)
+    assert painter.last_edit()[0]["strokes"][1]["action"] == "erase"
+
+    # the same door in the sky: few door pixels or none
+    p.locator("#reset").click()
+    painter.wait(seed, 0)
+    painter.choose("Add", "door", DOOR_RADIUS)
+    x, y = deepest_point(sky)
+    painter.paint([(x - 1, y), (x + 1, y)])
+    painter.wait(seed, 1)
+    labels_sky = Labels(segmenter, painter.image())
+    in_sky = int(labels_sky.mask("door").sum() - labels_before.mask("door").sum())
+    assert in_sky <= 2 and in_sky <= gained / 4, f"door pixels gained in the sky: {in_sky}, on a building: {gained}"
+    painter.shot("door-in-sky")
+    if docs:
+        data = json.loads((docs / "results.json").read_text())
+        data["door_insertion"]["sky"] = {"point": [x, y], "door_pixels_gained": in_sky,
+                                         "door_fraction_after": labels_sky.fraction("door")}
+        (docs / "results.json").write_text(json.dumps(data, indent=1) + "\n")
+
+
+def test_api_errors_are_shown(painter, server):
+    """An error from the API appears in the message area with its detail; nothing is swallowed."""
+    p = painter.page
+    detail = "stroke 0: radius must lie in (0, 32.0]; got 99"
+    p.route("**/api/edit", lambda route: route.fulfill(status=422, content_type="application/json",
+                                                         body=json.dumps({"detail": detail})))
+    painter.paint([(20, 20), (30, 20)])
+    message = p.locator("#message")
+    message.wait_for(state="visible")
+    assert detail in message.inner_text() and message.get_attribute("role") == "alert"
+    p.locator("#message-close").click()
+    assert message.is_hidden()
+
+
+def _record(docs: Path, name: str, *, seed: int, stroke: dict, records: list, before: Labels, after: Labels,
+            concept: str, region: np.ndarray) -> None:
+    """Numbers for docs/painter/README.md, beside the pictures."""
+    path = docs / "results.json"
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data["command"] = COMMAND
+    data[name] = {"seed": seed, "stroke": stroke, "layer": records[0]["layer"], "units": records[0]["units"],
+                  f"{concept}_fraction_before": before.fraction(concept),
+                  f"{concept}_fraction_after": after.fraction(concept),
+                  f"{concept}_pixels_under_stroke_before": int((before.mask(concept) & region).sum()),
+                  f"{concept}_pixels_under_stroke_after": int((after.mask(concept) & region).sum()),
+                  "stroke_pixels": int(region.sum())}
+    path.write_text(json.dumps(data, indent=1) + "\n")
+
