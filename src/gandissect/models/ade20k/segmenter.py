@@ -72,8 +72,8 @@ class ADE20KSegmenter(nn.Module):
             shrinking = x.shape[-2] > size[0] or x.shape[-1] > size[1]
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrinking)
         x = (x * self.pixel_scale - self.mean) / self.std
-        dtype = next(self.network.parameters()).dtype
-        return x.to(dtype)
+        parameter = next(self.network.parameters(), None)
+        return x if parameter is None else x.to(parameter.dtype)
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """Per-class logits (N, C, H', W') at the label size, float32."""
