@@ -17,6 +17,7 @@ every client.
 
 from __future__ import annotations
 
+import functools
 import io
 import threading
 from collections import OrderedDict
@@ -46,6 +47,7 @@ MODES = {"add": "insert", "remove": "ablate"}
 MAX_SEED = 2**31 - 1
 SEED_CACHE = 32
 FALLBACK_QUANTILE = 0.99
+MASK_CACHE = 512
 
 
 class PainterError(GandissectError):
@@ -97,6 +99,12 @@ class SeedEntry:
     z: torch.Tensor
     image: torch.Tensor
     features: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@functools.lru_cache(maxsize=MASK_CACHE)
+def region_of(points: tuple[tuple[float, float], ...], radius: float, size: tuple[int, int]) -> torch.Tensor:
+    """`stroke_mask`, remembered: a request repeats the strokes of the one before it. Never modify the result."""
+    return stroke_mask(points, radius, size)
 
 
 def png_bytes(picture: np.ndarray) -> bytes:
@@ -180,7 +188,8 @@ class Painter:
         where = f"stroke {index}"
         if stroke.action not in ACTIONS:
             raise PainterError(f"{where}: action must be one of {', '.join(ACTIONS)}; got {stroke.action!r}")
-        mask = stroke_mask(self._check_points(where, stroke), float(stroke.radius), self.image_size)
+        points = self._check_points(where, stroke)
+        mask = region_of(tuple(map(tuple, points.tolist())), float(stroke.radius), self.image_size)
         if not 0 < stroke.alpha <= 1:
             raise PainterError(f"{where}: alpha must lie in (0, 1]; got {stroke.alpha}")
         if stroke.action == "erase":
