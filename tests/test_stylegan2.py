@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import subprocess
 import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from gandissect.causal.cut import Cut
 from gandissect.core.errors import ConfigError
@@ -134,6 +136,57 @@ def test_layers_are_listed_with_their_shapes(gen, z):
     assert gen.layer_names == [f"layer{i}" for i in range(1, 8)] and gen.default_layers == ["layer1", "layer3"]
 
 
+def _modulated(x: torch.Tensor, conv, w: torch.Tensor, demodulate: bool, **conv_args) -> torch.Tensor:
+    """StyleGAN2's modulated conv written per sample: weight W / sqrt(fan_in) * s, divided by its norm per output
+    channel, convolved with that sample alone (transposed and stride 2 when upsampling)."""
+    out = []
+    fan_in = conv.weight[0, 0].numel()
+    styles = w @ conv.modulation.weight.t() / math.sqrt(w.shape[1]) + conv.modulation.bias
+    for sample, style in zip(x, styles, strict=True):
+        weight = conv.weight[0] / math.sqrt(fan_in) * style[None, :, None, None]
+        if demodulate:
+            weight = weight / weight.pow(2).sum((1, 2, 3), keepdim=True).add(1e-8).sqrt()
+        if conv_args.get("stride") == 2:
+            out.append(F.conv_transpose2d(sample[None], weight.transpose(0, 1), stride=2))
+        else:
+            out.append(F.conv2d(sample[None], weight, **conv_args))
+    return torch.cat(out)
+
+
+def _binomial_upsample(x: torch.Tensor) -> torch.Tensor:
+    """2x upsampling with the [1, 3, 3, 1] filter, as a strided transposed conv (gain 4)."""
+    taps = torch.tensor([1.0, 3, 3, 1])
+    kernel = (taps[:, None] * taps[None, :] / 16).expand(x.shape[1], 1, 4, 4)
+    return F.conv_transpose2d(x, kernel, stride=2, padding=1, groups=x.shape[1])
+
+
+def _activate(x: torch.Tensor, layer) -> torch.Tensor:
+    noisy = x + layer.noise.weight * layer.noise.fixed
+    return F.leaky_relu(noisy + layer.activate.bias[None, :, None, None], 0.2) * math.sqrt(2)
+
+
+def test_synthesis_follows_stylegan2s_formulas(gen, z):
+    names = ["truncate", "const", "layer1", "rgb4", "layer2", "layer3", "rgb8"]
+    with torch.no_grad(), Trace(gen, names) as trace:
+        gen(z)
+        w = trace["truncate"]
+        mapped = z / z.pow(2).mean(1, keepdim=True).add(1e-8).sqrt()
+        for fc in gen.mapping.children():  # lr_mul 0.01 on weight and bias
+            mapped = F.leaky_relu(mapped @ (fc.weight.t() * 0.01 / 8) + fc.bias * 0.01, 0.2) * math.sqrt(2)
+        torch.testing.assert_close(w, mapped)
+        layer1 = _activate(_modulated(trace["const"], gen.layer1.conv, w, True, padding=1), gen.layer1)
+        torch.testing.assert_close(trace["layer1"], layer1, rtol=1e-4, atol=1e-5)
+        rgb4 = _modulated(layer1, gen.rgb4.conv, w, False) + gen.rgb4.bias
+        torch.testing.assert_close(trace["rgb4"], rgb4, rtol=1e-4, atol=1e-5)
+        up = _modulated(layer1, gen.layer2.conv, w, True, stride=2)  # (2H + 1)^2, then the blur with padding 1
+        taps = torch.tensor([1.0, 3, 3, 1])
+        blur = (taps[:, None] * taps[None, :] / 16).expand(up.shape[1], 1, 4, 4)
+        layer2 = _activate(F.conv2d(F.pad(up, (1, 1, 1, 1)), blur, groups=up.shape[1]), gen.layer2)
+        torch.testing.assert_close(trace["layer2"], layer2, rtol=1e-4, atol=1e-5)
+        rgb8 = _modulated(trace["layer3"], gen.rgb8.conv, w, False) + gen.rgb8.bias + _binomial_upsample(rgb4)
+        torch.testing.assert_close(trace["rgb8"], rgb8, rtol=1e-4, atol=1e-5)
+
+
 def test_a_256_model_has_13_layers_and_takes_layer5_and_layer7_by_default():
     generator = StyleGAN2Generator(256, channels={r: 4 for r in (4, 8, 16, 32, 64, 128, 256)}).eval()
     shapes = layer_shapes(generator, torch.randn(1, 512))
@@ -209,6 +262,25 @@ def test_w_space_generator_takes_w_and_w_per_layer(gen, z):
         assert not torch.allclose(mixed, gen(z))
     with pytest.raises(ConfigError, match=r"w per layer \(8, 64\)"):
         w_gen(torch.randn(2, 3, 64))
+
+
+def test_each_per_layer_style_drives_the_layers_the_port_gives_it(gen, z):
+    """Style k drives layer{k + 1} and the to-RGB after layer k: the first module it changes is that one."""
+    w_gen = load_stylegan2(published_checkpoint(gen), space="w")
+    order = ["layer1", "rgb4", "layer2", "layer3", "rgb8", "layer4", "layer5", "rgb16", "layer6", "layer7", "rgb32"]
+    with torch.no_grad():
+        styles = gen.map_to_w(z)[:, None, :].repeat(1, w_gen.n_latent, 1)
+        with Trace(w_gen, order) as trace:
+            w_gen(styles)
+        before = dict(trace.outputs)
+        first_changed = []
+        for index in range(w_gen.n_latent):
+            changed = styles.clone()
+            changed[:, index] += 1.0
+            with Trace(w_gen, order) as trace:
+                w_gen(changed)
+            first_changed.append(next(name for name in order if not torch.equal(trace[name], before[name])))
+    assert first_changed == ["layer1", "rgb4", "layer3", "rgb8", "layer5", "rgb16", "layer7", "rgb32"]
 
 
 def test_cut_continues_from_a_layer_and_edits_reach_the_image(gen, z):

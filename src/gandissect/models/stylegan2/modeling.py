@@ -28,9 +28,14 @@ z) or "w" (forward takes w, (batch, style_dim) or per layer (batch, n_latent, st
 `sample_z` then maps seeded z through mapping and truncation); `clamp` (default True) clamps the image to
 [-1, 1] as the port's image writer does, since StyleGAN2's raw images stray slightly beyond it.
 
-With the same weights, unclamped images match the port's `Generator(..., randomize_noise=False)` (its CPU
-paths for upfirdn2d and the fused leaky ReLU) to a maximum absolute difference of 1.2e-6 on 64x64 and
-256x256 models (random weights, truncation 0.7; measured once, not a test).
+With the same weights, unclamped images match the port's `Generator(...)(..., randomize_noise=False)` (run
+with its CPU paths for upfirdn2d and the fused leaky ReLU) to a maximum absolute difference of 1.2e-6 on
+64x64 and 256x256 models with random weights whose images span about [-1.8, 1.9] (truncation 0.7 and 1; per
+layer w: at most 1.8e-5 on images ten times larger). Measured once in a scratch folder, not a test.
+
+Causal cuts: the layers above a cut depend on w and on the RGB skip accumulated below it, so there is no
+`forward_from(layer, features)`: `causal.cut.Cut` reruns the whole generator with the layer's output
+replaced, which is exact (tests check that it reproduces forward(z)) at the cost of the layers below the cut.
 """
 
 from __future__ import annotations
