@@ -163,6 +163,7 @@ def test_scores_are_differentiable_in_the_images(segmenter, images):
     pixels = images[:1].clone().requires_grad_(True)
     (gradient,) = torch.autograd.grad(segmenter.concept_scores(pixels)[:, WINDOW].mean(), pixels)
     assert torch.isfinite(gradient).all() and gradient.abs().sum() > 0
+    assert not any(p.requires_grad for p in segmenter.parameters())  # the causal tools train nothing in it
 
 
 def test_normalisation_follows_the_preprocessor_config(tmp_path, segformer_dir, images):

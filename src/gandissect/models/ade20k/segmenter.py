@@ -47,7 +47,7 @@ class ADE20KSegmenter(nn.Module):
         super().__init__()
         if len(concepts) != len(categories):
             raise ValueError(f"{len(concepts)} concepts but {len(categories)} categories")
-        self.network = network.eval()
+        self.network = network.eval().requires_grad_(False)  # a fixed instrument: gradients reach images only
         self.concepts = list(concepts)
         self.categories = list(categories)
         self.input_size = int(input_size)
