@@ -372,7 +372,9 @@ def test_remove_tree_where_painted(painter, server, segmenter):
         save_small_png(docs / "painter.png", shot)
         figure(before, after, "tree", segmenter).save(docs / "tree-removal.png", optimize=True)
         _record(docs, "tree_removal", seed=seed, stroke=stroke, records=records, before=labels_before,
-                after=labels_after, concept="tree", region=region)
+                after=labels_after, concept="tree", region=region,
+                mean_change_under_stroke=round(float(change[region].mean()), 2),
+                mean_change_far=round(float(change[far].mean()), 2))
 
 
 def test_add_door_on_building_not_in_sky(painter, server, segmenter):
@@ -426,9 +428,53 @@ def test_add_door_on_building_not_in_sky(painter, server, segmenter):
     painter.shot("door-in-sky")
     if docs:
         data = json.loads((docs / "results.json").read_text())
-        data["door_insertion"]["sky"] = {"point": [x, y], "door_pixels_gained": in_sky,
-                                         "door_fraction_after": labels_sky.fraction("door")}
-        (docs / "results.json").write_text(json.dumps(data, indent=1) + "\n")
+        data["door_in_sky"] = {"seed": seed, "point": [x, y], "radius": DOOR_RADIUS, "door_pixels_gained": in_sky,
+                               "door_fraction_after": labels_sky.fraction("door")}
+        _write_results(docs / "results.json", data)
+
+
+def test_samples_layers_and_peeking(painter, server):
+    """The strip opens a seed; "New random" fills it; a chosen layer goes into the stroke, and the strength
+    slider stops at that layer's number of units; holding "Before/after" shows the original only while held."""
+    p = painter.page
+    p.get_by_role("button", name="Sample seed 3", exact=True).click()
+    painter.wait(3, 0)
+    assert np.array_equal(painter.image(), sample(server, 3))
+    assert p.get_by_role("button", name="Sample seed 3", exact=True).get_attribute("aria-current") == "true"
+
+    concepts = json.loads(p.evaluate("fetch('/api/concepts').then(r => r.text())"))["concepts"]
+    tree = next(c for c in concepts if c["name"] == "tree")
+    other = next(entry for entry in tree["layers"] if entry["layer"] != tree["default_layer"])
+    painter.choose("Remove", "tree", 5)
+    assert p.locator("#layer-select option").count() == 1 + len(tree["layers"])
+    p.select_option("#layer-select", other["layer"])
+    assert p.locator("#strength").get_attribute("max") == str(other["max_strength"])
+    p.fill("#strength", "3")
+    p.fill("#alpha", "0.5")
+    painter.paint([(20, 30), (40, 30)])
+    painter.wait(3, 1)
+    body, edited, records = painter.last_edit()
+    stroke = body["strokes"][0]
+    assert (stroke["layer"], stroke["strength"], stroke["alpha"], stroke["radius"]) == (other["layer"], 3, 0.5, 5)
+    assert records[0]["layer"] == other["layer"] and records[0]["units"] == [u["unit"] for u in other["units"][:3]]
+    assert not np.array_equal(edited, sample(server, 3))
+
+    compare = p.locator("#compare")
+    compare.hover()
+    p.mouse.down()
+    p.wait_for_timeout(500)
+    assert np.array_equal(painter.image(), sample(server, 3)), "held: the original"
+    p.mouse.up()
+    assert np.array_equal(painter.image(), edited), "let go: the edit again"
+    assert compare.get_attribute("aria-pressed") == "false"
+
+    p.get_by_role("button", name="New random").click()
+    seeds = [int(s) for s in p.eval_on_selector_all("#strip button", "bs => bs.map(b => b.dataset.seed)")]
+    assert len(seeds) == 8 and all(0 <= s <= painter.info["max_seed"] for s in seeds)
+    painter.wait(seeds[0], 0)
+    assert np.array_equal(painter.image(), sample(server, seeds[0]))
+    assert p.evaluate("document.querySelectorAll('#strip img').length") == 8
+    p.wait_for_function("Array.from(document.querySelectorAll('#strip img')).every(i => i.complete && i.naturalWidth)")
 
 
 def test_api_errors_are_shown(painter, server):
@@ -446,16 +492,25 @@ def test_api_errors_are_shown(painter, server):
 
 
 def _record(docs: Path, name: str, *, seed: int, stroke: dict, records: list, before: Labels, after: Labels,
-            concept: str, region: np.ndarray) -> None:
-    """Numbers for docs/painter/README.md, beside the pictures."""
+            concept: str, region: np.ndarray, **extra: float) -> None:
+    """Numbers for docs/painter/README.md, beside the pictures (fractions of the 64x64 image, by the scenes64
+    segmenter run in this test)."""
     path = docs / "results.json"
     data = json.loads(path.read_text()) if path.is_file() else {}
     data["command"] = COMMAND
-    data[name] = {"seed": seed, "stroke": stroke, "layer": records[0]["layer"], "units": records[0]["units"],
-                  f"{concept}_fraction_before": before.fraction(concept),
-                  f"{concept}_fraction_after": after.fraction(concept),
-                  f"{concept}_pixels_under_stroke_before": int((before.mask(concept) & region).sum()),
-                  f"{concept}_pixels_under_stroke_after": int((after.mask(concept) & region).sum()),
-                  "stroke_pixels": int(region.sum())}
-    path.write_text(json.dumps(data, indent=1) + "\n")
+    data[name] = {"seed": seed, "action": stroke["action"], "concept": concept, "radius": stroke["radius"],
+                  "points": len(stroke["points"]), "strength": stroke["strength"], "alpha": stroke["alpha"],
+                  "layer": records[0]["layer"], "units": records[0]["units"],
+                  "fraction_before": before.fraction(concept), "fraction_after": after.fraction(concept),
+                  "pixels_under_stroke_before": int((before.mask(concept) & region).sum()),
+                  "pixels_under_stroke_after": int((after.mask(concept) & region).sum()),
+                  "stroke_pixels": int(region.sum()), **extra}
+    _write_results(path, data)
+
+
+def _write_results(path: Path, data: dict) -> None:
+    """One line per entry, for readable diffs."""
+    lines = [f" {json.dumps(key)}: {json.dumps(value)}" for key, value in data.items()]
+    path.write_text("{\n" + ",\n".join(lines) + "\n}\n")
+
 
