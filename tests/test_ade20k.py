@@ -4,6 +4,7 @@ composition with the colour segmenter, a dissection end to end, and clear errors
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -243,6 +244,10 @@ def test_dissect_end_to_end(tmp_path, segformer_dir, capsys):
     assert len(concepts) == 161 and concepts["window"] == "part" and concepts["building"] == "object"
     assert concepts["red"] == "color"
     assert document["segmentation_size"] == [16, 16]  # 32x32 images, labels at half size
+    record = document["segmenter_checkpoint"]  # kept although the ADE20K parser is merged with colours
+    assert record["path"] == str(segformer_dir)
+    weights = next(p for p in segformer_dir.iterdir() if p.suffix == ".safetensors")
+    assert record["sha256"][weights.name] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert "features:" in capsys.readouterr().out
 
 

@@ -78,9 +78,12 @@ def _run_dissect(args: argparse.Namespace) -> int:
             report.write_report(document, generator, staging, device=device)
 
     provenance = {"model": args.model, "segmenter": segmenter_spec}
-    checkpoints = {part: getattr(module, "checkpoint", None) for part, module in
-                   (("model_checkpoint", generator), ("segmenter_checkpoint", segmenter))}
-    provenance |= {key: record for key, record in checkpoints.items() if record is not None}
+    segmenter_records = [getattr(part, "checkpoint", None) for part in [segmenter, *getattr(segmenter, "parts", [])]]
+    segmenter_records = [record for record in segmenter_records if record is not None]
+    if getattr(generator, "checkpoint", None) is not None:
+        provenance["model_checkpoint"] = generator.checkpoint
+    if segmenter_records:
+        provenance["segmenter_checkpoint"] = segmenter_records[0] if len(segmenter_records) == 1 else segmenter_records
     document = dissector.finish(result, provenance, write_report)
     if document is not None:
         for name, layer in document["layers"].items():
