@@ -59,8 +59,12 @@ def checkpoint(gen, tmp_path_factory):
     """A training checkpoint as the port's train.py writes it (no latent_avg: the loader estimates it)."""
     path = tmp_path_factory.mktemp("stylegan2") / "stylegan2-church-config-f.pt"
     state = to_published(gen)
-    torch.save({"g": state, "d": {}, "g_ema": state, "g_optim": {}, "d_optim": {}, "args": ARGS, "ada_aug_p": 0.0},
-               path)
+    critic = torch.nn.Linear(4, 1)
+    optimiser = torch.optim.Adam(critic.parameters(), lr=0.002, betas=(0.0, 0.99))
+    critic(torch.ones(2, 4)).sum().backward()
+    optimiser.step()  # an optimiser state holds ints, tuples, None and tensors, as the port's g_optim and d_optim
+    torch.save({"g": state, "d": critic.state_dict(), "g_ema": state, "g_optim": optimiser.state_dict(),
+                "d_optim": optimiser.state_dict(), "args": ARGS, "ada_aug_p": 0.0}, path)
     return path
 
 

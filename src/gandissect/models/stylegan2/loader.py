@@ -19,7 +19,8 @@ from gandissect.models.loaders import KnownCheckpoint, Loader, checkpoint_record
 from gandissect.models.stylegan2.convert import load_stylegan2
 from gandissect.models.stylegan2.modeling import NOISE_MODES, SPACES
 
-CONVERTED = "converted from NVIDIA's TensorFlow {pkl} with the port's convert_weight.py"
+NVIDIA_NETWORKS = "https://nvlabs-fi-cdn.nvidia.com/stylegan2/networks"
+CONVERTED = "make it from NVIDIA's TensorFlow " + NVIDIA_NETWORKS + "/{pkl} with the port's convert_weight.py"
 SWITCHES = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
 
 
@@ -86,7 +87,7 @@ LOADER = Loader(
         KnownCheckpoint("church", "stylegan2-church-config-f.pt",
                         note="LSUN church, 256x256; " + CONVERTED.format(pkl="stylegan2-church-config-f.pkl")),
         KnownCheckpoint("car", "stylegan2-car-config-f.pt",
-                        note="LSUN car, 512x384 in 512x512; " + CONVERTED.format(pkl="stylegan2-car-config-f.pkl")),
+                        note="LSUN car, 512x512; " + CONVERTED.format(pkl="stylegan2-car-config-f.pkl")),
         KnownCheckpoint("cat", "stylegan2-cat-config-f.pt",
                         note="LSUN cat, 256x256; " + CONVERTED.format(pkl="stylegan2-cat-config-f.pkl")),
         KnownCheckpoint("horse", "stylegan2-horse-config-f.pt",
