@@ -13,6 +13,7 @@ door-insertion.png, results.json); a folder path writes them there instead (a .p
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -256,11 +257,14 @@ class Painter:
 
     def _record_edit(self, route) -> None:
         """Pass /api/edit on to the server, keeping what went there and what came back."""
+        from playwright.sync_api import Error
+
         response = route.fetch()
         body = response.body()
         if response.ok:
             self.edits.append((route.request.post_data_json, body, response.headers["x-gandissect-edit"]))
-        route.fulfill(response=response, body=body)
+        with contextlib.suppress(Error):  # the page cancelled it meanwhile (a newer edit superseded it)
+            route.fulfill(response=response, body=body)
 
     def last_edit(self) -> tuple[dict, np.ndarray, list]:
         """The last answered /api/edit: its request body, its image, and its X-Gandissect-Edit records."""
@@ -468,6 +472,18 @@ def test_samples_layers_and_peeking(painter, server):
     assert np.array_equal(painter.image(), edited), "let go: the edit again"
     assert compare.get_attribute("aria-pressed") == "false"
 
+    p.locator("#overlay").focus()
+    p.keyboard.press("]")
+    assert p.locator("#size").input_value() == "6"
+    p.keyboard.press("e")
+    assert p.locator("#eraser").get_attribute("aria-pressed") == "true"
+    assert p.locator("#strength").is_disabled()
+    p.keyboard.press("e")
+    assert p.get_by_role("button", name="Remove tree", exact=True).get_attribute("aria-pressed") == "true"
+    p.fill("#concept-filter", "doo")
+    shown = p.eval_on_selector_all("#concepts li", "items => items.filter(i => !i.hidden).map(i => i.dataset.concept)")
+    assert shown == ["door"]
+
     p.get_by_role("button", name="New random").click()
     seeds = [int(s) for s in p.eval_on_selector_all("#strip button", "bs => bs.map(b => b.dataset.seed)")]
     assert len(seeds) == 8 and all(0 <= s <= painter.info["max_seed"] for s in seeds)
@@ -512,5 +528,6 @@ def _write_results(path: Path, data: dict) -> None:
     """One line per entry, for readable diffs."""
     lines = [f" {json.dumps(key)}: {json.dumps(value)}" for key, value in data.items()]
     path.write_text("{\n" + ",\n".join(lines) + "\n}\n")
+
 
 

@@ -5,7 +5,7 @@
 
 (() => {
   const STRIP_SIZE = 8;            // samples in the strip
-  const SEND_DELAY_MS = 120;       // debounce of /api/edit while a stroke is being painted
+  const SEND_DELAY_MS = 120;       // least time between two /api/edit requests while painting
   const FRACTION_ROWS = 8;         // rows of the concept pixel table
   const HOLD_MS = 300;             // pressing "Before / after" longer than this shows the original only while held
   const STROKE_RGB = { add: '31, 157, 85', remove: '214, 69, 69', erase: '122, 131, 148' };
@@ -40,6 +40,7 @@
     request: null,                 // AbortController of the request in flight
     seq: 0,                        // number of the latest request; older answers are dropped
     sendTimer: 0,
+    resend: false,                 // strokes changed while painting with a request in flight
     pixelsOffered: true,           // false once /api/concept-pixels answers 404/405
   };
 
@@ -132,14 +133,14 @@
     if (committed().length) commit([]);
   }
 
-  // The strokes changed: redraw what is on the client, send them (now, or debounced while painting).
+  // The strokes changed: redraw what is on the client and send them, now or (while painting) at most once
+  // every SEND_DELAY_MS, so the picture follows the brush without a request per pointer move.
   function changed(now) {
     updateHistoryButtons();
     drawOverlay();
     markStrip();
-    clearTimeout(state.sendTimer);
     if (now) sendEdit();
-    else state.sendTimer = setTimeout(sendEdit, SEND_DELAY_MS);
+    else if (!state.sendTimer) state.sendTimer = setTimeout(sendEdit, SEND_DELAY_MS);
   }
 
   function updateHistoryButtons() {
@@ -156,15 +157,24 @@
     el.spinner.hidden = !busy;
   }
 
+  // POST the strokes; show the image, the edits, and (once a stroke is done) the concept pixels. While a
+  // stroke is being painted only one request is in flight, and the newest strokes follow when it is answered;
+  // any other change cancels the request in flight (the answer would be stale).
   async function sendEdit() {
     clearTimeout(state.sendTimer);
+    state.sendTimer = 0;
+    const final = !state.painting;
+    if (!final && state.request) {
+      state.resend = true;
+      return;
+    }
+    state.resend = false;
     if (state.request) state.request.abort();
     const controller = new AbortController();
     state.request = controller;
     const seq = ++state.seq;
     const seed = state.seed;
     const list = strokes();
-    const final = !state.painting;
     const started = performance.now();
     setBusy(true);
     try {
@@ -190,7 +200,8 @@
     } finally {
       if (seq === state.seq) {
         state.request = null;
-        setBusy(false);
+        if (state.resend) sendEdit();
+        else setBusy(false);
       }
     }
   }
@@ -440,6 +451,7 @@
       renderStrip();
     }
     if (state.request) state.request.abort();
+    state.request = null;
     state.seq += 1;                 // answers for the previous seed are stale now
     state.seed = seed;
     state.edited = null;
