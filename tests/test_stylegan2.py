@@ -374,6 +374,8 @@ def test_resolution_options_and_damaged_checkpoints_are_refused(gen, checkpoint,
     narrow = dict(state, **{"convs.5.activate.bias": torch.zeros(8)})
     with pytest.raises(ConfigError, match=r"convs.5.activate.bias \(8,\) \(expected \(16,\)\)"):
         load_stylegan2(narrow)
+    with pytest.raises(ConfigError, match=r"style.1.weight has shape \(64,\); .* 2 dimensions"):
+        load_stylegan2(dict(state, **{"style.1.weight": torch.zeros(64)}))
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match=r"cannot read .*junk\.pt"):
         load_stylegan2(tmp_path / "junk.pt")

@@ -133,12 +133,21 @@ def infer_architecture(state: Mapping[str, Any]) -> dict[str, Any]:
                           f"{_list(unexpected)}; {describe(state)}{hint}")
     blocks = _count(state, "to_rgbs.{}.conv.weight", 0)
     size = check_size(4 * 2 ** blocks)
-    channels = {4: int(state["input.input"].shape[1])}
+    channels = {4: _size(state, "input.input", 4, 1)}
     for block in range(blocks):
-        weight = state.get(f"convs.{2 * block}.conv.weight")
-        channels[8 * 2 ** block] = int(weight.shape[1]) if weight is not None and weight.dim() == 5 else 1
-    return {"size": size, "style_dim": int(state["style.1.weight"].shape[1]),
+        key = f"convs.{2 * block}.conv.weight"
+        channels[8 * 2 ** block] = _size(state, key, 5, 1) if key in state else 1  # missing: reported by the fit
+    return {"size": size, "style_dim": _size(state, "style.1.weight", 2, 1),
             "n_mlp": _count(state, "style.{}.weight", 1), "channels": channels}
+
+
+def _size(state: Mapping[str, Any], key: str, dims: int, axis: int) -> int:
+    """Dimension `axis` of tensor `key`, which must have `dims` dimensions."""
+    tensor = state[key]
+    if tensor.dim() != dims:
+        raise ConfigError(f"the checkpoint's {key} has shape {tuple(tensor.shape)}; in a StyleGAN2 generator it has "
+                          f"{dims} dimensions")
+    return int(tensor.shape[axis])
 
 
 def read_checkpoint(path: str | Path) -> Any:
