@@ -88,6 +88,8 @@ def _print_loader(loader: dict) -> None:
         where = "in cache" if known["cached"] else f"not in {cache_dir()}"
         url = f"  from {known['url']}" if known["url"] else ""
         print(f"  {loader['family']}:{known['name']:<22} {known['filename']} ({where}){url}")
+        if known["note"]:
+            print(f"      {known['note']}")
     print(f"  tested with {loader['tested']}")
     print(f"  dissect: {loader['example']}")
 
