@@ -18,6 +18,8 @@ import json
 import os
 import random
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -35,12 +37,11 @@ STROKES_PER_IMAGE = 6
 
 
 def dissect(folder: Path) -> Path:
-    """A small scenes64 dissection to paint with."""
-    from gandissect.cli import main
-
+    """A small scenes64 dissection to paint with, made in another process (its thread pools stay there)."""
     run = folder / "run"
-    assert main(["dissect", "--model", "scenes64", "--layers", "layer3,layer4", "--samples", "32", "--no-report",
-                 "--out", str(run)]) == 0
+    subprocess.run([sys.executable, "-m", "gandissect.cli", "dissect", "--model", "scenes64", "--layers",
+                    "layer3,layer4", "--samples", "32", "--no-report", "--out", str(run)], check=True,
+                   capture_output=True)
     return run
 
 

@@ -22,6 +22,7 @@ from PIL import Image
 
 from gandissect.cli import main
 from gandissect.core.edits import UnitEdit
+from gandissect.core.errors import ConfigError
 from gandissect.core.hooks import Trace
 from gandissect.core.images import to_uint8
 from gandissect.core.sampling import sample_z
@@ -29,7 +30,7 @@ from gandissect.core.segmenters import COLOR_PROTOTYPES
 from gandissect.dissection import Dissection
 from gandissect.viz.painter.app import create_app
 from gandissect.viz.painter.loader import open_painter
-from gandissect.viz.painter.server import ServerThread, bind_warning, is_loopback
+from gandissect.viz.painter.server import ServerThread, bind_warning, is_loopback, open_socket
 from gandissect.viz.painter.strokes import apply_erasers, stroke_mask
 from gandissect.viz.painter.units import UnitFileError, concept_units
 
@@ -372,6 +373,17 @@ def test_paint_binds_loopback_by_default_and_warns_for_any_other_host(painter_ru
         assert served[-1][0] == "0.0.0.0" and "warning: binding to 0.0.0.0" in out.err
     finally:
         torch.set_num_threads(previous)
+
+
+def test_the_server_socket_is_tcp_so_answers_are_not_held_back_by_nagle():
+    sock = open_socket("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP  # asyncio sets TCP_NODELAY only on such sockets: else +40 ms
+        sock.listen()
+        with pytest.raises(ConfigError, match=r"cannot listen on 127\.0\.0\.1:\d+ .*--port"):
+            open_socket("127.0.0.1", sock.getsockname()[1]).close()
+    finally:
+        sock.close()
 
 
 def test_paint_without_a_dissection_is_a_one_line_error(tmp_path, capsys):

@@ -94,10 +94,10 @@ class Planned:
 
 @dataclass
 class SeedEntry:
-    """What is cached per seed: z, the unedited image, and features at the layers edited so far."""
+    """What is cached per seed: z, the unedited image once asked for, and features at the layers edited so far."""
 
     z: torch.Tensor
-    image: torch.Tensor
+    unedited: torch.Tensor | None = None
     features: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
@@ -134,7 +134,7 @@ class Painter:
             raise PainterError(f"the generator has no layer {missing[0]!r} of the dissection: is it the model the "
                                "run was made with (--model)?")
         self.layers = [layer for layer in shapes if layer in result.layers]  # in the order they run
-        self.image_size = tuple(int(s) for s in self._entry(0).image.shape[-2:])
+        self.image_size = tuple(int(s) for s in self._unedited(self._entry(0)).shape[-2:])
         side = max(self.image_size)
         self.limits = limits or Limits(max_radius=side / 2)
         self._cuts = {layer: Cut(generator, layer) for layer in self.layers}
@@ -164,7 +164,7 @@ class Painter:
         planned = self.plan(seed, strokes)
         with self._lock, torch.inference_mode():
             segmenter = self._get_segmenter()
-            before, after = self._entry(seed).image, self._render(seed, planned)
+            before, after = self._unedited(self._entry(seed)), self._render(seed, planned)
             labels = segmenter.segment(torch.cat([before, after]))
         names = list(segmenter.concepts)
         shares = [concept_shares(labels[i:i + 1], len(names)) for i in range(2)]
@@ -189,7 +189,7 @@ class Painter:
         if stroke.action not in ACTIONS:
             raise PainterError(f"{where}: action must be one of {', '.join(ACTIONS)}; got {stroke.action!r}")
         points = self._check_points(where, stroke)
-        mask = region_of(tuple(map(tuple, points.tolist())), float(stroke.radius), self.image_size)
+        mask = region_of(points, float(stroke.radius), self.image_size)
         if not 0 < stroke.alpha <= 1:
             raise PainterError(f"{where}: alpha must lie in (0, 1]; got {stroke.alpha}")
         if stroke.action == "erase":
@@ -209,15 +209,16 @@ class Painter:
             raise PainterError(f"{where}: strength must be at least 1; got {stroke.strength}")
         return Planned(stroke, layer, concept.layers[layer].top(int(stroke.strength)), mask)
 
-    def _check_points(self, where: str, stroke: Stroke) -> torch.Tensor:
+    def _check_points(self, where: str, stroke: Stroke) -> tuple[tuple[float, float], ...]:
+        """The stroke's points as (x, y) floats, refused unless 1..max_points pairs inside the image."""
         height, width = self.image_size
-        points = torch.as_tensor(stroke.points, dtype=torch.float64)
-        if points.dim() != 2 or points.shape[1] != 2 or not 1 <= points.shape[0] <= self.limits.max_points:
-            raise PainterError(f"{where}: points must be 1 to {self.limits.max_points} pairs [x, y]; got shape "
-                               f"{tuple(points.shape)}")
-        inside = points.isfinite().all() and (points >= 0).all() and (points[:, 0] <= width).all() \
-            and (points[:, 1] <= height).all()
-        if not inside:
+        try:
+            points = tuple((float(x), float(y)) for x, y in stroke.points)
+        except (TypeError, ValueError):
+            points = ()
+        if not 1 <= len(points) <= self.limits.max_points:
+            raise PainterError(f"{where}: points must be 1 to {self.limits.max_points} pairs [x, y]")
+        if not all(0 <= x <= width and 0 <= y <= height for x, y in points):  # NaN fails every comparison
             raise PainterError(f"{where}: points must lie inside the image, 0 <= x <= {width} and 0 <= y <= {height}")
         if not 0 < stroke.radius <= self.limits.max_radius:
             raise PainterError(f"{where}: radius must lie in (0, {self.limits.max_radius}]; got {stroke.radius}")
@@ -247,7 +248,7 @@ class Painter:
         entry = self._entry(seed)
         active = [p for p in planned if p.layer is not None and bool(p.mask.any())]
         if not active:
-            return entry.image
+            return self._unedited(entry)
         edits: dict[str, list[UnitEdit]] = {}
         for p in active:
             edits.setdefault(p.layer or "", []).append(self._edit_of(p))
@@ -261,18 +262,23 @@ class Painter:
             return self._cuts[first].tail(features, entry.z)
 
     def _entry(self, seed: int) -> SeedEntry:
-        """The cached z and unedited image of `seed` (least recently used seeds are dropped)."""
+        """The cache entry of `seed` (least recently used seeds are dropped)."""
         seed = int(seed)
         if seed in self._cache:
             self._cache.move_to_end(seed)
             return self._cache[seed]
-        z = sample_z(self.generator, seed, [0]).to(self.device)
-        with torch.inference_mode():
-            entry = SeedEntry(z, self.generator(z))
+        entry = SeedEntry(sample_z(self.generator, seed, [0]).to(self.device))
         self._cache[seed] = entry
         while len(self._cache) > SEED_CACHE:
             self._cache.popitem(last=False)
         return entry
+
+    def _unedited(self, entry: SeedEntry) -> torch.Tensor:
+        """The seed's image without edits: the whole generator, run once per cached seed."""
+        if entry.unedited is None:
+            with torch.inference_mode():
+                entry.unedited = self.generator(entry.z)
+        return entry.unedited
 
     def _get_segmenter(self) -> Any:
         if self._segmenter is None:
