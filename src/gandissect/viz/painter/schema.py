@@ -134,11 +134,13 @@ def request_models(painter: Painter) -> RequestModels:
     """The run's stroke models and the EditRequest model: seed and strokes within the painter's limits."""
     models = stroke_models(painter)
     names = ", ".join(painter.concepts) or "none"
-    stroke = Annotated[
-        Union[tuple(Annotated[model, Tag(tag)] for tag, model in models)],  # type: ignore[valid-type]  # noqa: UP007
-        Discriminator(_tag, custom_error_type="stroke",
-                      custom_error_message=f"a stroke is an object with an action add, remove or erase; add and "
-                                           f"remove need a concept with units, one of: {names}")]
+    stroke: Any = models[0][1]  # a run whose concepts have no units: only the eraser
+    if len(models) > 1:
+        stroke = Annotated[
+            Union[tuple(Annotated[model, Tag(tag)] for tag, model in models)],  # type: ignore[valid-type]  # noqa: UP007
+            Discriminator(_tag, custom_error_type="stroke",
+                          custom_error_message=f"a stroke is an object with an action add, remove or erase; add "
+                                               f"and remove need a concept with units, one of: {names}")]
     edit = create_model(
         "EditRequest", __config__=ConfigDict(extra="forbid"),
         seed=(int, Field(ge=0, le=painter.limits.max_seed, description="the image: sample 0 of this sample set")),
