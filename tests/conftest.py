@@ -88,10 +88,8 @@ def painter_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from gandissect.models import resolve_generator, resolve_segmenter
 
     run = tmp_path_factory.mktemp("painter") / "scenes64-run"
-    threads = torch.get_num_threads()
     assert main(["dissect", "--model", "scenes64", "--layers", "layer3,layer4", "--samples", "32", "--topk", "4",
                  "--out", str(run)]) == 0
-    torch.set_num_threads(threads)  # numba's parallel statistics kernels leave torch with every core's threads
     result = Dissection.load(run)
     generator, segmenter = resolve_generator("scenes64"), resolve_segmenter("scenes64+color")
     channels_last(generator, segmenter)  # as `gandissect causal` does

@@ -398,10 +398,8 @@ def test_paint_without_a_dissection_is_a_one_line_error(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def planted_folder(tmp_path_factory):
     out = tmp_path_factory.mktemp("painter-planted") / "run"
-    threads = torch.get_num_threads()
     assert main(["dissect", "--model", PLANTED_SPEC, "--segmenter", "color", "--layers", "features", "--samples",
                  "64", "--quantile", "0.15", "--no-report", "--out", str(out)]) == 0
-    torch.set_num_threads(threads)  # numba's parallel kernels reset torch's thread count
     return out
 
 

@@ -291,7 +291,11 @@ def test_fused_kernels_equal_the_pytorch_path(grid, monkeypatch):
         counts.add(acts, labels, folds)
         return quantiles, counts
 
-    fused = fill()
+    for threads in (1, 2):  # the kernels run on torch's thread count and leave it as it was (they share OpenMP)
+        torch.set_num_threads(threads)
+        fused = fill()
+        assert torch.get_num_threads() == threads
+    torch.set_num_threads(1)
     monkeypatch.setattr(kernels, "numba", None)
     assert not kernels.available()
     plain = fill()

@@ -12,6 +12,9 @@ without numba.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 
@@ -94,6 +97,18 @@ def slot_coefficients(low: torch.Tensor, high: torch.Tensor, bins: int) -> tuple
     return scale, -low * scale
 
 
+@contextmanager
+def _torch_threads() -> Iterator[None]:
+    """Run a parallel kernel on as many threads as torch may use, and leave torch's count as it was: numba's
+    OpenMP layer sets the process-wide OpenMP thread count, which torch shares."""
+    threads = torch.get_num_threads()
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _taps(acts: torch.Tensor, size: tuple[int, int]) -> list[np.ndarray]:
     (h, w), (height, width) = acts.shape[-2:], size
     return [t.numpy() for t in (*interpolation_taps(h, height), *interpolation_taps(w, width))]
@@ -104,8 +119,9 @@ def histogram(acts: torch.Tensor, size: tuple[int, int], low: torch.Tensor, high
     """Add feature maps (N, U, h, w), upsampled to `size`, to per-unit slot counts (U, bins + 2) int64 and
     float64 extremes, in place."""
     scale, bias = slot_coefficients(low, high, counts.shape[1] - 2)
-    _histogram(acts.float().contiguous().numpy(), *_taps(acts, size), scale.numpy(), bias.numpy(),
-               counts.shape[1] - 2, counts.numpy(), minimum.numpy(), maximum.numpy())
+    with _torch_threads():
+        _histogram(acts.float().contiguous().numpy(), *_taps(acts, size), scale.numpy(), bias.numpy(),
+                   counts.shape[1] - 2, counts.numpy(), minimum.numpy(), maximum.numpy())
 
 
 def level_counts(acts: torch.Tensor, low: torch.Tensor, high: torch.Tensor, bins: int, exceeded: torch.Tensor,
@@ -115,8 +131,9 @@ def level_counts(acts: torch.Tensor, low: torch.Tensor, high: torch.Tensor, bins
     levels below each slot) into joint (F, U, L + 1, C) by label (N, K, H * W; negatives skipped) and totals
     (F, U, L + 1), for known pixels (N, H * W)."""
     scale, bias = slot_coefficients(low, high, bins)
-    _level_counts(acts.float().contiguous().numpy(), *_taps(acts, tuple(labels.shape[-2:])), scale.numpy(),
-                  bias.numpy(), bins, exceeded.to(torch.int32).contiguous().numpy(),
-                  folds.to(torch.int64).contiguous().numpy(),
-                  labels.flatten(2).to(torch.int32).contiguous().numpy(), known.flatten(1).contiguous().numpy(),
-                  joint.numpy(), totals.numpy())
+    with _torch_threads():
+        _level_counts(acts.float().contiguous().numpy(), *_taps(acts, tuple(labels.shape[-2:])), scale.numpy(),
+                      bias.numpy(), bins, exceeded.to(torch.int32).contiguous().numpy(),
+                      folds.to(torch.int64).contiguous().numpy(),
+                      labels.flatten(2).to(torch.int32).contiguous().numpy(),
+                      known.flatten(1).contiguous().numpy(), joint.numpy(), totals.numpy())
