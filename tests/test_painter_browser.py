@@ -73,8 +73,12 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def server(painter_run):
-    with ServerThread(create_app(open_painter(painter_run))) as running:
+def server(request):
+    """The app over the `painter_run` fixture, or over the finished scenes64 run that GANDISSECT_PAINTER_RUN
+    names (how the README's pictures were made, on a full dissection with causal unit sets)."""
+    chosen = os.environ.get("GANDISSECT_PAINTER_RUN")
+    run = Path(chosen) if chosen else request.getfixturevalue("painter_run")
+    with ServerThread(create_app(open_painter(run))) as running:
         yield running
 
 
@@ -513,7 +517,8 @@ def _record(docs: Path, name: str, *, seed: int, stroke: dict, records: list, be
     segmenter run in this test)."""
     path = docs / "results.json"
     data = json.loads(path.read_text()) if path.is_file() else {}
-    data["command"] = COMMAND
+    chosen = os.environ.get("GANDISSECT_PAINTER_RUN")
+    data["command"] = f"GANDISSECT_PAINTER_RUN={chosen} {COMMAND}" if chosen else COMMAND
     data[name] = {"seed": seed, "action": stroke["action"], "concept": concept, "radius": stroke["radius"],
                   "points": len(stroke["points"]), "strength": stroke["strength"], "alpha": stroke["alpha"],
                   "layer": records[0]["layer"], "units": records[0]["units"],
