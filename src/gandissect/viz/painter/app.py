@@ -93,7 +93,7 @@ def create_app(painter: Painter, static: Path = STATIC, body_limit: int = BODY_L
     models = request_models(painter)
     example = _example(painter)
     EditBody = Annotated[models.edit, Body(openapi_examples=example)]  # the run's request model
-    app = FastAPI(title="gandissect painter", version="1",
+    app = FastAPI(title="gandissect painter", version="1", docs_url=None, redoc_url=None,  # those pages need a CDN
                   description="Paint with a generator's units: add or remove concepts where you draw. Every request "
                               "carries the seed and all strokes; the same request gives the same image.")
     app.add_middleware(BodyGuard, limit=body_limit)
