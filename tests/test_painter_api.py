@@ -386,6 +386,28 @@ def test_the_server_socket_is_tcp_so_answers_are_not_held_back_by_nagle():
         sock.close()
 
 
+def test_paint_serves_from_a_real_process_and_stops_cleanly_on_ctrl_c(painter_run):
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    process = subprocess.Popen([sys.executable, "-m", "gandissect.cli", "paint", str(painter_run), "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        line = process.stdout.readline()
+        url = line.split()[-4]
+        assert url.startswith("http://127.0.0.1:"), line
+        assert httpx.get(f"{url}api/info", timeout=30).json()["run"] == painter_run.name
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, error = process.communicate(timeout=30)
+    assert process.returncode == 0 and "painter stopped" in error
+    assert "Traceback" not in error and "--resume" not in error
+
+
 def test_paint_without_a_dissection_is_a_one_line_error(tmp_path, capsys):
     assert main(["paint", str(tmp_path)]) == 2
     error = capsys.readouterr().err

@@ -40,6 +40,8 @@ def _run_paint(args: argparse.Namespace) -> int:
           flush=True)
     try:
         serve(create_app(painter), sock)
+    except KeyboardInterrupt:
+        print("painter stopped", file=sys.stderr)
     finally:
         sock.close()
     return 0
