@@ -1,7 +1,9 @@
-"""Shared fixtures: one CPU thread, and tiny training runs reused by several test modules."""
+"""Shared fixtures: one CPU thread, tiny training and dissection runs reused by several test modules, and the
+headless browser of the report's and the painter's tests."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -103,3 +105,35 @@ def painter_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                progress=False)
     optimized.save(run / "causal" / "layer4" / "tree" / "units.json")
     return run
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def browser_unavailable(reason: str) -> None:
+    """Skip a browser test, or fail it when GANDISSECT_REQUIRE_BROWSER=1 (CI: the browser tests must run)."""
+    if os.environ.get("GANDISSECT_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"browser tests are required (GANDISSECT_REQUIRE_BROWSER=1) but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Debian chromium driven by Playwright, shared by the report's and the painter's browser tests."""
+    if not Path(CHROMIUM).exists():
+        browser_unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as error:
+        browser_unavailable(f"playwright is not importable: {error}")
+    manager = sync_playwright().start()
+    try:
+        launched = manager.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    except Exception as error:
+        manager.stop()
+        browser_unavailable(f"chromium does not start: {error}")
+    yield launched
+    launched.close()
+    manager.stop()

@@ -57,6 +57,20 @@ def _assert_same_results(one: Path, other: Path) -> None:
     assert not (other / ".partial").exists(), "checkpoints are removed once results are written"
 
 
+def dissect_on_two_ranks_like_one(tmp_path: Path, mode: str, what: str) -> dict:
+    """Run the driver's `mode` dissection in one process and under torchrun with 2, check that both ranks ran
+    (the driver prints "dissected the <what> on rank R of world 2") and that the results are the same; returns
+    the single-process dissect.json."""
+    if not (dist.is_available() and dist.is_gloo_available()):
+        pytest.skip("torch.distributed with gloo is not available")
+    one, two = tmp_path / "one", tmp_path / "two"
+    _drive(one, mode)
+    done = _drive(two, mode, ranks=2)
+    assert sorted(re.findall(rf"dissected the {what} on rank (\d) of world 2", done.stdout)) == ["0", "1"]
+    _assert_same_results(one, two)  # dissect.json, dissect.csv, every statistic (float sums to 1e-12)
+    return json.loads((one / "dissect.json").read_text())
+
+
 def _assert_same_statistics(stats_one: dict, stats_other: dict) -> None:
     """Counts, extremes and top-k are bit-identical; float sums (moments, conditional means) merge in another
     order, so they agree to rounding."""

@@ -32,9 +32,6 @@ from gandissect.viz.painter.loader import open_painter
 from gandissect.viz.painter.server import ServerThread
 from gandissect.viz.painter.strokes import stroke_mask
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "painter"
 COMMAND = "GANDISSECT_SCREENSHOT=1 GANDISSECT_REQUIRE_BROWSER=1 .venv/bin/pytest tests/test_painter_browser.py"
@@ -45,31 +42,6 @@ FAR = 10.0                   # pixels this far from a stroke count as "far from 
 VIEWPORT = {"width": 1320, "height": 880}
 IDLE = ("([seed, strokes]) => document.body.dataset.busy === '0' && document.getElementById('image').dataset.seed"
         " === String(seed) && document.getElementById('image').dataset.strokes === String(strokes)")
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("GANDISSECT_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"browser tests are required (GANDISSECT_REQUIRE_BROWSER=1) but {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError as error:
-        _unavailable(f"playwright is not importable: {error}")
-    manager = sync_playwright().start()
-    try:
-        browser = manager.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    except Exception as error:
-        manager.stop()
-        _unavailable(f"chromium does not start: {error}")
-    yield browser
-    browser.close()
-    manager.stop()
 
 
 @pytest.fixture(scope="module")

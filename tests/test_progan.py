@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 
 import pytest
 import torch
@@ -200,14 +199,7 @@ def test_stored_he_constants_of_older_files_are_checked_and_dropped(gen32, z):
 
 
 def test_two_ranks_dissect_a_progan_like_one_process(tmp_path):
-    from test_distributed import _assert_same_results, _drive, dist
+    from test_distributed import dissect_on_two_ranks_like_one
 
-    if not (dist.is_available() and dist.is_gloo_available()):
-        pytest.skip("torch.distributed with gloo is not available")
-    one, two = tmp_path / "one", tmp_path / "two"
-    _drive(one, "--progan")
-    done = _drive(two, "--progan", ranks=2)
-    assert sorted(re.findall(r"dissected the ProGAN on rank (\d) of world 2", done.stdout)) == ["0", "1"]
-    _assert_same_results(one, two)  # dissect.json, dissect.csv, every statistic (float sums to 1e-12)
-    document = json.loads((one / "dissect.json").read_text())
+    document = dissect_on_two_ranks_like_one(tmp_path, "--progan", "ProGAN")
     assert list(document["layers"]) == ["layer4"] and len(document["layers"]["layer4"]["units"]) == 512

@@ -40,9 +40,6 @@ from gandissect.viz.report.causal import TOP_UNITS, Causal, load_causal, page_js
 from gandissect.viz.report.data import fmt
 from gandissect.viz.report.images import OVERLAY_ALPHA, render_layer
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 IMAGES_PER_UNIT = 6
 TILE = 65  # a 64-px image and its 1-px gap
 REPO = Path(__file__).resolve().parents[1]
@@ -568,31 +565,6 @@ def test_causal_files_are_checked(report, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- browser
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("GANDISSECT_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"browser tests are required (GANDISSECT_REQUIRE_BROWSER=1) but {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError as error:
-        _unavailable(f"playwright is not importable: {error}")
-    manager = sync_playwright().start()
-    try:
-        browser = manager.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    except Exception as error:
-        manager.stop()
-        _unavailable(f"chromium does not start: {error}")
-    yield browser
-    browser.close()
-    manager.stop()
 
 
 class Page:

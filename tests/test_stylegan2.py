@@ -323,16 +323,9 @@ def test_cli_dissects_a_checkpoint_with_its_options(checkpoint, tmp_path):
 
 
 def test_two_ranks_dissect_a_stylegan2_like_one_process(tmp_path):
-    from test_distributed import _assert_same_results, _drive, dist
+    from test_distributed import dissect_on_two_ranks_like_one
 
-    if not (dist.is_available() and dist.is_gloo_available()):
-        pytest.skip("torch.distributed with gloo is not available")
-    one, two = tmp_path / "one", tmp_path / "two"
-    _drive(one, "--stylegan2")
-    done = _drive(two, "--stylegan2", ranks=2)
-    assert sorted(re.findall(r"dissected the StyleGAN2 on rank (\d) of world 2", done.stdout)) == ["0", "1"]
-    _assert_same_results(one, two)
-    document = json.loads((one / "dissect.json").read_text())
+    document = dissect_on_two_ranks_like_one(tmp_path, "--stylegan2", "StyleGAN2")
     assert list(document["layers"]) == ["layer5"] and len(document["layers"]["layer5"]["units"]) == 16
 
 
