@@ -40,8 +40,12 @@ def bind_warning(host: str) -> str | None:
             "it has no authentication. Use --host 127.0.0.1 unless you mean it.")
 
 
+LISTEN_BACKLOG = 128
+
+
 def open_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to host:port (port 0: a free one), not yet listening; a one-line error if taken."""
+    """A TCP socket bound to host:port (port 0: a free one) and listening, so that connections made as soon as
+    its URL is printed wait for the server instead of being refused; a one-line error if taken."""
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port must lie in 0..65535; got {port}")
     try:
@@ -49,6 +53,7 @@ def open_socket(host: str, port: int) -> socket.socket:
         sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP: asyncio then sets TCP_NODELAY
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host.strip("[]"), port))
+        sock.listen(LISTEN_BACKLOG)
     except OSError as error:
         raise ConfigError(f"cannot listen on {host}:{port} ({error.strerror or error}): pick another --port, or 0 "
                           "for any free one") from None
