@@ -21,6 +21,7 @@ from gandissect.core.errors import ConfigError
 from gandissect.core.segmenters import ColorSegmenter, MergedSegmenter, check_labels, check_segmenter
 from gandissect.models import resolve_segmenter
 from gandissect.models.ade20k import ADE20KSegmenter, concepts_for
+from gandissect.models.loaders import describe_loader, get_loader
 
 transformers = pytest.importorskip("transformers")
 
@@ -228,6 +229,9 @@ def test_hub_ids_and_known_names_come_from_local_caches_only(tmp_path, monkeypat
         assert torch.equal(resolve_segmenter(f"ade20k:{source}").segment(images), expected), source
     with pytest.raises(ConfigError, match=r"not in the local Hugging Face cache.*`hf download nvidia/segformer-b4"):
         resolve_segmenter("ade20k:segformer-b4")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))  # what `gandissect models` reports as cached
+    cached = {k["name"]: k["cached"] for k in describe_loader(get_loader("ade20k"))["known"]}
+    assert (cached["segformer-b0"], cached["segformer-b2"], cached["segformer-b4"]) == (True, True, False)
     with pytest.raises(ConfigError, match=r"no folder someone/missing-model.*`hf download someone/missing-model`"):
         resolve_segmenter("ade20k:someone/missing-model")
 

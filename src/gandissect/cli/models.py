@@ -85,11 +85,13 @@ def _print_loader(loader: dict) -> None:
     for key, meaning in loader["options"].items():
         print(f"  option ,{key}=...  {meaning}")
     for known in loader["known"]:
-        where = "in cache" if known["cached"] else f"not in {cache_dir()}"
+        where = "cached" if known["cached"] else "not cached"
         url = f"  from {known['url']}" if known["url"] else ""
         print(f"  {loader['family']}:{known['name']:<22} {known['filename']} ({where}){url}")
         if known["note"]:
             print(f"      {known['note']}")
+    if loader["known"]:
+        print(f"  (known names are looked for in {cache_dir()}, or $GANDISSECT_CACHE)")
     print(f"  tested with {loader['tested']}")
     print(f"  dissect: {loader['example']}")
 

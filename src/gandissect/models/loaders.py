@@ -66,6 +66,8 @@ class Loader:
     example: str = ""
     extra: str | None = None
     tested: str = "random weights in the published key layout; never with the real files (none can be downloaded here)"
+    is_cached: Callable[[KnownCheckpoint], bool] | None = None
+    """Whether a known checkpoint is on this machine (default: its file is in the cache folder)."""
 
 
 def families() -> list[str]:
@@ -181,7 +183,8 @@ def describe_loader(loader: Loader) -> dict[str, Any]:
         "expects": loader.expects,
         "options": dict(loader.options),
         "known": [{"name": k.name, "filename": k.filename, "url": k.url, "sha256": k.sha256, "note": k.note,
-                   "cached": (cache_dir() / k.filename).exists()} for k in loader.known],
+                   "cached": loader.is_cached(k) if loader.is_cached else (cache_dir() / k.filename).exists()}
+                  for k in loader.known],
         "example": loader.example,
         "extra": loader.extra,
         "tested": loader.tested,

@@ -10,6 +10,7 @@ not import transformers; only loading does.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from collections.abc import Mapping
@@ -70,6 +71,22 @@ def _hub_snapshot(repo_id: str) -> Path | None:
         return Path(hub.snapshot_download(repo_id, local_files_only=True))
     except (OSError, ValueError):
         return None
+
+
+def hub_cache() -> Path:
+    """The Hugging Face hub cache folder, found as huggingface_hub finds it, without importing it."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
+    return Path(home) / "hub"
+
+
+def is_cached(entry: KnownCheckpoint) -> bool:
+    """Whether a known model is here: a folder in gandissect's cache, or a snapshot in the Hugging Face cache."""
+    if (cache_dir() / entry.filename).is_dir():
+        return True
+    snapshots = hub_cache() / f"models--{HUB_IDS[entry.name].replace('/', '--')}" / "snapshots"
+    return snapshots.is_dir() and any(snapshots.iterdir())
 
 
 def _not_cached(repo_id: str, where: str) -> ConfigError:
@@ -214,6 +231,7 @@ LOADER = Loader(
     example="gandissect dissect --model progan:churchoutdoor_lsun.pth "
             "--segmenter ade20k:segformer-b4-finetuned-ade-512-512+color --out runs/church",
     extra="ade20k",
+    is_cached=is_cached,
     tested="randomly initialised small SegFormer and UperNet configs saved with save_pretrained; never with the "
            "published checkpoints (none can be downloaded here)",
 )
