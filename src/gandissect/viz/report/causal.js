@@ -9,16 +9,7 @@
   var data = JSON.parse(document.getElementById("report-data").textContent);
   var enc = encodeURIComponent;
 
-  function el(tag, attrs, children) {
-    var node = document.createElement(tag);
-    Object.keys(attrs || {}).forEach(function (k) {
-      if (k === "text") node.textContent = attrs[k];
-      else if (k === "class") node.className = attrs[k];
-      else node.setAttribute(k, attrs[k]);
-    });
-    (children || []).forEach(function (c) { if (c) node.appendChild(typeof c === "string" ? text(c) : c); });
-    return node;
-  }
+  var el = window.gandissectReport.el;
   function text(s) { return document.createTextNode(s); }
   function fmt(v, d) {
     if (v === null || v === undefined) return "\u2013";

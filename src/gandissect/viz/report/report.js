@@ -19,7 +19,9 @@
       else if (k === "class") node.className = attrs[k];
       else node.setAttribute(k, attrs[k]);
     });
-    (children || []).forEach(function (c) { if (c) node.appendChild(c); });
+    (children || []).forEach(function (c) {
+      if (c) node.appendChild(typeof c === "string" ? document.createTextNode(c) : c);
+    });
     return node;
   }
   function fmt(v, d) {
@@ -224,4 +226,5 @@
   });
   window.addEventListener("hashchange", route);
   route();
+  window.gandissectReport = { el: el };  // shared with the scripts that run after this one
 })();
