@@ -236,3 +236,22 @@ def download(spec: str, timeout: float = 60.0, progress: bool = True) -> Path:
     finally:
         partial.unlink(missing_ok=True)
     return target
+
+
+def read_state_file(path: str | Path, what: str, allowed: tuple[type, ...] = ()) -> Any:
+    """A checkpoint file of `what` (e.g. "ProGAN") as safetensors or torch.load with weights_only=True reads
+    it; `allowed` are the extra classes its pickle may hold (such as argparse.Namespace). One-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no {what} checkpoint at {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    extra = f", {', '.join(t.__qualname__ for t in allowed)} allowed" if allowed else ""
+    try:
+        with torch.serialization.safe_globals(list(allowed)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # unpickling refused or a corrupt file: the user's file, not our bug
+        raise ConfigError(f"cannot read {path} as a PyTorch checkpoint of tensors (torch.load with "
+                          f"weights_only=True{extra}): {error}") from error

@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gandissect.core.errors import ConfigError
+from gandissect.models.loaders import read_state_file
 
 PIXEL_NORM_EPS = 1e-8
 PIXEL_NORM_PLACES = ("after", "before")
@@ -293,20 +294,6 @@ def _check_scales(model: ProGANGenerator, state: dict[str, Any]) -> None:
                               f"constant there is {module.scale:.6g}: the file follows another convention")
 
 
-def _read(path: str | Path) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"no ProGAN checkpoint at {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return load_file(str(path))
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # unpickling refused or a corrupt file: the user's file, not our bug
-        raise ConfigError(f"cannot read {path} as a PyTorch state dict of tensors "
-                          f"(torch.load with weights_only=True): {error}") from error
-
-
 def load_progan(path_or_state_dict: str | Path | Mapping[str, Any], device: str | torch.device = "cpu",
                 resolution: int | None = None, pixel_norm: str = "before") -> ProGANGenerator:
     """A ProGANGenerator (in eval mode, on `device`) with the weights of a checkpoint in one of the layouts
@@ -314,7 +301,7 @@ def load_progan(path_or_state_dict: str | Path | Mapping[str, Any], device: str 
     checkpoint of another resolution is refused."""
     if isinstance(path_or_state_dict, str | Path):
         source = str(path_or_state_dict)
-        raw = _read(path_or_state_dict)
+        raw = read_state_file(path_or_state_dict, "ProGAN")
     else:
         source, raw = "the state dict", path_or_state_dict
     state = convert_state_dict(raw)

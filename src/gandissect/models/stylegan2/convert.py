@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from gandissect.core.errors import ConfigError
+from gandissect.models.loaders import read_state_file
 from gandissect.models.stylegan2.modeling import StyleGAN2Generator, check_size
 
 OPTION_BUFFERS = ("truncate.psi", "truncate.w_avg", "noise_mode", "w_input", "clamp_images")
@@ -152,18 +153,7 @@ def _size(state: Mapping[str, Any], key: str, dims: int, axis: int) -> int:
 
 def read_checkpoint(path: str | Path) -> Any:
     """A checkpoint file as torch.load (weights only, argparse.Namespace allowed) or safetensors reads it."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"no StyleGAN2 checkpoint at {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return load_file(str(path))
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # unpickling refused or a corrupt file: the user's file, not our bug
-        raise ConfigError(f"cannot read {path} as a PyTorch checkpoint of tensors (torch.load with "
-                          f"weights_only=True, argparse.Namespace allowed): {error}") from error
+    return read_state_file(path, "StyleGAN2", (argparse.Namespace,))
 
 
 def _check_fit(source: str, model: StyleGAN2Generator, state: Mapping[str, Any]) -> None:
