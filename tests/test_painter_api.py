@@ -29,6 +29,7 @@ from gandissect.core.sampling import sample_z
 from gandissect.core.segmenters import COLOR_PROTOTYPES
 from gandissect.dissection import Dissection
 from gandissect.viz.painter.app import create_app
+from gandissect.viz.painter.engine import model_label
 from gandissect.viz.painter.loader import open_painter
 from gandissect.viz.painter.server import ServerThread, bind_warning, is_loopback, open_socket
 from gandissect.viz.painter.strokes import apply_erasers, stroke_mask
@@ -109,6 +110,17 @@ def test_info_names_the_run_folder_only_and_the_limits(client, painter_run):
     assert info["model"] == "scenes64" and info["image_size"] == [64, 64] and info["layers"] == ["layer3", "layer4"]
     assert info["max_seed"] == 2**31 - 1 and info["max_radius"] == 32
     assert info["report"] == "/report/report.html"
+
+
+@pytest.mark.parametrize(("spec", "shown"), [
+    ("scenes64", "scenes64"),
+    ("/home/someone/models/mine.py:make", "mine.py:make"),
+    ("progan:/home/someone/ckpt/churchoutdoor_lsun.pth,resolution=256", "progan:churchoutdoor_lsun.pth,resolution=256"),
+    ("stylegan2:~/ckpt/church.pt,truncation=0.7,noise=random", "stylegan2:church.pt,truncation=0.7,noise=random"),
+    ("progan:churchoutdoor", "progan:churchoutdoor"),
+])
+def test_the_model_is_shown_without_the_machines_folders(spec, shown):
+    assert model_label(spec) == shown
 
 
 def test_concepts_come_from_units_json_then_ace_json_then_iou(client, painter, painter_run):

@@ -39,6 +39,7 @@ from gandissect.core.hooks import Trace, layer_shapes
 from gandissect.core.images import to_uint8
 from gandissect.core.sampling import sample_z
 from gandissect.dissection.results import Dissection
+from gandissect.models.loaders import is_loader_spec
 from gandissect.viz.painter.strokes import apply_erasers, stroke_mask
 from gandissect.viz.painter.units import ConceptUnits, concept_units
 
@@ -301,7 +302,12 @@ def concept_shares(labels: torch.Tensor, concepts: int) -> dict[int, float]:
 
 
 def model_label(spec: str) -> str:
-    """A model spec as shown to clients: a registered name as is, a file factory by its file name only."""
+    """A model spec as shown to clients, with no folder of this machine in it: a registered name as is, a file
+    factory by its file name, a loader spec (`progan:/path/file.pth,option=...`) by its file name and options."""
+    if is_loader_spec(spec):
+        family, _, rest = spec.partition(":")
+        source, *options = rest.split(",")
+        return ",".join([f"{family}:{Path(source).name}", *options])
     target, colon, attribute = spec.rpartition(":")
     if colon and target.endswith(".py"):
         return f"{Path(target).name}:{attribute}"
