@@ -141,18 +141,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     batches = 0
+    modes = {"moments": ride_sample_pass, "ace": single_unit_effects, "progan": dissect_progan,
+             "stylegan2": dissect_stylegan2}
     with session("cpu") as collective:
-        if args.moments:
-            ride_sample_pass(Path(args.out), collective)
-            return
-        if args.ace:
-            single_unit_effects(Path(args.out), collective)
-            return
-        if args.progan:
-            dissect_progan(Path(args.out), collective)
-            return
-        if args.stylegan2:
-            dissect_stylegan2(Path(args.out), collective)
+        chosen = [run for mode, run in modes.items() if getattr(args, mode)]
+        if chosen:
+            chosen[0](Path(args.out), collective)
             return
 
         def on_batch(phase: str, done: int) -> None:
