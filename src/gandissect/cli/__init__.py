@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from gandissect.cli import causal, dissect, models, paint, scenes
+from gandissect.cli import artifacts, causal, dissect, edit, labels, models, paint, scenes
 
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
 
@@ -20,7 +20,7 @@ ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, err
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gandissect", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (dissect, causal, models, scenes, paint):
+    for module in (dissect, edit, causal, labels, artifacts, models, scenes, paint):
         module.register(sub)
     return parser
 

@@ -1,0 +1,63 @@
+"""What the commands on a dissected run share: opening the run with its models, common flags, the report."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+@dataclass
+class OpenRun:
+    """A finished dissection with the generator and segmenter it was made with."""
+
+    folder: Path
+    result: Any
+    generator: torch.nn.Module
+    segmenter: Any
+    device: torch.device
+
+
+def open_run(args: argparse.Namespace) -> OpenRun:
+    """Load RUN's dissection, and its generator and segmenter (from the specs it recorded, or --model and
+    --segmenter)."""
+    from gandissect.core.errors import ConfigError
+    from gandissect.dissection import Dissection
+    from gandissect.engine.samplepass import check_device
+    from gandissect.engine.speed import channels_last
+    from gandissect.engine.storage import read_json
+    from gandissect.models import resolve_generator, resolve_segmenter
+
+    folder = Path(args.run)
+    document = read_json(folder / "dissect.json") if (folder / "dissect.json").exists() else {}
+    result = Dissection.load(folder)
+    model, segmenter = args.model or document.get("model"), args.segmenter or document.get("segmenter")
+    if not model or not segmenter:
+        raise ConfigError(f"{folder} records no model or segmenter: pass --model and --segmenter")
+    device = check_device(args.device)
+    generator, segmenter = resolve_generator(model, device), resolve_segmenter(segmenter, device)
+    channels_last(generator, segmenter)
+    return OpenRun(folder, result, generator, segmenter, device)
+
+
+def common_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="a finished dissection run folder")
+    p.add_argument("--layer", default=None, help="a dissected layer (default: the run's first)")
+    p.add_argument("--model", default=None, help="generator spec (default: the one the run recorded)")
+    p.add_argument("--segmenter", default=None, help="segmenter spec (default: the one the run recorded)")
+    p.add_argument("--device", default="cpu")
+
+
+
+def rewrite_report(run: OpenRun, args: argparse.Namespace) -> None:
+    """Rewrite the run's report.html with the causal results (when the run has a report)."""
+    from gandissect.engine.storage import read_json
+    from gandissect.viz import report
+
+    if args.no_report or not (run.folder / "report.html").exists():
+        return
+    path = report.write_report(read_json(run.folder / "dissect.json"), run.generator, run.folder, device=run.device)
+    print(f"report: {path}")
