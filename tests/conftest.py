@@ -72,19 +72,17 @@ def make_segmenter_config():
 def painter_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished dissection of the shipped scenes64 generator for the painter, with causal unit rankings.
 
-    Returns the run folder (a Path; read it, never write into it: copy it first). Made in about 15 s with tiny
+    Returns the run folder (a Path; read it, never write into it: copy it first). Made in about 20 s with small
     sample counts, so its figures mean little; it holds:
     - dissect.json (model "scenes64", segmenter "scenes64+color"), dissect.csv, statistics.safetensors, run.json
       and report.html: layers layer3 (64 units, 16x16) and layer4 (32 units, 32x32), 32 samples per set;
-    - causal/layer4/tree/ and causal/layer4/door/: ace.json and ace.csv (ACE on 4 held-out samples);
+    - causal/layer4/<concept>/ace.json and ace.csv for tree, door and sky (`gandissect causal` on 16 held-out
+      samples, the significant sets checked on 8 more): removal, insertion and ACE with intervals;
     - causal/layer4/tree/units.json: an optimised unit set (16 fit pairs, one epoch).
-    So in the painter tree's default layer is layer4 with source "alpha", door's is layer4 with source "ace",
-    and layer3 concepts have source "iou". `gandissect paint RUN` serves it (the model comes from dissect.json).
+    `gandissect paint RUN` serves it (the model comes from dissect.json).
     """
-    from gandissect.causal.ace import unit_effects
     from gandissect.causal.interventions import insertion_values
     from gandissect.causal.optimize import optimize_units
-    from gandissect.causal.outputs import write_effects
     from gandissect.cli import main
     from gandissect.engine.speed import channels_last
     from gandissect.models import resolve_generator, resolve_segmenter
@@ -92,14 +90,11 @@ def painter_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("painter") / "scenes64-run"
     assert main(["dissect", "--model", "scenes64", "--layers", "layer3,layer4", "--samples", "32", "--topk", "4",
                  "--out", str(run)]) == 0
+    assert main(["causal", str(run), "--layer", "layer4", "--concept", "tree,door,sky", "--samples", "16",
+                 "--set-samples", "8", "--no-report"]) == 0
     result = Dissection.load(run)
     generator, segmenter = resolve_generator("scenes64"), resolve_segmenter("scenes64+color")
     channels_last(generator, segmenter)  # as `gandissect causal` does
-    for concept in ("tree", "door"):  # what `gandissect causal RUN --layer layer4 --concept C --samples 4` writes
-        values = insertion_values(result, "layer4", concept)
-        effects = unit_effects(generator, segmenter, "layer4", result.concepts.index(concept), concept, values,
-                               samples=4, batch_size=4, progress=False)
-        write_effects(run, effects, result, values)
     optimized = optimize_units(generator, segmenter, "layer4", "tree", insertion_values(result, "layer4", "tree"),
                                samples=16, epochs=1, batch_size=8, patch=1, eval_samples=8, init=result,
                                progress=False)

@@ -13,6 +13,7 @@ Feature maps may arrive at their layer's resolution with the size to upsample th
 - `Moments`: per-unit count, mean and variance of activations.
 - `ConditionalMean`: per (unit, concept), the mean activation where the concept is, weighted by how much of
   each feature cell it covers (the insertion value of the causal tools).
+- `SampleTable`: one row of values per sample, for measurements that need per-sample spread (intervals).
 - `LevelCounts` (in `levels`): exact integer counts per (unit, concept) at many levels per unit -> IoU and
   the information-quality ratio at each level.
 
@@ -318,6 +319,31 @@ class Tally(Statistic):
         return self.total / torch.where(self.count > 0, self.count, float("nan"))
 
 
+class SampleTable(Statistic):
+    """One row of values per sample (float64, NaN until filled): per-sample measurements whose spread gives
+    intervals, e.g. a concept's pixel share after each unit's ablation. Rows are sample indices from `first`.
+    Shards fill disjoint rows; merging takes every row the other shard filled."""
+
+    fields = ("first", "values")
+
+    def __init__(self, rows: int, width: int, first: int = 0, device: torch.device | str = "cpu") -> None:
+        self.first = torch.tensor(int(first))
+        self.values = torch.full((rows, width), float("nan"), dtype=torch.float64, device=device)
+
+    def add(self, indices: torch.Tensor, values: torch.Tensor) -> None:
+        """Rows (n, width) for samples `indices` (n,)."""
+        rows = indices.to(self.values.device).long() - int(self.first)
+        self.values[rows] = values.detach().to(self.values.device, torch.float64).reshape(len(rows), -1)
+
+    def merge(self, other: SampleTable) -> None:
+        self._check_mergeable(other, "first")
+        if other.values.shape != self.values.shape:
+            raise ValueError(f"cannot merge SampleTables of shapes {tuple(self.values.shape)} and "
+                             f"{tuple(other.values.shape)}")
+        theirs = other.values.to(self.values.device)
+        self.values = torch.where(torch.isnan(theirs), self.values, theirs)
+
+
 def concept_coverage(labels: torch.Tensor, num_concepts: int, size: tuple[int, int]) -> torch.Tensor:
     """Fraction (N, C, h, w) float64 of each cell of an (h, w) grid covered by each concept, from labels
     (N, K, H, W) (a concept counts once per pixel whatever the channel; unknown pixels cover nothing)."""
@@ -338,7 +364,7 @@ def register_statistic(cls: type[Statistic]) -> type[Statistic]:
     return cls
 
 
-for _cls in (UnitQuantiles, TopK, Moments, ConditionalMean, Tally):
+for _cls in (UnitQuantiles, TopK, Moments, ConditionalMean, Tally, SampleTable):
     register_statistic(_cls)
 
 

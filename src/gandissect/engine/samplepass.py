@@ -54,10 +54,11 @@ class Batch:
 
 
 class Batches:
-    """The fixed batches of a set of `samples` in order, as (start, stop), without listing them all."""
+    """The fixed batches of `samples` samples from index `first` on, in order, as (start, stop), without
+    listing them all."""
 
-    def __init__(self, samples: int, batch_size: int) -> None:
-        self.samples, self.batch_size = samples, batch_size
+    def __init__(self, samples: int, batch_size: int, first: int = 0) -> None:
+        self.samples, self.batch_size, self.first = samples, batch_size, first
 
     def __len__(self) -> int:
         return -(-self.samples // self.batch_size)
@@ -65,8 +66,8 @@ class Batches:
     def __getitem__(self, index: int) -> tuple[int, int]:
         if not 0 <= index < len(self):
             raise IndexError(index)
-        start = index * self.batch_size
-        return start, min(start + self.batch_size, self.samples)
+        start = self.first + index * self.batch_size
+        return start, min(start + self.batch_size, self.first + self.samples)
 
 
 class Checkpoint(Protocol):
@@ -117,9 +118,10 @@ def check_image_range(generator: nn.Module, images: torch.Tensor, tolerance: flo
 
 class SamplePass:
     """Generator (and optionally segmenter) over the fixed batches of one seeded sample set; with
-    generate=False only the latents, for tools that run the generator their own way (interventions)."""
+    generate=False only the latents, for tools that run the generator their own way (interventions). With
+    `first`, the pass covers samples first..first + samples - 1 of the set (a later round of an adaptive pass)."""
 
-    def __init__(self, generator: nn.Module, *, seed: int, samples: int, batch_size: int,
+    def __init__(self, generator: nn.Module, *, seed: int, samples: int, batch_size: int, first: int = 0,
                  layers: Sequence[str] = (), edits: Mapping[str, Any] | None = None,
                  segmenter: Segmenter | None = None, seg_size: int | None = None, images: bool = True,
                  generate: bool = True,
@@ -127,7 +129,7 @@ class SamplePass:
                  description: str = "pass", progress: bool = True, checkpoint: Checkpoint | None = None,
                  checkpoint_every: int = 8, on_batch: Callable[[int], None] | None = None) -> None:
         self.generator = generator
-        self.seed, self.samples, self.batch_size = seed, samples, batch_size
+        self.seed, self.samples, self.batch_size, self.first = seed, samples, batch_size, first
         self.layers = list(layers)
         self.edits = dict(edits or {})
         self.segmenter = segmenter
@@ -144,7 +146,7 @@ class SamplePass:
 
     def batches(self) -> Batches:
         """Every batch of the set as (start, stop) sample indices (computed on demand: any count fits)."""
-        return Batches(self.samples, self.batch_size)
+        return Batches(self.samples, self.batch_size, self.first)
 
     def mine(self) -> range:
         """The batches this rank runs."""
