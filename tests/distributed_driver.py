@@ -125,7 +125,9 @@ def single_unit_effects(out: Path, collective) -> None:
     effects = unit_effects(generator, segmenter, "layer3", segmenter.concepts.index("green"), "green", values,
                            samples=12, batch_size=4, group=3, collective=collective, progress=False)
     if collective.rank == 0:
-        torch.save({"inserted": effects.inserted, "ablated": effects.ablated}, out / "ace.pt")
+        torch.save({"inserted": effects.inserted, "ablated": effects.ablated, "baseline": effects.baseline,
+                    "ablated_samples": effects.ablated_samples, "inserted_samples": effects.inserted_samples,
+                    "removal_low": effects.estimate("removal").low}, out / "ace.pt")
     print(f"measured effects on rank {collective.rank} of world {collective.world}", flush=True)
 
 

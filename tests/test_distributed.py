@@ -205,6 +205,7 @@ def test_single_unit_ace_under_torchrun_equals_one_process(tmp_path: Path) -> No
     done = _drive(two, "--ace", ranks=2)
     assert len(re.findall(r"measured effects on rank \d of world 2", done.stdout)) == 2
     single, double = torch.load(one / "ace.pt"), torch.load(two / "ace.pt")
-    for name in ("inserted", "ablated"):
-        assert torch.allclose(single[name], double[name], rtol=0, atol=1e-12), name
+    for name in ("inserted", "ablated", "baseline", "ablated_samples", "inserted_samples", "removal_low"):
+        assert torch.allclose(single[name], double[name], rtol=0, atol=1e-12, equal_nan=True), name
+    assert not torch.isnan(double["ablated_samples"]).any()  # every rank's rows arrived
     assert bool((single["inserted"] != single["ablated"]).any())  # the interventions changed something
