@@ -156,10 +156,13 @@ def test_causal_command_ranks_the_planted_unit_first(cli_run, capsys):
                  "--context", "--curve-samples", "8"]) == 0
     folder = cli_run / "causal" / "features" / "blue"
     ranking = json.loads((folder / "ace.json").read_text())
-    assert ranking["units"][0]["unit"] == 2 and ranking["units"][0]["ace"] > 0.3
-    assert (folder / "ace.csv").read_text().startswith("unit,ace,")
+    assert ranking["units"][0]["unit"] == 2 and ranking["units"][0]["effects"]["removal"]["mean"] > 0.2
+    assert ranking["rankings"]["removal"]["significant"] == [2]
+    assert (folder / "ace.csv").read_text().startswith("unit,value,iou,inserted,ablated,removal_mean,")
     curves = json.loads((folder / "curves.json").read_text())
-    assert set(curves) == {"ACE", "IoU"} and curves["ACE"]["removed"][1] == 1.0  # unit 2 alone removes all blue
+    assert set(curves) == {"removal", "ace", "IoU", "random"}
+    assert curves["removal"]["removed"][1] == 1.0  # unit 2 alone removes all blue
+    assert curves["random"]["counts"] == curves["removal"]["counts"] == [0, 1, 2, 4, 5]
     assert "<svg" in (folder / "curves.svg").read_text() and "<svg" in (folder / "context.svg").read_text()
     assert (folder / "ablation-strip.png").exists() and (folder / "context.json").exists()
 

@@ -49,8 +49,9 @@ def _add_causal(sub: argparse._SubParsersAction) -> None:
                         "concept_scores)")
     p.add_argument("--curves", action="store_true",
                    help="also ablate the top N units of each ranking and random units (curves.svg)")
-    p.add_argument("--units", default="1,2,4,8,16,32",
-                   help="the N of --curves: numbers or shares of the layer, e.g. 1,2,4,5%%,20 (default 1,2,4,8,16,32)")
+    p.add_argument("--units", default=None,
+                   help="the N of --curves: numbers or shares of the layer, e.g. 1,2,4,5%%,20 (default 1, 2, 4, "
+                        "... and the layer's width)")
     p.add_argument("--random-draws", type=int, default=10, help="random unit sets per N of --curves (default 10)")
     p.add_argument("--context", action="store_true",
                    help="also insert the top 20 insertion units at every location (context.svg)")
@@ -98,9 +99,9 @@ def check_flags(args: argparse.Namespace, run: Any, layer: str, width: int) -> l
                           f"{type(run.segmenter).__name__} has none")
     if not args.curves:
         return []
-    from gandissect.causal.curves import parse_counts
+    from gandissect.causal.curves import parse_counts, unit_counts
 
-    return parse_counts(args.units, width)
+    return unit_counts(width) if args.units is None else parse_counts(args.units, width)
 
 
 def _run_causal(args: argparse.Namespace) -> int:

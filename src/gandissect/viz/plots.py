@@ -211,27 +211,81 @@ def bar_chart(categories: Sequence[str], groups: Mapping[str, Sequence[float]], 
     return _svg(frame.width, height, parts)
 
 
+def _pale(colour: str, opacity: float) -> str:
+    """`colour` (#rrggbb) seen at `opacity` over white, as #rrggbb (for legend swatches of translucent bands)."""
+    channels = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    return "#" + "".join(f"{round(255 - opacity * (255 - c)):02x}" for c in channels)
+
+
+def _band(frame: _Frame, counts: Sequence[int], low: Sequence[float], high: Sequence[float], colour: str,
+          opacity: float, label: str) -> list[str]:
+    """A translucent polygon between `low` and `high` over the points where both are finite."""
+    points = [(frame.x(n), frame.y(a), frame.y(b)) for n, a, b in zip(counts, low, high, strict=False)
+              if math.isfinite(a) and math.isfinite(b)]
+    if not points:
+        return []
+    outline = [f"{x:.1f},{y:.1f}" for x, _, y in points] + [f"{x:.1f},{y:.1f}" for x, y, _ in reversed(points)]
+    return [f"<polygon class='band' points='{' '.join(outline)}' fill='{colour}' fill-opacity='{opacity}' "
+            f"stroke='none'><title>{escape(label)}</title></polygon>"]
+
+
+def _line(frame: _Frame, counts: Sequence[int], values: Sequence[float], colour: str, dash: str, label: str,
+          marker: float) -> list[str]:
+    """A polyline through the finite points (with markers of radius `marker`, none when 0)."""
+    points = [(frame.x(n), frame.y(v)) for n, v in zip(counts, values, strict=True) if math.isfinite(v)]
+    path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+    parts = [f"<g class='series'><title>{escape(label)}</title>"
+             f"<polyline points='{path}' fill='none' stroke='{colour}' stroke-width='2'{dash}/>"]
+    parts += [f"<circle cx='{x:.1f}' cy='{y:.1f}' r='{marker}' fill='{colour}'/>" for x, y in points if marker]
+    return [*parts, "</g>"]
+
+
 def curves_chart(curves: Sequence[AblationCurve] | Mapping[str, AblationCurve], title: str | None = None) -> str:
-    """Ablation curves of one concept and layer on one chart: per ranking the fraction of the concept's pixels
-    removed (solid) and the share of the other concepts' pixels kept (dashed), against units ablated."""
+    """Ablation curves of one concept and layer on one chart, against units ablated: per ranking the fraction of
+    the concept's pixels removed (solid) with its 95% interval (a translucent band) and the share of the other
+    concepts' pixels kept (dashed); the random baseline ("random") as its mean (dashed grey) in a grey band
+    from the 5th to the 95th percentile over draws."""
     curves = list(curves.values()) if isinstance(curves, Mapping) else list(curves)
     if not curves:
         raise ConfigError("give at least one ablation curve to plot")
-    first = curves[0]
-    series = []
-    for n, curve in enumerate(curves):
-        colour = PALETTE[n % len(PALETTE)]
-        series.append(Series(curve.ranking or f"ranking {n + 1}", curve.counts, curve.removed, False, colour))
-    for n, curve in enumerate(curves):
-        colour = PALETTE[n % len(PALETTE)]
-        name = f"{curve.ranking or f'ranking {n + 1}'}: other concepts kept"
-        series.append(Series(name, curve.counts, curve.others_kept, True, colour))
+    first, grey, light = curves[0], "#666666", "#999999"  # the random baseline's mean and band
+    baselines = [c for c in curves if c.draws > 0]
+    rankings = [c for c in curves if c.draws == 0]
     top = max(max(c.counts) for c in curves)
-    values = [v for c in curves for v in (*c.removed, *c.others_kept) if math.isfinite(v)]
-    y_range = nice_range(min([0.0, *values]), max([1.0, *values]))
-    return line_chart(series, title=title or f"Ablating {first.concept} units at {first.layer}",
-                      x_label="units ablated", y_label=f"fraction of {first.concept} pixels removed",
-                      x_range=(0, top), y_range=y_range, x_ticks=nice_ticks(0, top, 8, integer=True))
+    values = [v for c in curves for v in (*c.removed, *c.others_kept, *c.removed_low, *c.removed_high)
+              if math.isfinite(v)]
+    names = [c.ranking or f"ranking {n + 1}" for n, c in enumerate(rankings)]
+    entries = [(name, PALETTE[n % len(PALETTE)], False, "line") for n, name in enumerate(names)]
+    if any(c.removed_low for c in rankings):
+        entries.append(("shaded: 95% interval", _pale(PALETTE[0], 0.2), False, "box"))
+    for curve in baselines:
+        entries += [(f"{curve.ranking}: mean of {curve.draws} draws", grey, True, "line"),
+                    (f"{curve.ranking}: 5-95% of draws", _pale(light, 0.45), False, "box")]
+    entries += [(f"{name}: other concepts kept", PALETTE[n % len(PALETTE)], True, "line")
+                for n, name in enumerate(names)]
+    frame = _Frame(520, 380, (0, top), nice_range(min([0.0, *values]), max([1.0, *values])),
+                   legend=[name for name, *_ in entries])
+    missing = max((m for c in curves for m in c.missing), default=0)
+    note = f"; up to {missing} of {first.samples} samples unreadable, left out" if missing else ""
+    parts = frame.axes(title or f"Ablating {first.concept} units at {first.layer}", "units ablated (N)",
+                       f"fraction of {first.concept} pixels removed (held-out samples)",
+                       nice_ticks(0, top, 8, integer=True))
+    parts.append(_text(frame.left, 32, f"{first.samples} held-out samples (seed {first.seed}){note}", "start", 10,
+                       " fill='#555'"))
+    for curve in baselines:
+        parts += _band(frame, curve.counts, curve.removed_low, curve.removed_high, light, 0.45,
+                       f"{curve.ranking}: 5-95% of {curve.draws} draws")
+        parts += _line(frame, curve.counts, curve.removed, grey, " stroke-dasharray='6,4'",
+                       f"{curve.ranking}: mean of {curve.draws} draws", 0)
+    for n, (curve, name) in enumerate(zip(rankings, names, strict=True)):
+        colour = PALETTE[n % len(PALETTE)]
+        parts += _band(frame, curve.counts, curve.removed_low, curve.removed_high, colour, 0.2,
+                       f"{name}: 95% interval")
+        parts += _line(frame, curve.counts, curve.removed, colour, "", name, 3)
+        parts += _line(frame, curve.counts, curve.others_kept, colour, " stroke-dasharray='6,4'",
+                       f"{name}: other concepts kept", 2.5)
+    parts += frame.legend(entries)
+    return _svg(frame.width, frame.height, parts)
 
 
 def context_chart(contexts: InsertionContext | Sequence[InsertionContext], min_locations: int = 1,
