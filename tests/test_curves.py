@@ -301,14 +301,17 @@ def test_context_equals_a_brute_force_loop_over_locations(planted_run):
     red = segmenter.concepts.index("red")
     z = sample_z(generator, 9, range(samples))
     totals: dict[str, list[float]] = {}
+    moved: dict[str, list[float]] = {}
     for s in range(samples):
-        plain = labels_of(segmenter, generator(z[s:s + 1]))
+        unedited = generator(z[s:s + 1])
+        plain = labels_of(segmenter, unedited)
         for i in range(0, 8 - patch + 1, stride):
             for j in range(0, 8 - patch + 1, stride):
                 region = torch.zeros(8, 8)
                 region[i:i + patch, j:j + patch] = 1
                 with Trace(generator, edit={"features": UnitEdit.insert(units, values[units], region=region)}):
-                    edited = labels_of(segmenter, generator(z[s:s + 1]))
+                    image = generator(z[s:s + 1])
+                edited = labels_of(segmenter, image)
                 top, left = max(i - margin, 0) * 4, max(j - margin, 0) * 4
                 bottom, right = min(i + patch + margin, 8) * 4, min(j + patch + margin, 8) * 4
                 window = (slice(top, bottom), slice(left, right))
@@ -316,9 +319,13 @@ def test_context_equals_a_brute_force_loop_over_locations(planted_run):
                 cell = plain[i * 4:(i + patch) * 4, j * 4:(j + patch) * 4].flatten()
                 majority = segmenter.concepts[int(torch.bincount(cell, minlength=len(segmenter.concepts)).argmax())]
                 totals.setdefault(majority, []).append(gained)
+                changed = ((image - unedited).abs().amax(1)[0] > 0.2)[window]
+                moved.setdefault(majority, []).append(float(changed.sum()))
     for name, gains in totals.items():
         assert context.locations[context.before.index(name)] == len(gains)
         assert context.gain(name) == pytest.approx(sum(gains) / len(gains), abs=1e-9)
+        assert context.changed[context.before.index(name)] == pytest.approx(sum(moved[name]) / len(gains))
+    assert any(c > 0 for c in context.changed if c == c)
     assert sum(context.locations) == sum(len(g) for g in totals.values())
 
 

@@ -6,7 +6,10 @@ concept's pixels gained near the location: the pixels showing the concept after 
 inside the patch's footprint in the image widened by `margin` feature cells on each side. Locations are
 grouped by what the segmenter saw there before the edit: the concept that covers most of the patch's pixels
 ("none" where no pixel of it is labelled). The paper's example: door units inserted on a building draw a door,
-in the sky nothing.
+in the sky nothing. Beside the concept's pixels, the pixels whose colour changed at all (by more than
+`CHANGED` of the value range in some channel) are counted in the same window: a location where the image
+changes but the segmenter sees no new concept pixels tells the generator's context apart from the
+segmenter's.
 
 Many locations of a sample share one generator call: the batch's features are computed once, repeated once
 per location of a block, and each copy edited at its own location. Rides the engine's sample pass.
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +41,7 @@ from gandissect.engine.samplepass import Batch, SamplePass
 
 CONTEXT_SEED = 5
 NONE = "none"
+CHANGED = 0.1
 
 
 def locations(size: tuple[int, int], patch: int = 1, stride: int = 1) -> list[tuple[int, int]]:
@@ -71,7 +75,8 @@ def window_masks(size: tuple[int, int], image: tuple[int, int], patch: int = 1, 
 @dataclass
 class InsertionContext:
     """Per 'before' concept (the segmenter's concepts, then "none"): locations tried, the mean concept pixels
-    gained near them (NaN where none was tried), and the share of them where the concept gained any pixel."""
+    gained near them (NaN where none was tried), the share of them where the concept gained any pixel, and
+    the mean pixels near them whose colour changed."""
 
     layer: str
     concept: str
@@ -86,6 +91,7 @@ class InsertionContext:
     appeared: list[float]
     samples: int
     seed: int
+    changed: list[float] = field(default_factory=list)
 
     def gain(self, before: str) -> float:
         """The mean pixels gained at locations that showed `before` (NaN if there were none)."""
@@ -95,22 +101,24 @@ class InsertionContext:
 
     def rows(self, min_locations: int = 1) -> list[dict]:
         """The 'before' concepts tried at least `min_locations` times, most pixels gained first."""
-        rows = [{"before": name, "locations": n, "gained": g, "appeared": a}
-                for name, n, g, a in zip(self.before, self.locations, self.gained, self.appeared, strict=True)
+        changed = self.changed or [float("nan")] * len(self.before)
+        rows = [{"before": name, "locations": n, "gained": g, "appeared": a, "changed": d}
+                for name, n, g, a, d in zip(self.before, self.locations, self.gained, self.appeared, changed,
+                                            strict=True)
                 if n >= max(min_locations, 1)]
         return sorted(rows, key=lambda row: -row["gained"])
 
     def to_json(self) -> dict:
         data = asdict(self)
-        for key in ("gained", "appeared"):
+        for key in ("gained", "appeared", "changed"):
             data[key] = [None if math.isnan(v) else v for v in data[key]]
         return data
 
     @classmethod
     def from_json(cls, data: Mapping) -> InsertionContext:
         data = dict(data)
-        for key in ("gained", "appeared"):
-            data[key] = [float("nan") if v is None else v for v in data[key]]
+        for key in ("gained", "appeared", "changed"):
+            data[key] = [float("nan") if v is None else v for v in data.get(key, [])]
         return cls(**data)
 
 
@@ -136,7 +144,7 @@ def insertion_context(generator: nn.Module, segmenter: Segmenter, layer: str, co
     if samples < 1:
         raise ConfigError(f"samples must be at least 1; got {samples}")
     cut, num = Cut(generator, layer), len(segmenter.concepts)
-    stats: dict[str, Statistic] = {"gained": Tally(num + 1), "appeared": Tally(num + 1)}
+    stats: dict[str, Statistic] = {"gained": Tally(num + 1), "appeared": Tally(num + 1), "changed": Tally(num + 1)}
     grids: dict[str, torch.Tensor] = {}
 
     def update(batch: Batch, stats: dict[str, Statistic]) -> None:
@@ -148,7 +156,8 @@ def insertion_context(generator: nn.Module, segmenter: Segmenter, layer: str, co
             if "masks" not in grids:
                 grids["masks"] = location_masks(size, patch, stride).to(features.device, features.dtype)
             masks = grids["masks"]
-            base = concept_presence(segmenter, cut.tail(features, batch.z))
+            unedited = cut.tail(features, batch.z)
+            base = concept_presence(segmenter, unedited)
             image = tuple(base.shape[-2:])
             if "windows" not in grids:
                 grids["windows"] = window_masks(size, image, patch, stride, margin).to(base.device)
@@ -165,24 +174,29 @@ def insertion_context(generator: nn.Module, segmenter: Segmenter, layer: str, co
                 m = block.repeat_interleave(b, 0)  # copy-major: rows l * b + sample
                 current = r[:, chosen]
                 r[:, chosen] = current + m * (values_in - current)
-                after = concept_presence(segmenter, cut.tail(r, repeat_batch(batch.z, len(block))))[:, c]
-                after = after.view(len(block), b, -1).double()
+                edited = cut.tail(r, repeat_batch(batch.z, len(block)))
+                after = concept_presence(segmenter, edited)[:, c].view(len(block), b, -1).double()
+                moved = (edited.view(len(block), b, *edited.shape[1:]) - unedited[None]).abs().amax(2)
+                moved = F.interpolate(moved, size=image, mode="nearest") if moved.shape[-2:] != image else moved
+                moved = (moved > 2 * CHANGED).flatten(2).double()  # images span [-1, 1]: a range of 2
                 inside = (after * windows[start:start + len(block), None]).sum(2)  # (l, b)
                 gained = inside - before.t()[start:start + len(block)]
                 keys = label.t()[start:start + len(block)]
                 stats["gained"].add(gained.flatten().cpu(), keys.flatten().cpu())  # type: ignore[attr-defined]
                 stats["appeared"].add((gained > 0).double().flatten().cpu(),  # type: ignore[attr-defined]
                                       keys.flatten().cpu())
+                changed = (moved * windows[start:start + len(block), None]).sum(2)  # (l, b)
+                stats["changed"].add(changed.flatten().cpu(), keys.flatten().cpu())  # type: ignore[attr-defined]
 
     sample_pass = SamplePass(generator, seed=seed, samples=samples, batch_size=batch_size, generate=False,
                              device=device, collective=collective, description=f"insertion context {layer}",
                              progress=progress)
     merged = sample_pass.run(stats, update)
-    gained, appeared = merged["gained"], merged["appeared"]
-    assert isinstance(gained, Tally) and isinstance(appeared, Tally)
+    gained, appeared, changed = merged["gained"], merged["appeared"], merged["changed"]
+    assert isinstance(gained, Tally) and isinstance(appeared, Tally) and isinstance(changed, Tally)
     return InsertionContext(layer, concept, chosen, values[chosen].tolist(), patch, stride, margin,
                             [*segmenter.concepts, NONE], gained.count.long().tolist(), gained.mean().tolist(),
-                            appeared.mean().tolist(), samples, seed)
+                            appeared.mean().tolist(), samples, seed, changed.mean().tolist())
 
 
 def _coverage(present: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
