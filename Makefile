@@ -1,4 +1,5 @@
-# Two commands on a fresh machine: `make demo` dissects the shipped model, `make test` runs the tests.
+# Two commands on a fresh machine: `make demo` dissects the shipped model and ranks layer4's units by causal
+# effect on every concept (for the painter), `make test` runs the tests.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -13,6 +14,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 
 demo: $(BIN)/.installed
 	$(BIN)/gandissect dissect --model scenes64 --out $(RUN) --force
+	$(BIN)/gandissect causal $(RUN) --layer layer4 --concept all --samples 48 --set-samples 16
 
 browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
