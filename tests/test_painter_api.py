@@ -1,6 +1,8 @@
 """The painter's HTTP API on a scenes64 run and a planted run: every endpoint, each bad input (4xx with a clear
 message, and the server keeps serving), images against brute-force Trace + UnitEdit forwards, erasing,
-locality, the source of unit rankings, static and report files, binding, and concurrent clients."""
+locality, where units come from (the causal ranking of each direction, offered only with a significant unit set;
+what is offered is read from the run's ace.json files, not hard-coded), static and report files, binding, and
+concurrent clients."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from gandissect.causal.sets import strengths
 from gandissect.cli import main
 from gandissect.core.edits import UnitEdit
 from gandissect.core.errors import ConfigError
@@ -82,6 +85,80 @@ def brute_image(generator, seed: int, edits: dict) -> np.ndarray:
         return to_uint8(generator(sample_z(generator, seed, [0])))[0]
 
 
+def ace_files(run: Path) -> dict[tuple[str, str], dict]:
+    """{(layer, concept): ace.json} of the run's schema-2 files."""
+    found = {}
+    for path in sorted((run / "causal").glob("*/*/ace.json")):
+        document = json.loads(path.read_text())
+        if document.get("schema") == 2:
+            found[(path.parent.parent.name, path.parent.name)] = document
+    return found
+
+
+RANKING = {"remove": "removal", "add": "insertion"}
+
+
+def offered_units(document: dict, action: str) -> list[int] | None:
+    """The units a direction offers by the file (its ranking's significant units), or None when the file has no
+    significant unit set for it."""
+    key = RANKING[action]
+    units = document["rankings"][key]["significant"][:64]
+    sets = document.get("sets")
+    checked = any(entry["significant"] for entry in sets.get(key, [])) if sets is not None else bool(units)
+    return units if checked and units else None
+
+
+def offered(run: Path) -> dict[tuple[str, str, str], list[int]]:
+    """{(action, concept, layer): units} of every direction with a significant unit set in the run's files."""
+    return {(action, concept, layer): units for (layer, concept), document in ace_files(run).items()
+            for action in RANKING if (units := offered_units(document, action)) is not None}
+
+
+def values_of(document: dict) -> dict[int, float]:
+    return {row["unit"]: row["value"] for row in document["units"]}
+
+
+def default_stroke(client: TestClient, **extra) -> dict:
+    """A stroke with the painter's opening brush along LINE."""
+    tool = client.get("/api/concepts").json()["default"]
+    return {"action": tool["action"], "concept": tool["concept"], "points": LINE, "radius": 5.0, **extra}
+
+
+def ace_document(width: int, significant: dict[str, list[int]], values: list[float],
+                 sets: str | None = "significant", samples: int = 16) -> dict:
+    """A made-up schema-2 ace.json (the keys the painter reads, as `gandissect causal` writes them): every unit
+    measured, `significant[ranking]` the significant units in ranking order, `values` the inserted values. Sets
+    of the first 1, 2, 4, ... significant units: "significant" (removing / adding 10% per unit, up to 2 units,
+    then 10%: the best is strength 2), "none" (measured, none significant), or None (no sets measured)."""
+    rankings = {d: significant.get(d, []) for d in ("removal", "insertion", "ace")}
+    rows = []
+    for unit in range(width):
+        effects = {}
+        for d, units in rankings.items():
+            mean = 0.05 - 0.001 * units.index(unit) if unit in units else 0.0
+            effects[d] = {"mean": mean, "se": 0.01, "low": mean - 0.02, "high": mean + 0.02, "p": 0.5,
+                          "p_adjusted": 0.01 if unit in units else 1.0, "significant": unit in units, "rank": 1}
+        rows.append({"unit": unit, "value": values[unit], "iou": 0.0, "inserted": 0.0, "ablated": 0.0, "ace": 0.0,
+                     "effects": effects})
+    document = {"schema": 2, "samples": samples, "seed": 3, "units": rows,
+                "rankings": {d: {"order": units + [u for u in range(width) if u not in units], "significant": units,
+                                 "separated": []} for d, units in rankings.items()}}
+    if sets is not None:
+        document["sets"] = {}
+        for d in ("removal", "insertion"):
+            entries = []
+            for n in strengths(len(rankings[d])):
+                mean = (0.1 * n if n <= 2 else 0.1) if sets == "significant" else 0.01
+                low = mean - 0.05 if sets == "significant" else -0.05
+                key = "removed" if d == "removal" else "gained"
+                entries.append({"strength": n, "units": rankings[d][:n], "samples": 8, "seed": 4, "share_before": 0.1,
+                                key: {"mean": mean, "se": 0.02, "low": low, "high": mean + 0.05},
+                                "significant": low > 0, "description": f"{d} {mean:.0%} (made up)"})
+            if entries:
+                document["sets"][d] = entries
+    return document
+
+
 # --- strokes as regions ------------------------------------------------------------------------------------
 
 
@@ -123,28 +200,93 @@ def test_the_model_is_shown_without_the_machines_folders(spec, shown):
     assert model_label(spec) == shown
 
 
-def test_concepts_come_from_units_json_then_ace_json_then_iou(client, painter, painter_run):
-    concepts = {c["name"]: c for c in client.get("/api/concepts").json()["concepts"]}
-    folder = painter_run / "causal" / "layer4"
-    tree = {entry["layer"]: entry for entry in concepts["tree"]["layers"]}
-    optimized = json.loads((folder / "tree" / "units.json").read_text())
-    assert concepts["tree"]["default_layer"] == "layer4" and tree["layer4"]["source"] == "alpha"
-    assert [u["unit"] for u in tree["layer4"]["units"]] == optimized["units"][:64]
-    assert [u["alpha"] for u in tree["layer4"]["units"]] == [optimized["alpha"][u] for u in optimized["units"][:64]]
-    door = {entry["layer"]: entry for entry in concepts["door"]["layers"]}
-    rows = json.loads((folder / "door" / "ace.json").read_text())["units"]
-    assert door["layer4"]["source"] == "ace" and concepts["door"]["default_layer"] == "layer4"
-    assert [u["unit"] for u in door["layer4"]["units"]] == [r["unit"] for r in rows if r["ace"] > 0]
-    result = painter.result  # Dissection.load(painter_run)
-    iou = result.layers["layer3"].rules[result.label_rule()].iou[:, result.concepts.index("tree")]
-    assert tree["layer3"]["source"] == "iou"
-    assert [u["unit"] for u in tree["layer3"]["units"]] == [u for u in iou.argsort(descending=True).tolist()
-                                                             if iou[u] > 0][:64]
-    for concept in concepts.values():
-        for entry in concept["layers"]:
-            scores = [u["score"] for u in entry["units"]]
-            assert scores == sorted(scores, reverse=True) or entry["source"] == "alpha"
-            assert entry["max_strength"] == len(entry["units"]) <= 64
+def test_units_come_from_the_ranking_of_each_direction_and_only_with_a_significant_set(client, painter, painter_run):
+    answer = client.get("/api/concepts").json()
+    concepts = {c["name"]: c for c in answer["concepts"]}
+    files = ace_files(painter_run)
+    assert {concept for _, concept in files} == {"tree", "door", "sky"}
+    for (layer, name), document in files.items():
+        entry = next(e for e in concepts[name]["layers"] if e["layer"] == layer)
+        rows = {row["unit"]: row for row in document["units"]}
+        for action, key in RANKING.items():
+            direction = entry[action]
+            significant = document["rankings"][key]["significant"]
+            assert direction["source"] == "causal" and direction["significant"] == len(significant)
+            assert [u["unit"] for u in direction["units"]] == significant[:64]
+            assert direction["checked"] is ("sets" in document)
+            assert [u["score"] for u in direction["units"]] == [rows[u]["effects"][key]["mean"] for u in significant]
+            assert [u["low"] for u in direction["units"]] == [rows[u]["effects"][key]["low"] for u in significant]
+            assert [u["value"] for u in direction["units"]] == [rows[u]["value"] if action == "add" else None
+                                                                for u in significant]
+            sets = document.get("sets", {}).get(key, [])
+            assert [(s["strength"], s["significant"], s["description"]) for s in direction["sets"]] == [
+                (s["strength"], s["significant"], s["description"]) for s in sets]
+            assert direction["available"] is (offered_units(document, action) is not None)
+            assert (direction["reason"] is None) is direction["available"] and direction["hint"] is None
+            assert concepts[name]["default_layers"][action] == (layer if direction["available"] else None)
+    assert (painter_run / "causal/layer4/tree/units.json").is_file()  # there, and ignored: ace.json gives units
+
+
+def test_concepts_with_only_iou_evidence_are_listed_untested_with_the_command_that_measures_them(client, painter):
+    concepts = client.get("/api/concepts").json()["concepts"]
+    result = painter.result
+    untested = [(c["name"], e) for c in concepts for e in c["layers"] if e["remove"]["source"] == "untested"]
+    assert untested and ("tree", "layer3") in {(name, e["layer"]) for name, e in untested}
+    for name, entry in untested:
+        outcome = result.layers[entry["layer"]].rules[result.label_rule()]
+        assert bool((outcome.labels()[1] == result.concepts.index(name)).any())  # labelled by IoU there
+        for action in RANKING:
+            direction = entry[action]
+            assert not direction["available"] and direction["units"] == [] and direction["max_strength"] == 0
+            assert direction["hint"] == f"gandissect causal scenes64-run --layer {entry['layer']} --concept {name}"
+            assert "IoU" in direction["evidence"]
+    for concept in concepts:
+        assert concept["available"] == any(e[a]["available"] for e in concept["layers"] for a in RANKING)
+    # grouped by category in the segmenter's order, offered concepts first within a category
+    categories = list(dict.fromkeys(result.categories))
+    keys = [(categories.index(c["category"]), not c["available"], result.concepts.index(c["name"])) for c in concepts]
+    assert keys == sorted(keys)
+
+
+def test_the_painter_opens_on_the_removal_with_the_largest_held_out_effect(client, painter_run):
+    answer = client.get("/api/concepts").json()
+    default, result = answer["default"], Dissection.load(painter_run)
+
+    def best(document: dict, action: str) -> float:
+        return max(s[("removed" if action == "remove" else "gained")]["mean"]
+                   for s in document["sets"].get(RANKING[action], []) if s["significant"])
+
+    files = ace_files(painter_run)
+    choices = [((action == "remove", result.categories[result.concepts.index(concept)] == "object",
+                 best(files[(layer, concept)], action)), (concept, action, layer))
+               for action, concept, layer in offered(painter_run)]
+    assert choices, "the fixture offers no direction at all"
+    assert (default["concept"], default["action"], default["layer"]) == max(choices)[1]
+    document = files[(default["layer"], default["concept"])]
+    sets = [s for s in document["sets"][RANKING[default["action"]]] if s["significant"]]
+    assert default["strength"] == max(sets, key=lambda s: s["removed" if default["action"] == "remove"
+                                                            else "gained"]["mean"])["strength"]
+
+
+def test_edits_are_refused_where_no_significant_set_backs_them(client, painter, painter_run):
+    concepts = client.get("/api/concepts").json()["concepts"]
+    refused = [(c["name"], e["layer"], action, e[action]) for c in concepts for e in c["layers"]
+               for action in RANKING if not e[action]["available"]]
+    assert any(d["source"] == "untested" for *_, d in refused)
+    for name, layer, action, direction in refused:
+        body = {"seed": 0, "strokes": [stroke(action, name, layer=layer)]}
+        response = client.post("/api/edit", json=body)
+        detail = response.json()["detail"]
+        assert response.status_code == 422 and "\n" not in detail, detail
+        assert f"{action} {name} at {layer} is not offered" in detail and direction["reason"] in detail
+        if direction["hint"]:
+            assert f"`{direction['hint']}`" in detail
+    for (action, name, layer), units in offered(painter_run).items():
+        too_strong = {"seed": 0, "strokes": [stroke(action, name, layer=layer, strength=len(units) + 1)]}
+        response = client.post("/api/edit", json=too_strong)
+        assert response.status_code == 422
+        assert response.json()["detail"] == (f"stroke 0: strength must lie in 1..{len(units)}, the significant units "
+                                             f"of {action} {name} at {layer}; got {len(units) + 1}")
 
 
 def test_sample_is_sample_zero_of_the_seed_and_the_same_every_time(client, painter):
@@ -154,59 +296,83 @@ def test_sample_is_sample_zero_of_the_seed_and_the_same_every_time(client, paint
     assert client.get("/api/sample", params={"seed": 11}).content == first.content
 
 
-def test_one_stroke_equals_a_trace_and_unit_edit_forward(client, painter, painter_run):
-    response = client.post("/api/edit", json={"seed": 5, "strokes": [stroke(strength=6, alpha=0.75)]})
-    units = json.loads((painter_run / "causal/layer4/tree/units.json").read_text())["units"][:6]
-    expected = brute_image(painter.generator, 5,
-                           {"layer4": UnitEdit.ablate(units, region=brute_mask(LINE, 5.0, (64, 64)), alpha=0.75)})
-    assert np.array_equal(picture(response), expected)
-    records = json.loads(response.headers["x-gandissect-edit"])
-    assert records == [{"action": "remove", "concept": "tree", "layer": "layer4", "units": units, "alpha": 0.75}]
+def test_each_offered_stroke_equals_a_trace_and_unit_edit_forward_with_the_files_units_and_values(
+        client, painter, painter_run):
+    files = ace_files(painter_run)
+    region = brute_mask(LINE, 5.0, (64, 64))
+    assert offered(painter_run), "the fixture offers no direction at all"
+    for (action, concept, layer), units in offered(painter_run).items():
+        strength = len(units)
+        response = client.post("/api/edit", json={"seed": 5, "strokes": [stroke(action, concept, strength=strength,
+                                                                                 alpha=0.75)]})
+        if action == "remove":
+            edit = UnitEdit.ablate(units, region=region, alpha=0.75)
+        else:  # the values ace.json measured the insertion ranking with
+            values = values_of(files[(layer, concept)])
+            edit = UnitEdit.insert(units, torch.tensor([values[u] for u in units]), region=region, alpha=0.75)
+        assert np.array_equal(picture(response), brute_image(painter.generator, 5, {layer: edit})), (action, concept)
+        records = json.loads(response.headers["x-gandissect-edit"])
+        assert records == [{"action": action, "concept": concept, "layer": layer, "units": units, "alpha": 0.75,
+                            "source": "causal", "ranking": RANKING[action]}]
 
 
-def test_strokes_at_two_layers_equal_a_forward_with_both_edits(client, painter, painter_run):
-    result = painter.result  # Dissection.load(painter_run)
-    tree = result.concepts.index("tree")
-    iou = result.layers["layer3"].rules[result.label_rule()].iou[:, tree]
-    units3 = iou.argsort(descending=True).tolist()[:4]
-    values = result.statistics["condmean/layer3"].mean()[:, tree].float()
+@pytest.fixture(scope="module")
+def two_layer_run(painter_run, tmp_path_factory):
+    """A copy of the fixture run with a (made-up) schema-2 ace.json for tree at layer3 too."""
+    run = tmp_path_factory.mktemp("two-layers") / "scenes64-run"
+    shutil.copytree(painter_run, run)
+    values = [0.5 + 0.1 * u for u in range(64)]
+    write_json(run / "causal/layer3/tree/ace.json", ace_document(64, {"removal": [7, 3], "insertion": [5, 12, 40]},
+                                                                 values))
+    return run
+
+
+def test_strokes_at_two_layers_equal_a_forward_with_both_edits(two_layer_run, painter_run):
+    painter = open_painter(two_layer_run)
+    client = TestClient(create_app(painter))
+    tool = client.get("/api/concepts").json()["default"]
     second = [[50.0, 50.0], [60.0, 40.0]]
-    body = {"seed": 9, "strokes": [stroke("add", layer="layer3", strength=4),
-                                   {"action": "remove", "concept": "door", "points": second, "radius": 7.0}]}
+    body = {"seed": 9, "strokes": [stroke("add", "tree", layer="layer3", strength=2),
+                                   {"action": tool["action"], "concept": tool["concept"], "layer": tool["layer"],
+                                    "points": second, "radius": 7.0}]}
     response = client.post("/api/edit", json=body)
-    door = [r["unit"] for r in json.loads((painter_run / "causal/layer4/door/ace.json").read_text())["units"]
-            if r["ace"] > 0][:10]
+    units = offered(painter_run)[(tool["action"], tool["concept"], tool["layer"])][:tool["strength"]]
+    assert tool["layer"] == "layer4" and tool["action"] == "remove"
     expected = brute_image(painter.generator, 9, {
-        "layer3": UnitEdit.insert(units3, values[units3], region=brute_mask(LINE, 5.0, (64, 64))),
-        "layer4": UnitEdit.ablate(door, region=brute_mask(second, 7.0, (64, 64)))})
+        "layer3": UnitEdit.insert([5, 12], torch.tensor([0.5 + 0.1 * 5, 0.5 + 0.1 * 12]),
+                                  region=brute_mask(LINE, 5.0, (64, 64))),
+        "layer4": UnitEdit.ablate(units, region=brute_mask(second, 7.0, (64, 64)))})
     assert np.array_equal(picture(response), expected)
-    assert [r["units"] for r in json.loads(response.headers["x-gandissect-edit"])] == [units3, door]
+    assert [r["units"] for r in json.loads(response.headers["x-gandissect-edit"])] == [[5, 12], units]
 
 
-def test_the_same_request_gives_the_same_bytes(client):
-    body = {"seed": 3, "strokes": [stroke("add", "tree", strength=8), stroke("remove", "door", radius=9.0)]}
-    first = client.post("/api/edit", json=body)
+def test_the_same_request_gives_the_same_bytes(client, painter_run):
+    (first_action, first, _), *rest = offered(painter_run)
+    second_action, second, _ = rest[0] if rest else (first_action, first, None)
+    body = {"seed": 3, "strokes": [stroke(first_action, first), stroke(second_action, second, radius=9.0)]}
+    first_answer = client.post("/api/edit", json=body)
     for seed in range(40, 75):  # more seeds than the cache holds, so seed 3 is computed afresh
         client.get("/api/sample", params={"seed": seed})
-    assert client.post("/api/edit", json=body).content == first.content
-    assert first.content != client.get("/api/sample", params={"seed": 3}).content
+    assert client.post("/api/edit", json=body).content == first_answer.content
+    assert first_answer.content != client.get("/api/sample", params={"seed": 3}).content
 
 
 def test_erasing_the_whole_stroke_gives_back_the_unedited_image(client):
     sample = client.get("/api/sample", params={"seed": 4}).content
-    edited = client.post("/api/edit", json={"seed": 4, "strokes": [stroke("add", strength=20)]}).content
+    painted = default_stroke(client)
+    edited = client.post("/api/edit", json={"seed": 4, "strokes": [painted]}).content
     erase = {"action": "erase", "points": LINE, "radius": 5.0}
-    erased = client.post("/api/edit", json={"seed": 4, "strokes": [stroke("add", strength=20), erase]})
+    erased = client.post("/api/edit", json={"seed": 4, "strokes": [painted, erase]})
     assert edited != sample and erased.content == sample
     assert json.loads(erased.headers["x-gandissect-edit"])[1] == {"action": "erase", "concept": None, "layer": None,
-                                                                  "units": [], "alpha": 1.0}
-    before = client.post("/api/edit", json={"seed": 4, "strokes": [erase, stroke("add", strength=20)]}).content
+                                                                  "units": [], "alpha": 1.0, "source": None,
+                                                                  "ranking": None}
+    before = client.post("/api/edit", json={"seed": 4, "strokes": [erase, painted]}).content
     assert before == edited  # an eraser takes back only the strokes before it
 
 
 def test_pixels_far_from_the_stroke_change_less_than_near_it(client):
-    corner = {"action": "remove", "concept": "tree", "strength": 30, "points": [[4.0, 4.0], [14.0, 10.0]],
-              "radius": 4.0}
+    corner = default_stroke(client, points=[[4.0, 4.0], [14.0, 10.0]], radius=4.0)
     for seed in (0, 1, 2):
         before = picture(client.get("/api/sample", params={"seed": seed})).astype(float)
         after = picture(client.post("/api/edit", json={"seed": seed, "strokes": [corner]})).astype(float)
@@ -215,7 +381,9 @@ def test_pixels_far_from_the_stroke_change_less_than_near_it(client):
 
 
 def test_concept_pixels_segment_the_image_before_and_after(client, painter):
-    body = {"seed": 1, "strokes": [stroke(strength=30, radius=12.0)]}
+    painted = default_stroke(client, radius=12.0)
+    assert painted["action"] == "remove"
+    body = {"seed": 1, "strokes": [painted]}
     shares = client.post("/api/concept-pixels", json=body).json()
     segmenter = painter._get_segmenter()
     with torch.inference_mode():
@@ -224,29 +392,33 @@ def test_concept_pixels_segment_the_image_before_and_after(client, painter):
     expected = {concepts[c]: float((labels == c).any(1).float().mean()) for c in labels[labels >= 0].unique().tolist()}
     assert shares["before"] == pytest.approx({name: expected.get(name, 0.0) for name in shares["before"]})
     assert set(expected) <= set(shares["before"]) and set(shares["before"]) == set(shares["after"])
-    assert shares["after"]["tree"] < shares["before"]["tree"]
+    assert shares["after"][painted["concept"]] < shares["before"][painted["concept"]]
 
 
 # --- bad input -----------------------------------------------------------------------------------------------
 
-GOOD = {"seed": 2, "strokes": [stroke()]}
-BAD_BODIES = [
-    ({"seed": 2, "strokes": [stroke(concept="dragon")]}, 422, "need a concept with units, one of: cloud, sun"),
-    ({"seed": 2, "strokes": [stroke(layer="layer9")]}, 422, "'layer3'"),
-    ({"seed": 2, "strokes": [stroke(concept="sun", layer="layer3")]}, 422, "sun.layer: Input should be 'layer4'"),
-    ({"seed": 2, "strokes": [stroke(concept=None)]}, 422, "need a concept with units"),
-    ({"seed": 2, "strokes": [stroke(points=[[65.0, 3.0]])]}, 422, "less than or equal to 64"),
-    ({"seed": 2, "strokes": [stroke(points=[[3.0, -1.0]])]}, 422, "greater than or equal to 0"),
-    ({"seed": 2, "strokes": [stroke(points=[[1.0, 2.0, 3.0]])]}, 422, "points.0"),
-    ({"seed": 2, "strokes": [stroke(points=[])]}, 422, "at least 1"),
-    ({"seed": 2, "strokes": [stroke(points=[[1.0, 1.0]] * 257)]}, 422, "at most 256"),
-    ({"seed": 2, "strokes": [stroke()] * 33}, 422, "at most 32"),
-    ({"seed": 2, "strokes": [stroke(radius=0)]}, 422, "radius"),
-    ({"seed": 2, "strokes": [stroke(radius=33)]}, 422, "radius"),
-    ({"seed": 2, "strokes": [stroke(alpha=1.5)]}, 422, "alpha"),
-    ({"seed": 2, "strokes": [stroke(strength=0)]}, 422, "strength"),
-    ({"seed": 2, "strokes": [stroke(action="paint")]}, 422, "action"),
-    ({"seed": 2, "strokes": [stroke(path="/etc/passwd")]}, 422, "path"),
+BAD_STROKES = [  # (what changes in the opening brush's stroke, the message)
+    ({"concept": "dragon"}, "unknown concept 'dragon'; concepts with a significant unit set: "),
+    ({"layer": "layer9"}, "unknown layer 'layer9'; the run's layers: layer3, layer4"),
+    ({"concept": "sun", "layer": "layer3"}, "'sun' has no units at layer3; it has evidence at layer4"),
+    ({"concept": "sun"}, "is offered at no layer: no causal ranking measured at layer4; measure it with "
+                         "`gandissect causal scenes64-run --layer layer4 --concept sun`"),
+    ({"concept": None}, "needs a concept"),
+    ({"points": [[65.0, 3.0]]}, "less than or equal to 64"),
+    ({"points": [[3.0, -1.0]]}, "greater than or equal to 0"),
+    ({"points": [[1.0, 2.0, 3.0]]}, "points.0"),
+    ({"points": []}, "at least 1"),
+    ({"points": [[1.0, 1.0]] * 257}, "at most 256"),
+    ({"radius": 0}, "radius"),
+    ({"radius": 33}, "radius"),
+    ({"alpha": 1.5}, "alpha"),
+    ({"strength": 0}, "strength must lie in 1.."),
+    ({"strength": 65}, "strength must lie in 1.."),
+    ({"action": "paint"}, "action"),
+    ({"path": "/etc/passwd"}, "path"),
+]
+BAD_BODIES = [  # (body, status, message); "STROKE" is the opening brush's stroke
+    ({"seed": 2, "strokes": ["STROKE"] * 33}, 422, "at most 32"),
     ({"seed": -1, "strokes": []}, 422, "seed"),
     ({"seed": 2**31, "strokes": []}, 422, "seed"),
     ({"seed": 2, "strokes": "tree"}, 422, "strokes"),
@@ -255,12 +427,28 @@ BAD_BODIES = [
 
 
 @pytest.mark.parametrize("endpoint", ["/api/edit", "/api/concept-pixels"])
+@pytest.mark.parametrize("change, message", BAD_STROKES)
+def test_bad_strokes_get_a_clear_422_and_the_server_keeps_serving(client, endpoint, change, message):
+    good = default_stroke(client)
+    response = client.post(endpoint, json={"seed": 2, "strokes": [{**good, **change}]})
+    assert response.status_code == 422 and message in response.json()["detail"], response.text
+    assert isinstance(response.json()["detail"], str) and "\n" not in response.json()["detail"]
+    assert client.post(endpoint, json={"seed": 2, "strokes": [good]}).status_code == 200
+
+
+@pytest.mark.parametrize("endpoint", ["/api/edit", "/api/concept-pixels"])
 @pytest.mark.parametrize("body, status, message", BAD_BODIES)
 def test_bad_requests_get_a_clear_4xx_and_the_server_keeps_serving(client, endpoint, body, status, message):
+    good = default_stroke(client)
+    if isinstance(body, dict) and isinstance(body["strokes"], list):
+        body = {**body, "strokes": [good for _ in body["strokes"]]}
     response = client.post(endpoint, json=body)
     assert response.status_code == status and message in response.json()["detail"], response.text
     assert isinstance(response.json()["detail"], str)
-    assert client.post(endpoint, json=GOOD).status_code == 200
+    assert client.post(endpoint, json={"seed": 2, "strokes": [good]}).status_code == 200
+
+
+GOOD = {"seed": 2, "strokes": []}
 
 
 @pytest.mark.parametrize("content, kind, status, message", [
@@ -293,21 +481,25 @@ def test_a_streamed_body_over_the_limit_is_refused_by_a_real_server(painter):
 
 
 @pytest.mark.parametrize("bad, message", [
-    ({"concept": "dragon"}, "unknown concept 'dragon'; concepts with units: cloud, sun"),
-    ({"concept": None}, "remove needs a concept"),
+    ({"concept": "dragon"}, "unknown concept 'dragon'; concepts with a significant unit set: "),
+    ({"concept": None}, "needs a concept"),
     ({"layer": "layer9"}, "unknown layer 'layer9'; the run's layers: layer3, layer4"),
-    ({"concept": "sun", "layer": "layer3"}, "'sun' has no units at layer3; it has units at layer4"),
+    ({"concept": "sun", "layer": "layer3"}, "'sun' has no units at layer3; it has evidence at layer4"),
+    ({"concept": "tree", "layer": "layer3"}, "at layer3 is not offered: no causal ranking measured at layer3; "
+                                             "measure it with `gandissect causal scenes64-run --layer layer3"),
     ({"points": [(64.5, 1.0)]}, "0 <= x <= 64"),
     ({"points": [(1.0, 2.0, 3.0)]}, "pairs [x, y]"),
     ({"radius": 40.0}, "radius must lie in (0, 32.0]"),
     ({"alpha": 0.0}, "alpha must lie in (0, 1]"),
-    ({"strength": 0}, "strength must be at least 1"),
+    ({"strength": 0}, "strength must lie in 1.."),
+    ({"strength": 65}, "strength must lie in 1.."),
     ({"action": "paint"}, "action must be one of add, remove, erase"),
 ])
 def test_the_engine_refuses_bad_strokes_in_one_line(painter, bad, message):
     from gandissect.viz.painter.engine import PainterError, Stroke
 
-    fields = {"action": "remove", "points": [(3.0, 4.0)], "radius": 2.0, "concept": "tree", **bad}
+    tool = painter.default
+    fields = {"action": tool.action, "points": [(3.0, 4.0)], "radius": 2.0, "concept": tool.concept, **bad}
     with pytest.raises(PainterError) as error:
         painter.plan(0, [Stroke(**fields)])
     assert str(error.value).startswith("stroke 0: ") and message in str(error.value)
@@ -426,7 +618,7 @@ def test_paint_without_a_dissection_is_a_one_line_error(tmp_path, capsys):
     assert error.count("\n") == 1 and "no dissect.json" in error
 
 
-# --- the planted model: exact locality and ranking sources ---------------------------------------------------
+# --- the planted model: exact locality and the significance gate ---------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -437,57 +629,101 @@ def planted_folder(tmp_path_factory):
     return out
 
 
-def test_on_the_planted_model_only_cells_under_the_stroke_change(planted_folder):
-    client = TestClient(create_app(open_painter(planted_folder)))
-    concepts = {c["name"]: c for c in client.get("/api/concepts").json()["concepts"]}
-    assert [u["unit"] for u in concepts["blue"]["layers"][0]["units"]][:1] == [2]  # the planted blue unit first
+def write_json(path: Path, document: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document))
+
+
+PLANTED_VALUES = [1.0, 1.0, 1.0, 0.25, 0.75]
+
+
+def test_on_the_planted_model_only_cells_under_the_stroke_change(planted_folder, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(planted_folder, run)
+    write_json(run / "causal/features/blue/ace.json", ace_document(5, {"removal": [2], "insertion": [2]},
+                                                                   PLANTED_VALUES))
+    client = TestClient(create_app(open_painter(run)))
     band = {"action": "remove", "concept": "blue", "strength": 1, "points": [[4.0, 2.0], [4.0, 30.0]], "radius": 4.5}
     blue = (np.array(COLOR_PROTOTYPES["blue"]) * 255).round()
     changed = 0
     for seed in range(8):
         before = picture(client.get("/api/sample", params={"seed": seed}))
-        after = picture(client.post("/api/edit", json={"seed": seed, "strokes": [band]}))
+        response = client.post("/api/edit", json={"seed": seed, "strokes": [band]})
+        after = picture(response)
+        assert json.loads(response.headers["x-gandissect-edit"])[0]["units"] == [2]  # the planted blue unit
         assert np.array_equal(before[:, 8:], after[:, 8:])  # the two columns of 4-pixel cells under the band only
         assert not (np.abs(after[:, :8] - blue).max(2) <= 1).any()  # where blue is gone
         changed += int((before[:, :8] != after[:, :8]).any())
     assert changed > 0
 
 
-def write_json(path: Path, document: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document))
+def blue(run: Path, result: Dissection):
+    return concept_units(run, result)["blue"].layers["features"]
 
 
-def test_ranking_source_precedence_with_planted_files(planted_folder, tmp_path):
+def test_only_a_significant_unit_set_of_a_schema_2_ace_json_is_painted_with(planted_folder, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(planted_folder, run)
     result = Dissection.load(run)  # the planted run is small: this is quick
-    assert concept_units(run, result)["blue"].layers["features"].source == "iou"
     folder = run / "causal" / "features" / "blue"
-    write_json(folder / "ace.json", {"units": [{"unit": 0, "ace": -0.1}, {"unit": 3, "ace": 0.2},
-                                               {"unit": 4, "ace": 0.5}, {"unit": 1, "ace": 0.0}]})
-    entry = concept_units(run, result)["blue"].layers["features"]
-    assert entry.source == "ace" and [c.unit for c in entry.units] == [4, 3] and entry.units[0].score == 0.5
-    write_json(folder / "units.json", {"ranking": [1, 0, 2, 3, 4], "alpha": [0.3, 0.9, 0.0, 0.005, 0.0],
-                                       "cutoff": 0.01})
-    entry = concept_units(run, result)["blue"].layers["features"]
-    assert entry.source == "alpha" and [(c.unit, c.alpha) for c in entry.units] == [(1, 0.9), (0, 0.3)]
+    command = "gandissect causal run --layer features --concept blue"
+    entry = blue(run, result)  # IoU only: shown, untested, with the command that measures it
+    assert entry.remove.source == entry.add.source == "untested" and not entry.remove.available
+    assert entry.remove.hint == command and "IoU" in entry.remove.evidence and entry.remove.units == ()
+    write_json(folder / "ace.json", {"units": [{"unit": 2, "ace": 0.5}]})  # an older gandissect's file
+    write_json(folder / "units.json", {"ranking": [2, 0, 1, 3, 4], "alpha": [0.3, 0.9, 1.0, 0.0, 0.0]})
+    entry = blue(run, result)
+    assert entry.add.source == "untested" and "older gandissect" in entry.add.evidence
+    assert "units.json" in entry.add.evidence and entry.add.hint == command
+
+    write_json(folder / "ace.json", ace_document(5, {"removal": [2, 0, 4], "insertion": [2, 3]}, PLANTED_VALUES))
+    entry = blue(run, result)  # schema 2 with significant sets: each direction its own ranking
+    assert (entry.remove.source, entry.remove.top(3), entry.add.top(2)) == ("causal", [2, 0, 4], [2, 3])
+    assert [c.value for c in entry.add.units] == [1.0, 0.25] and entry.remove.units[0].value is None
+    assert entry.remove.default_strength == 2 and entry.add.default_strength == 2  # the best held-out set
+    assert [s.strength for s in entry.remove.sets] == [1, 2, 3] and entry.remove.figure(1).strength == 1
+    assert entry.remove.figure(3).strength == 3 and entry.remove.figure(2).description == "removal 20% (made up)"
     client = TestClient(create_app(open_painter(run)))
-    records = client.post("/api/edit", json={"seed": 0, "strokes": [
-        {"action": "add", "concept": "blue", "strength": 5, "points": [[1.0, 1.0]], "radius": 2.0}]})
-    assert json.loads(records.headers["x-gandissect-edit"])[0]["units"] == [1, 0]  # strength capped at the set
-    write_json(folder / "units.json", {"ranking": [9], "alpha": [1.0]})
-    with pytest.raises(UnitFileError, match=r"units\.json.*layer 'features' has units 0\.\.4"):
+    line = {"points": [[1.0, 1.0]], "radius": 2.0, "concept": "blue"}
+    response = client.post("/api/edit", json={"seed": 0, "strokes": [{"action": "add", **line}]})
+    assert json.loads(response.headers["x-gandissect-edit"])[0]["units"] == [2, 3]  # default: the best set
+    response = client.post("/api/edit", json={"seed": 0, "strokes": [{"action": "remove", "strength": 4, **line}]})
+    assert response.status_code == 422 and response.json()["detail"] == (
+        "stroke 0: strength must lie in 1..3, the significant units of remove blue at features; got 4")
+
+    write_json(folder / "ace.json", ace_document(5, {"removal": [2, 0], "insertion": []}, PLANTED_VALUES, "none"))
+    entry = blue(run, result)  # significant units, but no set of them is significant on held-out samples
+    assert entry.remove.source == "causal" and not entry.remove.available and entry.remove.top(2) == [2, 0]
+    assert "no significant set" in entry.remove.reason and entry.remove.hint is None
+    assert not entry.add.available and "no unit of features adds blue significantly" in entry.add.reason
+    client = TestClient(create_app(open_painter(run)))
+    response = client.post("/api/edit", json={"seed": 0, "strokes": [{"action": "remove", **line}]})
+    assert response.status_code == 422 and "remove blue is offered at no layer" in response.json()["detail"]
+    assert client.get("/api/concepts").json()["default"] is None
+
+    write_json(folder / "ace.json", ace_document(5, {"removal": [2, 0]}, PLANTED_VALUES, None))
+    entry = blue(run, result)  # no sets measured (--set-samples 0): significant units suffice, unchecked
+    assert entry.remove.available and entry.remove.sets is None and entry.remove.default_strength == 2
+    assert not entry.add.available
+
+    document = ace_document(5, {"removal": [2, 0]}, PLANTED_VALUES)
+    document["sets"]["removal"][1]["units"] = [0, 2]
+    write_json(folder / "ace.json", document)
+    with pytest.raises(UnitFileError, match=r"not the first 2 significant units"):
+        concept_units(run, result)
+    document = ace_document(5, {"removal": [2, 0]}, PLANTED_VALUES)
+    document["rankings"]["removal"]["significant"] = [9]
+    write_json(folder / "ace.json", document)
+    with pytest.raises(UnitFileError, match=r"ace\.json.*layer 'features' has units 0\.\.4"):
         concept_units(run, result)
 
 
 # --- concurrency -----------------------------------------------------------------------------------------------
 
 
-def test_concurrent_clients_never_see_each_others_edits(painter):
-    bodies = [{"seed": seed, "strokes": [stroke(action, concept, strength=5 + seed)]}
-              for seed, (action, concept) in enumerate([("add", "tree"), ("remove", "tree"), ("add", "door"),
-                                                        ("remove", "door")])]
+def test_concurrent_clients_never_see_each_others_edits(painter, painter_run):
+    choices = list(offered(painter_run))
+    bodies = [{"seed": seed, "strokes": [stroke(*choices[seed % len(choices)][:2])]} for seed in range(4)]
     with ServerThread(create_app(painter)) as server:
         alone = [httpx.post(server.url + "/api/edit", json=body).content for body in bodies]
         got: dict[int, list[bytes]] = {i: [] for i in range(len(bodies))}

@@ -16,8 +16,13 @@ EXAMPLES = 25
 
 
 @pytest.fixture(scope="module")
-def painter_app(painter_run):
-    return create_app(open_painter(painter_run))
+def painter(painter_run):
+    return open_painter(painter_run)
+
+
+@pytest.fixture(scope="module")
+def painter_app(painter):
+    return create_app(painter)
 
 
 @pytest.fixture(scope="module")
@@ -30,19 +35,36 @@ OPERATIONS = [("/api/info", "GET"), ("/api/concepts", "GET"), ("/api/sample", "G
 TAKES_INPUT = {"/api/sample", "/api/edit", "/api/concept-pixels"}
 
 
-def test_the_schema_lists_every_endpoint_and_states_the_runs_limits(painter_app):
+def test_the_schema_lists_every_endpoint_and_states_the_runs_limits(painter_app, painter):
     document = painter_app.openapi()
     assert set(document["paths"]) == {path for path, _ in OPERATIONS}
     schemas = document["components"]["schemas"]
-    sun = next(schema for name, schema in schemas.items() if name.endswith("_sun"))
-    assert sun["properties"]["layer"]["anyOf"][0] == {"const": "layer4", "type": "string"}  # sun has units at layer4
-    assert sun["additionalProperties"] is False and set(sun["required"]) == {"action", "concept", "points", "radius"}
-    assert sun["properties"]["radius"]["maximum"] == 32
-    assert [item["maximum"] for item in sun["properties"]["points"]["items"]["prefixItems"]] == [64, 64]
+    offered = {(action, name, layer): entry.direction(action) for name, concept in painter.concepts.items()
+               for layer, entry in concept.layers.items() for action in ("remove", "add")
+               if entry.direction(action).available}
+    strokes = {name: schema for name, schema in schemas.items() if name.startswith("Stroke_")}
+    assert offered and len(strokes) == len(offered)  # one stroke model per offered concept, direction and layer
+    for schema in strokes.values():
+        key = tuple(schema["properties"][field]["const"] for field in ("action", "concept"))
+        layer = schema["properties"]["layer"]
+        layer_name = layer["anyOf"][0]["const"] if "anyOf" in layer else layer["const"]
+        direction = offered[(*key, layer_name)]
+        default = painter.concepts[key[1]].default_layers[key[0]] == layer_name
+        assert ("anyOf" in layer) is default  # the layer may be left out only at the direction's default layer
+        strength = schema["properties"]["strength"]
+        assert (strength["minimum"], strength["maximum"]) == (1, direction.max_strength)
+        assert strength["default"] == direction.default_strength
+        assert schema["additionalProperties"] is False and set(schema["required"]) >= {"action", "concept",
+                                                                                        "points", "radius"}
+        assert schema["properties"]["radius"]["maximum"] == 32
+        assert [item["maximum"] for item in schema["properties"]["points"]["items"]["prefixItems"]] == [64, 64]
     assert schemas["EraseStroke"]["properties"]["action"]["const"] == "erase"
     edit = document["paths"]["/api/edit"]["post"]["responses"]
     assert set(edit) >= {"200", "413", "415", "422"} and "image/png" in edit["200"]["content"]
     assert edit["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/Error")
+    for name in ("Concepts", "ConceptEntry", "LayerEntry", "DirectionEntry", "UnitEntry", "SetEntry"):
+        assert schemas[name]["additionalProperties"] is False, name
+    assert schemas["DirectionEntry"]["properties"]["source"]["enum"] == ["causal", "untested"]
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda mode: mode.value)

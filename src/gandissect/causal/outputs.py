@@ -69,9 +69,9 @@ def effects_record(effects: UnitEffects, result: Dissection | None, value_rule: 
     }
     if stopping is not None:
         document["stopping"] = stopping.to_json(effects.concept)
-    if sets:
-        document["sets"] = {direction: [effect.to_json() for effect in effects]
-                            for direction, effects in sets.items()}
+    if sets is not None:  # measured: a direction without significant units has no sets
+        document["sets"] = {direction: [effect.to_json() for effect in sets.get(direction, [])]
+                            for direction in ("removal", "insertion")}
     return document
 
 

@@ -140,7 +140,8 @@ def _run_causal(args: argparse.Namespace) -> int:
     folders = {}
     for concept, e in effects.items():
         if rank0:
-            folders[concept] = write_effects(run.folder, e, run.result, rule, args.rank, stopping, sets.get(concept))
+            measured = sets.get(concept, {}) if args.set_samples else None
+            folders[concept] = write_effects(run.folder, e, run.result, rule, args.rank, stopping, measured)
     if rank0:
         print(effects_table(effects, args.rank, sets), file=sys.stderr)
         print(f"{stopping.summary()}; insertion value: {rule}", file=sys.stderr)

@@ -14,6 +14,7 @@ JSON, 404 for anything not served). Only files the server chose are served: the 
 import json
 import mimetypes
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -60,10 +61,18 @@ EDIT_RECORD = {"description": "one JSON object per stroke: action, concept, laye
                "schema": {"type": "string"}}
 
 
-def validation_message(errors: list[dict[str, Any]]) -> str:
-    """Pydantic's errors as one sentence: where (body.strokes.0.radius -> strokes.0.radius) and what."""
-    parts = []
+def validation_message(errors: list[dict[str, Any]], explain: Callable[[int, Any], str | None] | None = None,
+                       body: Any = None) -> str:
+    """Pydantic's errors as one sentence: where (body.strokes.0.radius -> strokes.0.radius) and what. An error
+    in a stroke that `explain(index, stroke)` refuses (its concept, layer, direction or strength) is told in the
+    painter's words instead, once per stroke."""
+    parts: list[str] = []
     for error in errors[:MAX_ERRORS]:
+        reason = _explained(error, explain, body)
+        if reason is not None:
+            if reason not in parts:
+                parts.append(reason)
+            continue
         where = [str(part) for part in error.get("loc", ())]
         if where and where[0] in ("body", "query", "path", "header") and len(where) > 1:
             where = where[1:]
@@ -73,6 +82,17 @@ def validation_message(errors: list[dict[str, Any]]) -> str:
             parts.append(f"{'.'.join(where) or 'request'}: {error.get('msg', 'invalid')}")
     more = len(errors) - MAX_ERRORS
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def _explained(error: dict[str, Any], explain: Callable[[int, Any], str | None] | None, body: Any) -> str | None:
+    """The painter's reason for refusing the stroke an error lies in (body.strokes.<i>...), if it has one."""
+    where = list(error.get("loc", ()))
+    if explain is None or where[:2] != ["body", "strokes"] or len(where) < 3 or not isinstance(where[2], int):
+        return None
+    strokes = body.get("strokes") if isinstance(body, dict) else None
+    if not isinstance(strokes, list) or not 0 <= where[2] < len(strokes):
+        return None
+    return explain(where[2], strokes[where[2]])
 
 
 def static_file(folder: Path, name: str) -> FileResponse:
@@ -100,7 +120,8 @@ def create_app(painter: Painter, static: Path = STATIC, body_limit: int = BODY_L
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": validation_message(list(error.errors()))}, status_code=422)
+        message = validation_message(list(error.errors()), painter.refusal, error.body)
+        return JSONResponse({"detail": message}, status_code=422)
 
     @app.exception_handler(GandissectError)
     async def refused(request: Request, error: GandissectError) -> JSONResponse:
@@ -113,7 +134,9 @@ def create_app(painter: Painter, static: Path = STATIC, body_limit: int = BODY_L
 
     @app.get("/api/concepts", response_model=Concepts)
     def concepts() -> dict[str, Any]:
-        """Concepts that have units, and per layer the source of their ranking and their best units."""
+        """The opening brush, and per concept, layer and direction (remove, add): the source of its units (a causal
+        ranking, or untested), its significant units with their effects, what they did together on held-out
+        samples, and why it is not offered (with the command that measures it)."""
         return concepts_document(painter)
 
     @app.get("/api/sample", response_class=PNGResponse, responses=_png("the unedited image"))
@@ -158,11 +181,13 @@ def create_app(painter: Painter, static: Path = STATIC, body_limit: int = BODY_L
 
 
 def _example(painter: Painter) -> dict[str, Any]:
-    """A request that works on this run, for the schema: remove the first concept along a line."""
+    """A request that works on this run, for the schema: the opening brush along a line."""
     height, width = painter.image_size
     strokes = []
-    if painter.concepts:
-        concept = next(iter(painter.concepts))
-        strokes.append({"action": "remove", "concept": concept, "strength": 4, "alpha": 1.0,
+    tool = painter.default
+    if tool is not None:
+        strokes.append({"action": tool.action, "concept": tool.concept, "layer": tool.layer,
+                        "strength": tool.strength, "alpha": 1.0,
                         "points": [[width / 4, height / 2], [3 * width / 4, height / 2]], "radius": width / 8})
-    return {"remove": {"summary": "remove a concept along a line", "value": {"seed": 0, "strokes": strokes}}}
+    name = f"{tool.action} {tool.concept}" if tool else "nothing offered"
+    return {"paint": {"summary": f"{name} along a line", "value": {"seed": 0, "strokes": strokes}}}

@@ -4,12 +4,13 @@
     picture, records = painter.edit(seed=3, strokes=[Stroke("remove", [(10, 40), (30, 40)], 6, "tree")])
 
 Every image is sample 0 of sample set `seed` (`core.sampling.sample_z(generator, seed, [0])`), so a request
-carries everything it needs (seed and strokes) and the same request gives the same bytes. A stroke `add`s
-(inserts) or `remove`s (ablates) the best `strength` units of its concept at its layer (`units.py`), with
-strength `alpha`, inside its region; an `erase` stroke multiplies the regions of the strokes before it by
-(1 - alpha * its region), so with alpha 1 it takes their edits back where it passes. Strokes apply in order.
-Inserted values are `causal.interventions.insertion_values(result, layer, concept)`: each unit's mean
-activation where the concept is (its 99th percentile for a concept the run's samples never showed).
+carries everything it needs (seed and strokes) and the same request gives the same bytes. A stroke `remove`s
+(ablates) or `add`s (inserts) the first `strength` significant units of its concept's removal or insertion
+ranking at its layer (`units.py`), with strength `alpha`, inside its region; only a concept, layer and direction
+with a significant unit set is painted with, and strength is at most its number of significant units. An `erase`
+stroke multiplies the regions of the strokes before it by (1 - alpha * its region), so with alpha 1 it takes
+their edits back where it passes. Strokes apply in order. Inserted values are those the causal ranking was
+measured with (ace.json's per-unit `value`).
 The generator runs from the lowest edited layer on (`Cut`), from features cached per seed; edits of higher
 layers are hooked into that run. One request computes at a time (a lock), so one copy of the model serves
 every client.
@@ -32,7 +33,7 @@ from PIL import Image
 from torch import nn
 
 from gandissect.causal.cut import Cut
-from gandissect.causal.interventions import insertion_values, unit_edit
+from gandissect.causal.interventions import unit_edit
 from gandissect.core.edits import UnitEdit
 from gandissect.core.errors import GandissectError
 from gandissect.core.hooks import Trace, layer_shapes
@@ -41,13 +42,13 @@ from gandissect.core.sampling import sample_z
 from gandissect.dissection.results import Dissection
 from gandissect.models.loaders import is_loader_spec
 from gandissect.viz.painter.strokes import apply_erasers, stroke_mask
-from gandissect.viz.painter.units import ConceptUnits, concept_units
+from gandissect.viz.painter.units import ACTIONS as RANKINGS
+from gandissect.viz.painter.units import ConceptUnits, Direction, Tool, concept_units, default_tool
 
 ACTIONS = ("add", "remove", "erase")
 MODES = {"add": "insert", "remove": "ablate"}
 MAX_SEED = 2**31 - 1
 SEED_CACHE = 32
-FALLBACK_QUANTILE = 0.99
 MASK_CACHE = 512
 
 
@@ -67,14 +68,15 @@ class Limits:
 
 @dataclass(frozen=True)
 class Stroke:
-    """One stroke: `points` (x, y) in image pixels, `radius` in pixels; concept and layer for add / remove."""
+    """One stroke: `points` (x, y) in image pixels, `radius` in pixels; concept and layer for add / remove
+    (layer None: the direction's default layer; strength None: its default strength)."""
 
     action: str
     points: Sequence[Sequence[float]]
     radius: float
     concept: str | None = None
     layer: str | None = None
-    strength: int = 10
+    strength: int | None = None
     alpha: float = 1.0
 
 
@@ -86,11 +88,15 @@ class Planned:
     layer: str | None
     units: list[int]
     mask: torch.Tensor
+    direction: Direction | None = None
 
     def record(self) -> dict[str, Any]:
-        """What the response reports about the stroke."""
+        """What the response reports about the stroke: its layer, units and their source (the ranking)."""
+        direction = self.direction
         return {"action": self.stroke.action, "concept": self.stroke.concept if self.layer else None,
-                "layer": self.layer, "units": self.units, "alpha": float(self.stroke.alpha)}
+                "layer": self.layer, "units": self.units, "alpha": float(self.stroke.alpha),
+                "source": direction.source if direction else None,
+                "ranking": RANKINGS[direction.action] if direction else None}
 
 
 @dataclass
@@ -124,6 +130,7 @@ class Painter:
         self.generator, self.result, self.run, self.model = generator, result, Path(run), model
         self.device = torch.device(device)
         self.concepts: dict[str, ConceptUnits] = concept_units(run, result)
+        self.default: Tool | None = default_tool(self.concepts)
         self._segmenter = segmenter
         self._lock = threading.Lock()
         self._cache: OrderedDict[int, SeedEntry] = OrderedDict()
@@ -195,20 +202,55 @@ class Painter:
             raise PainterError(f"{where}: alpha must lie in (0, 1]; got {stroke.alpha}")
         if stroke.action == "erase":
             return Planned(stroke, None, [], mask)
-        if stroke.concept not in self.concepts:
-            known = ", ".join(self.concepts) or "none"
-            what = f"unknown concept {stroke.concept!r}" if stroke.concept else f"{stroke.action} needs a concept"
-            raise PainterError(f"{where}: {what}; concepts with units: {known}")
-        concept = self.concepts[stroke.concept]
-        layer = stroke.layer or concept.default_layer
+        layer, direction = self.direction_of(where, stroke.action, stroke.concept, stroke.layer)
+        strength = direction.default_strength if stroke.strength is None else int(stroke.strength)
+        check_strength(where, f"{stroke.action} {stroke.concept} at {layer}", direction, strength)
+        return Planned(stroke, layer, direction.top(strength or 0), mask, direction)
+
+    def direction_of(self, where: str, action: str, concept: str | None,
+                     layer: str | None) -> tuple[str, Direction]:
+        """The layer and direction an add / remove stroke paints with; refused in one line (with the command
+        that measures it) unless it has a significant unit set."""
+        if concept not in self.concepts:
+            known = ", ".join(name for name, c in self.concepts.items() if c.available) or "none"
+            what = f"unknown concept {concept!r}" if concept else f"{action} needs a concept"
+            raise PainterError(f"{where}: {what}; concepts with a significant unit set: {known}")
+        entry = self.concepts[concept]
+        if layer is None:
+            layer = entry.default_layers.get(action)
+            if layer is None:
+                hint = entry.layers[entry.default_layer].direction(action)
+                raise PainterError(f"{where}: {action} {concept} is offered at no layer: "
+                                   f"{self.refusal_text(hint)}")
         if layer not in self.layers:
             raise PainterError(f"{where}: unknown layer {layer!r}; the run's layers: {', '.join(self.layers)}")
-        if layer not in concept.layers:
-            raise PainterError(f"{where}: {concept.name!r} has no units at {layer}; it has units at "
-                               f"{', '.join(concept.layers)}")
-        if int(stroke.strength) < 1:
-            raise PainterError(f"{where}: strength must be at least 1; got {stroke.strength}")
-        return Planned(stroke, layer, concept.layers[layer].top(int(stroke.strength)), mask)
+        if layer not in entry.layers:
+            raise PainterError(f"{where}: {concept!r} has no units at {layer}; it has evidence at "
+                               f"{', '.join(entry.layers)}")
+        direction = entry.layers[layer].direction(action)
+        if not direction.available:
+            raise PainterError(f"{where}: {action} {concept} at {layer} is not offered: {self.refusal_text(direction)}")
+        return layer, direction
+
+    @staticmethod
+    def refusal_text(direction: Direction) -> str:
+        return (direction.reason or "") + (f"; measure it with `{direction.hint}`" if direction.hint else "")
+
+    def refusal(self, index: int, stroke: Any) -> str | None:
+        """Why the painter refuses a stroke's concept, layer, direction or strength (a raw JSON stroke), in one
+        line; None when it does not, or the stroke is not an add / remove object."""
+        if not isinstance(stroke, dict) or stroke.get("action") not in MODES:
+            return None
+        concept, layer, strength = stroke.get("concept"), stroke.get("layer"), stroke.get("strength")
+        if not (concept is None or isinstance(concept, str)) or not (layer is None or isinstance(layer, str)):
+            return None
+        try:
+            layer, direction = self.direction_of(f"stroke {index}", stroke["action"], concept, layer)
+            if isinstance(strength, int) and not isinstance(strength, bool):
+                check_strength(f"stroke {index}", f"{stroke['action']} {concept} at {layer}", direction, strength)
+        except PainterError as error:
+            return str(error)
+        return None
 
     def _check_points(self, where: str, stroke: Stroke) -> tuple[tuple[float, float], ...]:
         """The stroke's points as (x, y) floats, refused unless 1..max_points pairs inside the image."""
@@ -233,14 +275,13 @@ class Painter:
         return unit_edit(mode, planned.units, values, float(planned.stroke.alpha), planned.mask)
 
     def _insertion_values(self, layer: str, concept: str) -> torch.Tensor:
-        """Each unit's mean activation where `concept` is; for a concept that never appeared in the run's IoU
-        samples (no such mean), the unit's 99th percentile (`FALLBACK_QUANTILE`), as the paper's painter did."""
+        """(U,) values to insert at `layer` for `concept`: the values its insertion ranking was measured with
+        (0 for units it does not offer)."""
         key = (layer, concept)
         if key not in self._values:
-            try:
-                values = insertion_values(self.result, layer, concept)
-            except GandissectError:
-                values = insertion_values(self.result, layer, quantile=FALLBACK_QUANTILE)
+            values = torch.zeros(int(self.result.layers[layer].shape[0]))
+            for choice in self.concepts[concept].layers[layer].add.units:
+                values[choice.unit] = float(choice.value or 0.0)
             self._values[key] = values.to(self.device)
         return self._values[key]
 
@@ -287,6 +328,13 @@ class Painter:
         if callable(self._segmenter) and not hasattr(self._segmenter, "segment"):
             self._segmenter = self._segmenter()
         return self._segmenter
+
+
+def check_strength(where: str, what: str, direction: Direction, strength: int | None) -> None:
+    """Refuse a strength outside 1..the direction's number of significant units, in one line."""
+    if strength is None or not 1 <= strength <= direction.max_strength:
+        raise PainterError(f"{where}: strength must lie in 1..{direction.max_strength}, the significant units of "
+                           f"{what}; got {strength}")
 
 
 def concept_shares(labels: torch.Tensor, concepts: int) -> dict[int, float]:

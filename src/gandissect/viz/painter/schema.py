@@ -1,21 +1,18 @@
 """The painter's HTTP models. Request models are built per run, so that the OpenAPI schema states the run's
-exact limits: one stroke model per concept (its name, and the layers where it has units), the eraser, point
-coordinates within the image, the radius, seed and counts within the painter's `Limits`. A request that fits
-the schema is one the painter carries out."""
+exact limits: one stroke model per offered concept, direction and layer (its strength at most its significant
+units), the eraser, point coordinates within the image, the radius, seed and counts within the painter's
+`Limits`. A request that fits the schema is one the painter carries out; answers have exactly their keys."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_model
 
 from gandissect.viz.painter.engine import Painter
-
-DEFAULT_STRENGTH = 10
-MAX_STRENGTH = 1_000_000
-"""A stroke's strength is capped at its concept's list; this bound only keeps the schema finite."""
+from gandissect.viz.painter.units import Direction
 
 
 class Error(BaseModel):
@@ -36,28 +33,77 @@ class Info(BaseModel):
     report: str | None = Field(description="where the run's report is served, or null when it has none")
 
 
-class UnitEntry(BaseModel):
+class Strict(BaseModel):
+    """An answer with exactly these keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class UnitEntry(Strict):
     unit: Annotated[int, Field(ge=0)]
-    score: float
-    alpha: float | None
+    score: float = Field(description="the unit's mean effect in this direction (a share of pixels)")
+    low: float | None = Field(description="95% interval of the effect")
+    high: float | None
+    p_adjusted: float | None = Field(description="Holm-adjusted p-value over the layer's units")
+    value: float | None = Field(description="Add: the value inserted (as measured); Remove: null")
 
 
-class LayerEntry(BaseModel):
-    layer: str
-    source: Literal["alpha", "ace", "iou"]
+class SetEntry(Strict):
+    strength: Annotated[int, Field(ge=1)] = Field(description="the first `strength` significant units, together")
+    mean: float | None = Field(description="Remove: fraction of the concept's pixels removed; Add: share of the "
+                                           "image gained")
+    se: float | None
+    low: float | None
+    high: float | None
+    significant: bool
+    samples: Annotated[int, Field(ge=0)] = Field(description="held-out samples measured")
+    description: str
+
+
+class DirectionEntry(Strict):
+    source: Literal["causal", "untested"]
+    available: bool = Field(description="offered: it has a significant unit set")
+    evidence: str = Field(description="where its units come from")
+    significant: Annotated[int, Field(ge=0)] = Field(description="significant units of the ranking")
+    max_strength: Annotated[int, Field(ge=0)] = Field(description="units offered (significant, capped)")
+    default_strength: Annotated[int, Field(ge=1)] | None
+    checked: bool = Field(description="whether unit sets were measured on held-out samples")
     units: list[UnitEntry]
-    max_strength: Annotated[int, Field(ge=1)]
+    sets: list[SetEntry]
+    reason: str | None = Field(description="why it is not offered")
+    hint: str | None = Field(description="the command that measures it, for untested ones")
 
 
-class ConceptEntry(BaseModel):
+class LayerEntry(Strict):
+    layer: str
+    remove: DirectionEntry
+    add: DirectionEntry
+
+
+class DefaultLayers(Strict):
+    remove: str | None
+    add: str | None
+
+
+class ConceptEntry(Strict):
     name: str
     category: str
+    available: bool = Field(description="some direction is offered at some layer")
     default_layer: str
+    default_layers: DefaultLayers = Field(description="per direction, the layer with its largest held-out effect")
     layers: Annotated[list[LayerEntry], Field(min_length=1)]
 
 
-class Concepts(BaseModel):
-    concepts: list[ConceptEntry]
+class DefaultTool(Strict):
+    concept: str
+    action: Literal["add", "remove"]
+    layer: str
+    strength: Annotated[int, Field(ge=1)]
+
+
+class Concepts(Strict):
+    default: DefaultTool | None = Field(description="the brush the painter opens with")
+    concepts: list[ConceptEntry] = Field(description="by category; offered concepts first within a category")
 
 
 class ConceptPixels(BaseModel):
@@ -79,13 +125,11 @@ def _enum(names: list[str]) -> Any:
 
 
 def _shared(painter: Painter) -> dict[str, Any]:
-    """The fields every stroke has: strength, alpha, points and radius, bounded by the run's limits."""
+    """The fields every stroke has but strength: alpha, points and radius, bounded by the run's limits."""
     limits, (height, width) = painter.limits, painter.image_size
     point = tuple[Annotated[float, Field(ge=0, le=width, allow_inf_nan=False)],
                   Annotated[float, Field(ge=0, le=height, allow_inf_nan=False)]]
     return {
-        "strength": (int, Field(DEFAULT_STRENGTH, ge=1, le=MAX_STRENGTH,
-                                description="how many of the concept's best units (capped at its max_strength)")),
         "alpha": (float, Field(1.0, gt=0, le=1, allow_inf_nan=False,
                                description="strength of the edit (of an eraser: how much it takes back)")),
         "points": (list[point], Field(min_length=1, max_length=limits.max_points,
@@ -94,53 +138,78 @@ def _shared(painter: Painter) -> dict[str, Any]:
     }
 
 
-def _model_name(index: int, concept: str) -> str:
-    return f"Stroke_{index}_{re.sub(r'[^A-Za-z0-9]+', '_', concept)}"
+def _model_name(index: int, action: str, concept: str, layer: str) -> str:
+    return "_".join(["Stroke", str(index), action, *(re.sub(r"[^A-Za-z0-9]+", "_", s) for s in (concept, layer))])
+
+
+def stroke_tag(action: str, concept: str, layer: str) -> str:
+    return f"{action} {concept} at {layer}"
 
 
 def stroke_models(painter: Painter) -> list[tuple[str, type[BaseModel]]]:
-    """(tag, model) per stroke kind: the eraser, then an add / remove stroke per concept with units, whose
-    layer may only be one where the concept has units. So a request that fits the schema fits the run."""
+    """(tag, model) per stroke kind: the eraser, then one per offered concept, direction and layer, whose
+    strength may only be 1..its significant units (and whose layer may be left out at its default layer). So
+    a request that fits the schema is one the painter carries out."""
     strict = ConfigDict(extra="forbid")
     shared = _shared(painter)
     eraser = create_model(
         "EraseStroke", __config__=strict, __doc__="Take back earlier strokes' edits inside the region.",
         action=(Literal["erase"], ...),
         concept=(_enum(list(painter.concepts)) | None, Field(None, description="ignored")),
-        layer=(_enum(list(painter.layers)) | None, Field(None, description="ignored")), **shared)
+        layer=(_enum(list(painter.layers)) | None, Field(None, description="ignored")),
+        strength=(int | None, Field(None, description="ignored")), **shared)
     models: list[tuple[str, type[BaseModel]]] = [("erase", eraser)]
-    for index, (name, concept) in enumerate(painter.concepts.items()):
-        models.append((name, create_model(
-            _model_name(index, name), __config__=strict, __doc__=f"Add or remove {name} inside the region.",
-            action=(Literal["add", "remove"], Field(description="add (insert) or remove (ablate) the units")),
-            concept=(Literal[name], ...),  # type: ignore[valid-type]
-            layer=(_enum(list(concept.layers)) | None,
-                   Field(None, description=f"default: {concept.default_layer}, the layer of its best ranking")),
-            **shared)))
+    for name, concept in painter.concepts.items():
+        for action in ("remove", "add"):
+            for layer, entry in concept.layers.items():
+                direction = entry.direction(action)
+                if not direction.available:
+                    continue
+                default = concept.default_layers[action] == layer
+                layer_type: Any = Literal[layer] | None if default else Literal[layer]  # type: ignore[valid-type]
+                verb = "remove (ablate)" if action == "remove" else "add (insert)"
+                models.append((stroke_tag(action, name, layer), create_model(
+                    _model_name(len(models), action, name, layer), __config__=strict,
+                    __doc__=f"{verb} {name} at {layer} inside the region ({direction.evidence}).",
+                    action=(Literal[action], ...),  # type: ignore[valid-type]
+                    concept=(Literal[name], ...),  # type: ignore[valid-type]
+                    layer=(layer_type, Field(None, description=f"{layer}, its default layer") if default else ...),
+                    strength=(int, Field(direction.default_strength, ge=1, le=direction.max_strength,
+                                         description="how many of its significant units, in ranking order")),
+                    **shared)))
     return models
 
 
-def _tag(value: Any) -> str | None:
-    """Which stroke model a JSON stroke is checked against: the eraser, or its concept's."""
-    if not isinstance(value, dict):
-        return None
-    if value.get("action") == "erase":
-        return "erase"
-    concept = value.get("concept")
-    return concept if isinstance(concept, str) else None
+def _tagger(painter: Painter) -> Any:
+    """Which stroke model a JSON stroke is checked against: the eraser, or its concept, direction and layer's
+    (its direction's default layer when it names none)."""
+
+    def tag(value: Any) -> str | None:
+        if not isinstance(value, dict):
+            return None
+        action, concept, layer = value.get("action"), value.get("concept"), value.get("layer")
+        if action == "erase":
+            return "erase"
+        if not isinstance(concept, str) or concept not in painter.concepts or action not in ("add", "remove"):
+            return None
+        layer = layer if layer is not None else painter.concepts[concept].default_layers[action]
+        return stroke_tag(action, concept, layer) if isinstance(layer, str) else None
+
+    return tag
 
 
 def request_models(painter: Painter) -> RequestModels:
     """The run's stroke models and the EditRequest model: seed and strokes within the painter's limits."""
     models = stroke_models(painter)
-    names = ", ".join(painter.concepts) or "none"
-    stroke: Any = models[0][1]  # a run whose concepts have no units: only the eraser
+    offered = ", ".join(tag for tag, _ in models[1:]) or "none"
+    stroke: Any = models[0][1]  # a run with nothing offered: only the eraser
     if len(models) > 1:
         stroke = Annotated[
             Union[tuple(Annotated[model, Tag(tag)] for tag, model in models)],  # type: ignore[valid-type]  # noqa: UP007
-            Discriminator(_tag, custom_error_type="stroke",
+            Discriminator(_tagger(painter), custom_error_type="stroke",
                           custom_error_message=f"a stroke is an object with an action add, remove or erase; add "
-                                               f"and remove need a concept with units, one of: {names}")]
+                                               f"and remove need a concept and layer with a significant unit set: "
+                                               f"{offered}")]
     edit = create_model(
         "EditRequest", __config__=ConfigDict(extra="forbid"),
         seed=(int, Field(ge=0, le=painter.limits.max_seed, description="the image: sample 0 of this sample set")),
@@ -149,11 +218,22 @@ def request_models(painter: Painter) -> RequestModels:
     return RequestModels([model for _, model in models], edit)
 
 
+def _direction(direction: Direction) -> dict[str, Any]:
+    return {"source": direction.source, "available": direction.available, "evidence": direction.evidence,
+            "significant": direction.significant, "max_strength": direction.max_strength,
+            "default_strength": direction.default_strength, "checked": direction.sets is not None,
+            "units": [asdict(choice) for choice in direction.units],
+            "sets": [asdict(figure) for figure in direction.sets or ()],
+            "reason": direction.reason, "hint": direction.hint}
+
+
 def concepts_document(painter: Painter) -> dict[str, Any]:
-    """The /api/concepts answer: concepts with units, each layer's source, units and largest strength."""
-    return {"concepts": [
-        {"name": concept.name, "category": concept.category, "default_layer": concept.default_layer,
-         "layers": [{"layer": entry.layer, "source": entry.source, "max_strength": entry.max_strength,
-                     "units": [{"unit": c.unit, "score": c.score, "alpha": c.alpha} for c in entry.units]}
+    """The /api/concepts answer: the opening brush, and per concept, layer and direction its units, their
+    source and held-out figures, or why it is not offered."""
+    tool = painter.default
+    return {"default": asdict(tool) if tool else None, "concepts": [
+        {"name": concept.name, "category": concept.category, "available": concept.available,
+         "default_layer": concept.default_layer, "default_layers": dict(concept.default_layers),
+         "layers": [{"layer": entry.layer, "remove": _direction(entry.remove), "add": _direction(entry.add)}
                     for entry in concept.layers.values()]}
         for concept in painter.concepts.values()]}

@@ -19,6 +19,7 @@
     download: $('download'), wrap: $('canvas-wrap'), image: $('image'), overlay: $('overlay'),
     viewBadge: $('view-badge'), spinner: $('spinner'), status: $('status'),
     conceptFilter: $('concept-filter'), concepts: $('concepts'), eraser: $('eraser'),
+    showUntested: $('show-untested'), untestedCount: $('untested-count'),
     layer: $('layer-select'), size: $('size'), sizeOut: $('size-out'), strength: $('strength'),
     strengthOut: $('strength-out'), alpha: $('alpha'), alphaOut: $('alpha-out'), currentTool: $('current-tool'),
     fractions: $('fractions'), fractionsNote: $('fractions-note'), edits: $('edits'), editsEmpty: $('edits-empty'),
@@ -326,6 +327,8 @@
         const units = Array.isArray(edit.units) ? edit.units : [];
         li.append(`${edit.concept || stroke.concept}`);
         if (edit.layer) li.append(` at ${edit.layer}`);
+        if (edit.source) li.append(` · ${edit.source}${edit.ranking ? ` ${edit.ranking} ranking` : ''}`);
+        li.dataset.source = edit.source || '';
         if (edit.alpha !== undefined && edit.alpha !== null) li.append(` · α ${Number(edit.alpha).toFixed(2)}`);
         const span = document.createElement('span');
         span.className = 'units';
@@ -477,10 +480,51 @@
   // ------------------------------------------------------------------------------------------ tools
 
   const brushRadius = () => Number(el.size.value);
+  const VERBS = { remove: 'Remove', add: 'Add' };
 
-  function conceptLayer(concept) {
-    const chosen = el.layer.value || concept.default_layer;
-    return concept.layers.find((l) => l.layer === chosen) || concept.layers[0];
+  // The layer a stroke of `action` on `concept` paints at: the menu's choice, else the direction's default.
+  function toolLayer(concept, action) {
+    return el.layer.value || concept.default_layers[action] || concept.default_layer;
+  }
+
+  function directionAt(concept, action, layer) {
+    const entry = concept.layers.find((l) => l.layer === layer) || concept.layers[0];
+    return { layer: entry.layer, ...entry[action] };
+  }
+
+  // The current tool's direction: the units it offers, at the layer it paints at.
+  function toolDirection() {
+    const concept = state.concepts.get(state.tool.concept);
+    if (!concept || state.tool.action === 'erase') return null;
+    return directionAt(concept, state.tool.action, toolLayer(concept, state.tool.action));
+  }
+
+  // The held-out set measured at the largest strength up to `strength`, or null.
+  function figureAt(direction, strength) {
+    const measured = direction.sets.filter((s) => s.strength <= strength);
+    return measured.length ? measured.reduce((a, b) => (b.strength > a.strength ? b : a)) : null;
+  }
+
+  // Where a direction's units come from and what they did on held-out samples at `strength`, in one line.
+  function reliability(name, action, direction, strength) {
+    const head = `${VERBS[action]} ${name}`;
+    if (!direction.available) {
+      const what = direction.source === 'untested' ? 'untested' : 'not offered';
+      return `${head} · ${what}: ${direction.reason}` + (direction.hint ? ` · measure it: ${direction.hint}` : '');
+    }
+    const parts = [head, `causal ranking, ${plural(direction.significant, 'significant unit')}`];
+    if (!direction.checked) {
+      parts.push('not checked on held-out samples');
+    } else {
+      const figure = figureAt(direction, strength);
+      if (figure) {
+        parts.push(`${figure.description} on held-out samples at strength ${figure.strength}`
+          + (figure.significant ? '' : ' (not significant)'));
+      } else {
+        parts.push('no set measured up to this strength');
+      }
+    }
+    return parts.join(' · ');
   }
 
   function setTool(action, conceptName) {
@@ -493,39 +537,46 @@
     el.eraser.setAttribute('aria-pressed', String(action === 'erase'));
     const erasing = action === 'erase';
     for (const input of [el.layer, el.strength, el.alpha]) input.disabled = erasing;
-    if (!erasing) fillLayers(state.concepts.get(conceptName));
-    describeTool();
+    if (!erasing) fillLayers(state.concepts.get(conceptName), action);
+    showValues();
   }
 
   function toggleEraser() {
     const last = state.lastConcept;
     if (state.tool.action === 'erase' && last) setTool(last.action, last.concept);
-    else setTool('erase', null);
+    else if (state.tool.action !== 'erase') setTool('erase', null);
   }
 
-  // The layer menu of a concept: its default layer first; the strength slider follows the chosen layer.
-  function fillLayers(concept) {
+  // The layer menu of a concept and direction: its default layer first; layers where the direction is not
+  // offered are listed but disabled. The strength slider follows the chosen layer.
+  function fillLayers(concept, action) {
     const previous = el.layer.value;
     el.layer.replaceChildren();
     const auto = document.createElement('option');
     auto.value = '';
-    auto.textContent = `default (${concept.default_layer})`;
+    auto.textContent = `default (${concept.default_layers[action] || concept.default_layer})`;
     el.layer.append(auto);
     for (const entry of concept.layers) {
+      const direction = entry[action];
       const option = document.createElement('option');
       option.value = entry.layer;
-      option.textContent = `${entry.layer} · ${entry.source} · ${plural(entry.max_strength, 'unit')}`;
+      option.disabled = !direction.available;
+      option.textContent = direction.available
+        ? `${entry.layer} · causal · ${plural(direction.max_strength, 'unit')}`
+        : `${entry.layer} · ${direction.source === 'untested' ? 'untested' : 'no significant set'}`;
       el.layer.append(option);
     }
-    el.layer.value = concept.layers.some((l) => l.layer === previous) ? previous : '';
+    const keep = concept.layers.some((l) => l.layer === previous && l[action].available);
+    el.layer.value = keep ? previous : '';
     fitStrength();
   }
 
+  // The strength slider: 1 to the direction's significant units, at its default (its best held-out set).
   function fitStrength() {
-    const concept = state.concepts.get(state.tool.concept);
-    if (!concept) return;
-    const max = Math.max(1, conceptLayer(concept).max_strength);
-    el.strength.max = String(max);   // the value (10 at first, as the back end's default) is clamped to it
+    const direction = toolDirection();
+    if (!direction) return;
+    el.strength.max = String(Math.max(1, direction.max_strength));
+    el.strength.value = String(direction.default_strength || 1);
     showValues();
   }
 
@@ -539,48 +590,115 @@
 
   function describeTool() {
     const { action, concept } = state.tool;
+    const direction = toolDirection();
     if (action === 'erase') {
       el.currentTool.textContent = 'Eraser: paint to take edits back.';
-    } else if (!concept) {
+    } else if (!direction) {
       el.currentTool.textContent = 'Choose a concept to add or remove.';
     } else {
-      const layer = conceptLayer(state.concepts.get(concept)).layer;
-      el.currentTool.textContent = `${action === 'add' ? 'Add' : 'Remove'} ${concept} · ${layer} · `
-        + `${el.strength.value} best units · α ${Number(el.alpha.value).toFixed(2)}`;
+      el.currentTool.textContent = `${VERBS[action]} ${concept} · ${direction.layer} · first ${el.strength.value} `
+        + `of ${plural(direction.max_strength, 'significant unit')} · α ${Number(el.alpha.value).toFixed(2)}`;
+    }
+    describeConcepts();
+  }
+
+  // Each concept's lines: per direction, where its units come from and their held-out figure at the current
+  // strength (the chosen layer for the current concept, each direction's default layer for the others).
+  function describeConcepts() {
+    for (const li of el.concepts.querySelectorAll('li[data-concept]')) {
+      const concept = state.concepts.get(li.dataset.concept);
+      const untested = !concept.available && concept.layers.every((l) => l.remove.source === 'untested');
+      for (const line of li.querySelectorAll('.reliability')) {
+        const action = line.dataset.action;
+        const current = state.tool.concept === concept.name;
+        const layer = current ? toolLayer(concept, action) : concept.default_layers[action] || concept.default_layer;
+        const direction = directionAt(concept, action, layer);
+        const strength = Math.min(Number(el.strength.value), Math.max(1, direction.max_strength));
+        line.textContent = reliability(concept.name, action, direction, strength);
+        if (untested) line.textContent = line.textContent.replace(/^Remove /, 'Remove or add ');
+        line.hidden = untested && action === 'add';   // the same hint twice says nothing more
+        line.dataset.layer = direction.layer;
+        line.classList.toggle('off', !direction.available);
+      }
     }
   }
 
+  function conceptRow(concept) {
+    const li = document.createElement('li');
+    li.className = 'concept';
+    li.dataset.concept = concept.name;
+    li.dataset.category = concept.category;
+    li.dataset.available = String(concept.available);
+    const head = document.createElement('div');
+    head.className = 'concept-head';
+    const name = document.createElement('span');
+    name.className = 'name';
+    name.textContent = concept.name;
+    head.append(name);
+    if (!concept.available) {
+      const untested = concept.layers.every((l) => l.remove.source === 'untested');
+      const badge = document.createElement('span');
+      badge.className = 'badge';
+      badge.textContent = untested ? 'untested' : 'no effect';
+      head.append(badge);
+    }
+    for (const action of ['remove', 'add']) {
+      const button = document.createElement('button');
+      button.type = 'button';
+      button.className = action;
+      button.dataset.action = action;
+      button.dataset.concept = concept.name;
+      button.textContent = VERBS[action];
+      button.setAttribute('aria-label', `${VERBS[action]} ${concept.name}`);
+      button.setAttribute('aria-pressed', 'false');
+      const layer = concept.default_layers[action];
+      button.disabled = !layer;
+      const direction = directionAt(concept, action, layer || concept.default_layer);
+      button.title = layer ? `${VERBS[action]} ${concept.name} at ${layer}` : reliability(concept.name, action,
+        direction, 1);
+      button.addEventListener('click', () => setTool(action, concept.name));
+      head.append(button);
+    }
+    li.append(head);
+    for (const action of ['remove', 'add']) {
+      const line = document.createElement('p');
+      line.className = 'reliability';
+      line.dataset.action = action;
+      li.append(line);
+    }
+    return li;
+  }
+
+  // Concepts in the API's order (by category, offered ones first), under a heading per category.
   function renderConcepts(list) {
     el.concepts.replaceChildren();
+    let category = null;
     for (const concept of list) {
-      const li = document.createElement('li');
-      li.dataset.concept = concept.name;
-      const name = document.createElement('span');
-      name.className = 'name';
-      name.textContent = concept.name;
-      const category = document.createElement('span');
-      category.className = 'category';
-      category.textContent = concept.category;
-      li.append(name, category);
-      for (const action of ['add', 'remove']) {
-        const button = document.createElement('button');
-        button.type = 'button';
-        button.className = action;
-        button.dataset.action = action;
-        button.dataset.concept = concept.name;
-        button.textContent = action === 'add' ? 'Add' : 'Remove';
-        button.setAttribute('aria-label', `${button.textContent} ${concept.name}`);
-        button.setAttribute('aria-pressed', 'false');
-        button.addEventListener('click', () => setTool(action, concept.name));
-        li.append(button);
+      if (concept.category !== category) {
+        category = concept.category;
+        const heading = document.createElement('li');
+        heading.className = 'category-head';
+        heading.dataset.category = category;
+        heading.textContent = category;
+        el.concepts.append(heading);
       }
-      el.concepts.append(li);
+      el.concepts.append(conceptRow(concept));
     }
+    const hidden = list.filter((c) => !c.available).length;
+    el.untestedCount.textContent = `(${hidden})`;
+    filterConcepts();
   }
 
+  // The filter box and "show untested": concepts with no offered direction are shown only when it is ticked.
   function filterConcepts() {
     const needle = el.conceptFilter.value.trim().toLowerCase();
-    for (const li of el.concepts.children) li.hidden = !!needle && !li.dataset.concept.toLowerCase().includes(needle);
+    const shown = new Set();
+    for (const li of el.concepts.querySelectorAll('li[data-concept]')) {
+      li.hidden = (!!needle && !li.dataset.concept.toLowerCase().includes(needle))
+        || (li.dataset.available !== 'true' && !el.showUntested.checked);
+      if (!li.hidden) shown.add(li.dataset.category);
+    }
+    for (const li of el.concepts.querySelectorAll('li.category-head')) li.hidden = !shown.has(li.dataset.category);
   }
 
   // ------------------------------------------------------------------------------------------ painting
@@ -605,7 +723,7 @@
 
   function startStroke(event) {
     if (!state.info || state.loading || state.original === null) return;
-    if (state.tool.action !== 'erase' && !state.tool.concept) {
+    if (state.tool.action !== 'erase' && !(toolDirection() || {}).available) {
       showMessage('Choose a concept to add or remove first.', 'info');
       return;
     }
@@ -753,6 +871,7 @@
     el.showStrokes.addEventListener('change', drawOverlay);
     el.download.addEventListener('click', download);
     el.conceptFilter.addEventListener('input', filterConcepts);
+    el.showUntested.addEventListener('change', filterConcepts);
     el.eraser.addEventListener('click', toggleEraser);
     el.layer.addEventListener('change', fitStrength);
     for (const input of [el.size, el.strength, el.alpha]) input.addEventListener('input', showValues);
@@ -786,13 +905,19 @@
     }
     el.size.max = String(Math.max(1, Math.min(info.max_radius, Math.max(width, height) / 2)));
     el.seedInput.max = String(info.max_seed);
-    const list = concepts.concepts.filter((c) => c.layers && c.layers.some((l) => l.units.length));
+    const list = concepts.concepts;
     for (const concept of list) state.concepts.set(concept.name, concept);
     renderConcepts(list);
-    if (list.length) {
-      setTool('add', list[0].name);
+    const tool = concepts.default;
+    if (tool) {
+      setTool(tool.action, tool.concept);
+      el.strength.value = String(tool.strength);
+      showValues();
     } else {
-      showMessage('This run has no concepts with units to paint with.', 'info');
+      el.showUntested.checked = true;
+      filterConcepts();
+      showMessage('No concept of this run has a significant unit set to paint with: measure some with '
+        + '`gandissect causal RUN --layer LAYER --concept CONCEPT` (the untested concepts list the command).', 'info');
     }
     fitOverlay();
     const fromHash = /seed=(\d+)/.exec(location.hash);
