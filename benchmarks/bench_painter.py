@@ -37,30 +37,49 @@ STROKES_PER_IMAGE = 6
 
 
 def dissect(folder: Path) -> Path:
-    """A small scenes64 dissection to paint with, made in another process (its thread pools stay there)."""
+    """A small scenes64 dissection with causal rankings of layer4 to paint with, made in other processes
+    (their thread pools stay there)."""
     run = folder / "run"
     subprocess.run([sys.executable, "-m", "gandissect.cli", "dissect", "--model", "scenes64", "--layers",
                     "layer3,layer4", "--samples", "32", "--no-report", "--out", str(run)], check=True,
                    capture_output=True)
+    subprocess.run([sys.executable, "-m", "gandissect.cli", "causal", str(run), "--layer", "layer4", "--concept",
+                    "all", "--samples", "32", "--set-samples", "8", "--no-report"], check=True, capture_output=True)
     return run
 
 
-def strokes_for(rng: random.Random, concepts: list[str], count: int) -> list[dict]:
+Offer = tuple[str, str, str, int]  # concept, action, layer, most units
+
+
+def offered(painter: object) -> list[Offer]:
+    """Every (concept, action, layer) the painter offers, with its largest strength."""
+    found = []
+    for name, concept in painter.concepts.items():  # type: ignore[attr-defined]
+        for layer, units in concept.layers.items():
+            for action in ("remove", "add"):
+                direction = units.direction(action)
+                if direction.available:
+                    found.append((name, action, layer, direction.max_strength))
+    return found
+
+
+def strokes_for(rng: random.Random, concepts: list[Offer], count: int) -> list[dict]:
     """`count` random strokes: a polyline of 8 points, actions mostly add and remove."""
     out = []
     for _ in range(count):
         x, y = rng.uniform(4, 60), rng.uniform(4, 60)
         points = [[min(64.0, max(0.0, x + rng.uniform(-12, 12))), min(64.0, max(0.0, y + rng.uniform(-12, 12)))]
                   for _ in range(8)]
-        action = rng.choice(["add", "add", "remove", "remove", "erase"])
-        stroke = {"action": action, "points": points, "radius": rng.uniform(2, 8)}
-        if action != "erase":
-            stroke.update(concept=rng.choice(concepts), strength=rng.randint(1, 20))
-        out.append(stroke)
+        if rng.random() < 0.2:
+            out.append({"action": "erase", "points": points, "radius": rng.uniform(2, 8)})
+            continue
+        concept, action, layer, most = rng.choice(concepts)
+        out.append({"action": action, "points": points, "radius": rng.uniform(2, 8), "concept": concept,
+                    "layer": layer, "strength": rng.randint(1, most)})
     return out
 
 
-def client(url: str, index: int, edits: int, concepts: list[str], latencies: list[float]) -> None:
+def client(url: str, index: int, edits: int, concepts: list[Offer], latencies: list[float]) -> None:
     """One user: paints `edits` requests, a new seed every STROKES_PER_IMAGE strokes."""
     rng = random.Random(index)
     with httpx.Client(base_url=url, timeout=30) as http:
@@ -102,7 +121,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         run = Path(args.run) if args.run else dissect(Path(scratch))
         painter = open_painter(run)
-        concepts = [name for name, c in painter.concepts.items() if len(c.layers)][:12]
+        concepts = offered(painter)
         bare = bare_forward_ms(painter.generator)
         with ServerThread(create_app(painter)) as server:
             client(server.url, 99, 12, concepts, [])  # warm-up: first requests, allocator, caches of one seed
