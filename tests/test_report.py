@@ -497,8 +497,9 @@ def test_causal_results_are_in_the_page(report, causal_report):
     assert [t["unit"] for t in page["top"]] == ACE_ORDER[:TOP_UNITS] and page["of"] == len(ACE_ORDER)
     assert [t["ace"] for t in page["top"]] == ACE_VALUES[:TOP_UNITS]
     assert [t["iou"] for t in page["top"]] == pytest.approx([0.01 * (u + 1) for u in ACE_ORDER][:TOP_UNITS])
-    assert [name for name, _ in page["figures"]] == sorted(case.figures)
-    for name, uri in page["figures"]:
+    assert [name for name, *_ in page["figures"]] == sorted(case.figures)
+    for name, uri, title, caption in page["figures"]:
+        assert (title, caption) == ("", name), "a figure of another name keeps its file name as its caption"
         kind = "image/svg+xml" if name.endswith(".svg") else "image/png"
         assert uri.startswith(f"data:{kind};base64,")
         assert base64.b64decode(uri.split(",", 1)[1]) == case.figures[name]
@@ -823,3 +824,252 @@ def test_browser_causal_concept_page(causal_page, causal_report):
     block = other.locator(f'#concept-view .causal-concept[data-layer="{CAUSAL_LAYER}"]')
     assert block.locator("table.ace-top tbody tr").count() == len(OTHER_ACE)
     assert block.locator("figure").count() == 0
+
+
+# ------------------------------------------------------------------------- causal, schema 2 (gandissect causal)
+
+S2_LAYER = "layer4"
+STRIP_COUNTS = [0, 1, 2, 4]
+
+
+def js_fmt(value: float | None, digits: int = 3) -> str:
+    """A number as causal.js writes it (report.js's fmt)."""
+    if value is None:
+        return "–"
+    if value != 0 and abs(value) < 1e-3:
+        mantissa, exponent = f"{value:.2e}".split("e")
+        return f"{mantissa}e{int(exponent)}"
+    rounded = float(f"{value:.{digits}g}")
+    return str(int(rounded)) if rounded == int(rounded) else str(rounded)
+
+
+def synthetic_curve(name: str, units: list[int], draws: int = 0) -> dict:
+    """A curves.json entry as AblationCurve.to_json writes it (with its intervals)."""
+    removed = [0.0, 0.3, 0.45, 0.6]
+    return {"layer": S2_LAYER, "concept": "tree", "ranking": name, "units": units, "counts": STRIP_COUNTS,
+            "removed": removed, "others_kept": [1.0, 0.95, 0.9, 0.85], "pixels_before": 1000.0,
+            "pixels_after": [1000.0, 700.0, 550.0, 400.0], "samples": 48, "seed": 4,
+            "removed_low": [r - 0.1 for r in removed], "removed_high": [r + 0.1 for r in removed],
+            "removed_se": [0.05] * 4, "others_kept_low": [0.9] * 4, "others_kept_high": [1.0] * 4,
+            "missing": [0, 0, 1, 0], "draws": draws}
+
+
+class Schema2Case(NamedTuple):
+    run: Path
+    path: Path  # run / "report.html"
+    ace: dict[str, dict]  # concept -> its ace.json as gandissect causal wrote it (door: rewritten as an older file)
+
+
+def write_figures(folder: Path, record: dict) -> None:
+    """curves.json, curves.svg, ablation-strip.png, context.json and context.svg, as `--curves --context` writes
+    them (small stand-ins for the pictures)."""
+    order = {d: r["order"] for d, r in record["rankings"].items()}
+    curves = {"removal": synthetic_curve("removal", order["removal"]), "ace": synthetic_curve("ace", order["ace"]),
+              "IoU": synthetic_curve("IoU", list(range(32))), "random": synthetic_curve("random", [], draws=10)}
+    (folder / "curves.json").write_text(json.dumps(curves))
+    (folder / "context.json").write_text(json.dumps({
+        "layer": S2_LAYER, "concept": "tree", "units": order["insertion"][:20], "values": [1.0] * 20, "patch": 2,
+        "stride": 1, "margin": 2, "before": ["sky", "none"], "locations": [10, 2], "gained": [3.0, None],
+        "appeared": [0.5, None], "samples": 4, "seed": 5}))
+    (folder / "curves.svg").write_text(SVG)
+    (folder / "context.svg").write_text(SVG)
+    (folder / "ablation-strip.png").write_bytes(tiny_png())
+
+
+@pytest.fixture(scope="module")
+def schema2_report(painter_run, tmp_path_factory: pytest.TempPathFactory) -> Schema2Case:
+    """`gandissect report` on a copy of the painter's run (schema-2 ace.json for tree, door and sky at layer4,
+    from `gandissect causal`), with figures for tree, door's ace.json rewritten as an older run wrote it, a NaN
+    in sky's, and a labels.json with the newer keys (a definition, chance levels, a unit not measured)."""
+    import shutil
+
+    from gandissect.cli import main
+
+    run = tmp_path_factory.mktemp("schema2") / "run"
+    shutil.copytree(painter_run, run)
+    folder = run / "causal" / S2_LAYER
+    ace = {c: json.loads((folder / c / "ace.json").read_text()) for c in ("tree", "door", "sky")}
+    assert all(record["schema"] == 2 for record in ace.values())
+    write_figures(folder / "tree", ace["tree"])
+    old = {k: ace["door"][k] for k in ("layer", "concept", "samples", "seed")}
+    ace["door"] = {**old, "definition": "ACE = inserted - ablated", "units": [
+        {k: u[k] for k in ("unit", "ace", "inserted", "ablated", "value", "iou")} for u in ace["door"]["units"]]}
+    ace["sky"]["stopping"] = {"rule": "auto", "top": 3, "budget": 200, "rounds": [32, 64],
+                              "reasons": {"removal": "separated", "insertion": "budget"}}
+    ace["sky"]["missing"] = {**ace["sky"]["missing"], "unedited_images": 2}
+    ace["sky"]["units"][-1]["iou"] = float("nan")
+    ace["sky"]["units"][-1]["effects"]["ace"]["p_adjusted"] = float("nan")
+    for concept in ("door", "sky"):
+        (folder / concept / "ace.json").write_text(json.dumps(ace[concept]))  # NaN as JSON's NaN
+    (folder / "labels.json").write_text(json.dumps({
+        "layer": S2_LAYER, "definition": "share", "definitions": {"share": "mean change of the concept's share"},
+        "agreement": {"quantile": {"rule": "quantile", "units": 8, "agree": 3, "fraction": 0.375, "chance": 0.125}},
+        "units": [{"unit": u, "label": "tree" if u % 2 else "none", "effect": 0.02 if u % 2 else None,
+                   "measured": u != 31} for u in range(32)]}))
+    assert main(["report", str(run)]) == 0
+    return Schema2Case(run, run / "report.html", ace)
+
+
+def _strict(payload: str) -> dict:
+    def refuse(token: str) -> None:
+        raise AssertionError(f"{token} in the page's JSON")
+
+    return json.loads(payload, parse_constant=refuse)
+
+
+def test_schema2_evidence_is_in_the_page(schema2_report):
+    case = schema2_report
+    text = case.path.read_text()
+    check_self_contained(text)
+    payload = re.search(r'<script type="application/json" id="causal-data">(.*?)</script>', text, re.S).group(1)
+    data = _strict(payload)
+    assert len(payload) < 48_000, "3 concepts x 32 units: a few hundred bytes per unit and concept"
+    tree = case.ace["tree"]
+    for row in tree["units"]:
+        shown = next(a for a in data["units"][S2_LAYER][str(row["unit"])]["ace"] if a["concept"] == "tree")
+        assert "inserted" not in shown and shown["of"] == len(tree["units"])
+        for direction, (mean, low, high, significant, rank, p) in shown["effects"].items():
+            e = row["effects"][direction]
+            assert [mean, low, high, p] == pytest.approx([e["mean"], e["low"], e["high"], e["p_adjusted"]], rel=1e-3,
+                                                         abs=1e-12)
+            assert (significant, rank) == (e["significant"], e["rank"])
+    door = next(a for a in data["units"][S2_LAYER]["0"]["ace"] if a["concept"] == "door")
+    assert "effects" not in door and {"inserted", "ablated", "rank"} <= set(door), "an older file, as before"
+    assert data["concepts"]["door"][S2_LAYER]["top"] and "evidence" not in data["concepts"]["door"][S2_LAYER]
+    entry = data["concepts"]["tree"][S2_LAYER]
+    evidence = entry["evidence"]
+    assert entry["top"] == [] and entry["samples"] == tree["samples"] and entry["seed"] == tree["seed"]
+    for direction, ranking in tree["rankings"].items():
+        shown = evidence["rankings"][direction]
+        assert [t["unit"] for t in shown["top"]] == ranking["order"][:TOP_UNITS]
+        assert [t["separated"] for t in shown["top"]] == ranking["separated"][:TOP_UNITS]
+        assert [t["significant"] for t in shown["top"]] == [u in ranking["significant"] for u in
+                                                            ranking["order"][:TOP_UNITS]]
+        assert (shown["significant"], shown["of"]) == (len(ranking["significant"]), len(ranking["order"]))
+    for direction, sets in tree.get("sets", {}).items():
+        assert [s["units"] for s in evidence["sets"][direction]] == [s["units"] for s in sets]
+        assert [s["description"] for s in evidence["sets"][direction]] == [s["description"] for s in sets]
+    assert evidence["stopping"]["rule"] == tree["stopping"]["rule"]
+    assert evidence["insertion_value"] == tree["insertion_value"] and "Holm" not in evidence["correction"]
+    assert evidence["baseline"] == pytest.approx([tree["baseline"][k] for k in ("mean", "low", "high")], rel=1e-3)
+    assert set(data["definitions"]) >= {"removal", "insertion", "ace", "significant", "separated"}
+    sky = next(a for a in data["units"][S2_LAYER][str(case.ace["sky"]["units"][-1]["unit"])]["ace"]
+               if a["concept"] == "sky")
+    assert sky["effects"]["ace"][5] is None, "NaN becomes null"
+    figures = {name: (title, caption) for name, _, title, caption in entry["figures"]}
+    assert list(figures) == ["curves.svg", "ablation-strip.png", "context.svg"], "in reading order"
+    title, caption = figures["curves.svg"]
+    assert title.startswith("Ablation curves") and "y axis: the fraction of tree pixels removed" in caption
+    assert all(words in caption for words in ("removal (", "ACE (", "IoU (", "x axis: N", "95% interval shaded",
+                                              "48 held-out samples (seed 4)", "up to 1 unreadable",
+                                              "grey band is N units drawn at random", "10 draws"))
+    title, caption = figures["ablation-strip.png"]
+    assert title == "Switching off the top removal units for tree"
+    assert "the removal ranking for tree" in caption and "N = 0, the unedited image, then 1, 2, 4" in caption
+    title, caption = figures["context.svg"]
+    assert f"top 20 units by insertion for tree ({', '.join(map(str, tree['rankings']['insertion']['order'][:20]))})" \
+        in caption and "2×2 patch" in caption and "4 samples (seed 5)" in caption
+    header = re.search(r'<section class="causal-summary" id="causal">.*?</section>', text, re.S).group(0)
+    assert "3/8); chance 0.125" in header and "definition share: mean change of the concept&#x27;s share" in header
+    labels = data["units"][S2_LAYER]
+    assert "label" not in labels["31"] and labels["1"]["label"]["concept"] == "tree", "unit 31 was not measured"
+    assert labels["2"]["label"] == {"concept": None, "effect": None, "agrees": False, "rules": []}
+
+
+def test_browser_schema2_unit_page(browser, schema2_report):
+    case = schema2_report
+    data = causal_data(case.path)
+    concept, row = next((c, r) for c in ("tree", "sky") for r in case.ace[c]["units"]
+                        if r["effects"]["removal"]["significant"])
+    unit = row["unit"]
+    shown = next(a for a in data["units"][S2_LAYER][str(unit)]["ace"] if a["concept"] == concept)
+    opened = Page(browser, case.path, f"#unit/{S2_LAYER}/{unit}")
+    p = opened.page
+    view = p.locator("#unit-view")
+    view.wait_for(state="visible")
+    effect = view.locator("tr.causal-effect")
+    table = effect.locator("table.causal-effects")
+    assert table.locator("tbody tr").count() == 2, "tree and sky; door's older file is shown as before"
+    cell = table.locator(f'tr[data-concept="{concept}"] td[data-direction="removal"]')
+    mean, low, high, _, rank, _ = shown["effects"]["removal"]
+    assert cell.get_attribute("data-significant") == "1" and cell.get_attribute("data-rank") == str(rank)
+    assert cell.inner_text().startswith(f"{js_fmt(mean)} [{js_fmt(low)}, {js_fmt(high)}] ✓ significant")
+    assert f"rank {rank} of 32" in cell.inner_text()
+    assert cell.get_attribute("title").startswith(f"rank {rank} of 32 units for removing {concept}; Holm-adjusted p")
+    assert "Holm" in cell.locator(".sig").get_attribute("title")
+    for direction in ("insertion", "ace"):
+        other = table.locator(f'tr[data-concept="{concept}"] td[data-direction="{direction}"]')
+        m, lo, hi, significant, r, _ = shown["effects"][direction]
+        assert other.inner_text().startswith(f"{js_fmt(m)} [{js_fmt(lo)}, {js_fmt(hi)}]")
+        assert ("✓ significant" in other.inner_text()) == significant and f"rank {r} of 32" in other.inner_text()
+    assert "95% interval" in effect.inner_text() and "Holm's correction" in effect.inner_text()
+    door = next(a for a in data["units"][S2_LAYER][str(unit)]["ace"] if a["concept"] == "door")
+    assert f"ACE {js_fmt(door['ace'], 4)} on door: rank {door['rank']} of 32 units" in effect.inner_text()
+    opened.close()
+
+
+def test_browser_schema2_concept_page(browser, schema2_report):
+    case = schema2_report
+    tree = case.ace["tree"]
+    data = causal_data(case.path)
+    evidence = data["concepts"]["tree"][S2_LAYER]["evidence"]
+    opened = Page(browser, case.path, "#concept/tree")
+    p = opened.page
+    block = p.locator(f'#concept-view .causal-concept[data-layer="{S2_LAYER}"]')
+    block.wait_for(state="visible")
+    samples = block.locator(".causal-samples").inner_text()
+    assert samples == f"{tree['samples']} held-out samples (seed {tree['seed']}), a fixed number."
+    settings = block.locator(".causal-settings").inner_text()
+    assert tree["insertion_value"] in settings
+    assert "Significance: Holm, over the 32 units measured, p < 0.05" in settings
+    assert "The segmenter read every image." in settings and "tree covers " in settings
+    for direction in ("removal", "insertion", "ace"):
+        ranking, shown = tree["rankings"][direction], evidence["rankings"][direction]
+        table = block.locator(f'table.causal-ranking[data-direction="{direction}"]')
+        assert table.is_visible() == (direction != "ace"), "the ACE ranking is collapsed"
+        rows = table.locator("tbody tr")
+        assert [int(rows.nth(i).get_attribute("data-unit")) for i in range(rows.count())] == ranking["order"][:10]
+        for i, t in enumerate(shown["top"]):
+            assert rows.nth(i).get_attribute("data-significant") == ("1" if t["significant"] else "0")
+            assert rows.nth(i).locator("td.interval").text_content() == f"[{js_fmt(t['low'])}, {js_fmt(t['high'])}]"
+            assert rows.nth(i).get_attribute("data-separated") == ("yes" if ranking["separated"][i] else "no")
+            assert rows.nth(i).locator("td").nth(5).text_content() == ("✓" if t["significant"] else "")
+    whisker = block.locator('table.causal-ranking[data-direction="removal"] tbody tr').first.locator(".whisker")
+    box, mean = whisker.locator(".range").bounding_box(), whisker.locator(".mean").bounding_box()
+    assert box["width"] > 5 and box["x"] < mean["x"] + mean["width"] / 2 < box["x"] + box["width"]
+    assert "distinguishable from the next" in block.locator("table.causal-ranking thead").first.inner_text()
+    sets = block.locator(".causal-sets li")
+    expected = []
+    for direction, verb in (("removal", "Switching off"), ("insertion", "Switching on")):
+        found = tree.get("sets", {}).get(direction)
+        if found:
+            last = found[-1]
+            n = len(last["units"])
+            expected.append(f"{verb} the {n} significant {direction} unit{'s' if n > 1 else ''} "
+                            f"({', '.join(map(str, last['units']))}){' together' if n > 1 else ''} "
+                            f"{last['description']} on {last['samples']} held-out samples (seed {last['seed']})")
+    assert expected, "tree has no significant set: the test would prove nothing"
+    texts = [sets.nth(i).inner_text() for i in range(sets.count())]
+    assert all(any(t.startswith(e) for t in texts) for e in expected), (expected, texts)
+    figures = block.locator("figure.causal-figure")
+    assert [figures.nth(i).get_attribute("data-name") for i in range(3)] == ["curves.svg", "ablation-strip.png",
+                                                                              "context.svg"]
+    for i, (name, _, title, caption) in enumerate(data["concepts"]["tree"][S2_LAYER]["figures"]):
+        assert figures.nth(i).locator("img").get_attribute("alt") == title
+        assert figures.nth(i).locator("figcaption").inner_text() == f"{title}. {caption} ({name})"
+    opened.close()
+    sky = Page(browser, case.path, "#concept/sky")
+    block = sky.page.locator(f'#concept-view .causal-concept[data-layer="{S2_LAYER}"]')
+    block.wait_for(state="visible")
+    assert block.locator(".causal-samples").inner_text() == (
+        f"{case.ace['sky']['samples']} held-out samples (seed 3), chosen automatically: measured in rounds (32, 64 "
+        "samples in all) until the top 3 units of each ranking settled, at most 200 samples; removal: settled (the "
+        "top 3 distinguishable from the next unit); insertion: not settled when the budget ran out.")
+    assert "Unreadable by the segmenter, left out: 2 unedited images." in block.locator(".causal-settings").inner_text()
+    sky.close()
+    door = Page(browser, case.path, "#concept/door")
+    block = door.page.locator(f'#concept-view .causal-concept[data-layer="{S2_LAYER}"]')
+    block.wait_for(state="visible")
+    assert block.locator("table.ace-top tbody tr").count() == TOP_UNITS, "an older file: the ACE table as before"
+    assert block.locator("table.causal-ranking, .causal-sets").count() == 0
+    door.close()

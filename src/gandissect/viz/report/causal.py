@@ -1,15 +1,20 @@
 """Causal results in the report, read from a run's `causal/` folder (written by the causal tools):
 
-- `causal/<layer>/<concept>/ace.json`: every measured unit's ACE for the concept, ranked highest first;
-- `causal/<layer>/<concept>/*.svg, *.png`: figures for that concept at that layer, inlined as data: URIs;
-- `causal/<layer>/labels.json`: each unit's causal label (the concept it draws, or null) and how often each
-  labelling rule agrees with those labels.
+- `causal/<layer>/<concept>/ace.json`: every measured unit's ACE for the concept, ranked highest first; a
+  schema-2 file (`gandissect causal`) also has each unit's removal, insertion and ACE effects with 95% intervals,
+  significance and ranks, and the concept's evidence (see `evidence`);
+- `causal/<layer>/<concept>/*.svg, *.png`: figures for that concept at that layer, inlined as data: URIs, with
+  titles and captions for those the causal tools write (see `figures`);
+- `causal/<layer>/labels.json`: each unit's causal label (the concept it draws, or null; units it did not
+  measure are left out), how often each labelling rule agrees with those labels (with the chance level where
+  given) and how the labels are defined.
 
 `load_causal` returns None when the folder is missing or holds nothing the report can show: the page is then
 exactly the one without causal results. Otherwise the header gets a summary and an agreement table, the
 gallery cards a "causal: <concept>" tag, and causal.js (with its JSON, `#causal-data`) adds the causal rows to
-the unit pages and the top units by ACE and the figures to the concept pages. A file the report cannot read is
-skipped with a warning.
+the unit pages and, to the concept pages, the top units (by ACE; schema 2: by removal, insertion and ACE, with
+intervals) and the figures. A file the report cannot read is skipped with a warning; an older ace.json (no
+"schema") is shown as it always was.
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ import base64
 import functools
 import html
 import json
-import math
 import warnings
 from dataclasses import dataclass, field
 from importlib import resources
@@ -27,8 +31,12 @@ from typing import Any
 from urllib.parse import quote
 
 from gandissect.viz.report.data import fmt, rules
+from gandissect.viz.report.evidence import TOP_UNITS, compact, concept_evidence, definitions, integer, unit_effects
+from gandissect.viz.report.evidence import number as _number
+from gandissect.viz.report.figures import figure_notes, order
 
-TOP_UNITS = 10
+__all__ = ["TOP_UNITS", "Causal", "body_html", "card_tag", "header_html", "load_causal", "page_json"]
+
 FIGURE_TYPES = {".svg": "image/svg+xml", ".png": "image/png"}
 FIGURE_LIMIT = 8 * 2**20  # bytes; a larger figure is skipped
 esc = html.escape
@@ -39,10 +47,12 @@ class Causal:
     """What the report shows of a run's causal folder, for the layers and concepts of its dissection."""
 
     ace: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)  # layer -> concept -> units
-    settings: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # samples, seed, definition
-    figures: dict[str, dict[str, list[tuple[str, str]]]] = field(default_factory=dict)  # (file name, data URI)
+    settings: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # samples, seed, definition, evidence
+    figures: dict[str, dict[str, list[tuple[str, ...]]]] = field(default_factory=dict)  # (name, URI, title, caption)
     labels: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)  # layer -> unit -> label
     agreement: dict[str, dict[str, Any]] = field(default_factory=dict)  # layer -> rule -> fraction (or record)
+    label_definition: dict[str, str] = field(default_factory=dict)  # layer -> how its causal labels are defined
+    definitions: dict[str, str] = field(default_factory=dict)  # the terms of the ace.json files (schema 2)
     ignored: list[str] = field(default_factory=list)  # folders of layers or concepts the dissection lacks
 
     def empty(self) -> bool:
@@ -57,12 +67,6 @@ def asset(name: str) -> str:
     return text
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
 def _read(path: Path) -> Any:
     try:
         return json.loads(path.read_text("utf-8"))
@@ -72,21 +76,33 @@ def _read(path: Path) -> Any:
 
 
 def _ace(path: Path, document: dict[str, Any], layer: str) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
-    """The units of an ace.json ranked by ACE (each with its rank), and its settings."""
+    """The units of an ace.json ranked by ACE (each with its rank; a unit without an ACE last) and its settings
+    (with its schema-2 "evidence", see `evidence`)."""
     record = _read(path)
     units = record.get("units") if isinstance(record, dict) else None
     width = len(document["layers"][layer]["units"])
     if not isinstance(units, list) or not all(
             isinstance(u, dict) and isinstance(u.get("unit"), int) and 0 <= u["unit"] < width
-            and _number(u.get("ace")) is not None for u in units):
+            and "ace" in u and (u["ace"] is None or isinstance(u["ace"], float) or integer(u["ace"]) is not None)
+            for u in units):
         if record is not None:
             warnings.warn(f"report: skipping {path}: needs units [{{unit (< {width}), ace, ...}}]", stacklevel=2)
         return None
     keys = ("ace", "inserted", "ablated", "value", "iou")
-    ranked = sorted(units, key=lambda u: -float(u["ace"]))  # stable: ties keep the file's order
+    ranked = sorted(units, key=lambda u: (_number(u["ace"]) is None, -(_number(u["ace"]) or 0.0)))
     settings = {k: record[k] for k in ("samples", "seed", "definition") if k in record}
-    return [{"unit": u["unit"], "rank": i + 1, **{k: _number(u.get(k)) for k in keys}}
-            for i, u in enumerate(ranked)], settings
+    rows = []
+    for i, u in enumerate(ranked):  # stable: ties keep the file's order
+        row = {"unit": u["unit"], "rank": i + 1, **{k: _number(u.get(k)) for k in keys}}
+        effects = unit_effects(u)
+        if effects is not None:
+            row["effects"] = effects
+        rows.append(row)
+    evidence = concept_evidence(record, rows)
+    if evidence is not None:
+        settings["evidence"] = evidence
+        settings["definitions"] = definitions(record)
+    return rows, settings
 
 
 def _unit_label(unit: Any, concepts: set[str]) -> tuple[bool, str | None]:
@@ -100,7 +116,9 @@ def _unit_label(unit: Any, concepts: set[str]) -> tuple[bool, str | None]:
     return value is None or isinstance(value, str), value
 
 
-def _labels(path: Path, document: dict[str, Any], layer: str) -> tuple[dict[int, dict], dict[str, Any]] | None:
+def _labels(path: Path, document: dict[str, Any], layer: str) -> tuple[dict[int, dict], dict[str, Any], str] | None:
+    """A labels.json's labels of the units it measured, its agreement records, and how its labels are defined
+    ("" when it does not say)."""
     record = _read(path)
     units = record.get("units") if isinstance(record, dict) else None
     width = len(document["layers"][layer]["units"])
@@ -113,8 +131,12 @@ def _labels(path: Path, document: dict[str, Any], layer: str) -> tuple[dict[int,
                           stacklevel=2)
         return None
     agreement = record.get("agreement")
-    labels = {u["unit"]: {"concept": _unit_label(u, concepts)[1], "effect": _number(u.get("effect"))} for u in units}
-    return labels, agreement if isinstance(agreement, dict) else {}
+    labels = {u["unit"]: {"concept": _unit_label(u, concepts)[1], "effect": _number(u.get("effect"))} for u in units
+              if u.get("measured") is not False}
+    name, known = record.get("definition"), record.get("definitions")
+    meaning = known.get(name) if isinstance(name, str) and isinstance(known, dict) else None
+    definition = f"{name}: {meaning}" if isinstance(meaning, str) else name if isinstance(name, str) else ""
+    return labels, agreement if isinstance(agreement, dict) else {}, definition
 
 
 def _figure(path: Path) -> str | None:
@@ -145,7 +167,9 @@ def load_causal(folder: str | Path, document: dict[str, Any]) -> Causal | None:
         if (layer_dir / "labels.json").is_file():
             found = _labels(layer_dir / "labels.json", document, layer)
             if found is not None:
-                causal.labels[layer], causal.agreement[layer] = found
+                causal.labels[layer], causal.agreement[layer], definition = found
+                if definition:
+                    causal.label_definition[layer] = definition
         for concept_dir in sorted(p for p in layer_dir.iterdir() if p.is_dir()):
             concept = concept_dir.name
             if concept not in concepts:
@@ -153,12 +177,17 @@ def load_causal(folder: str | Path, document: dict[str, Any]) -> Causal | None:
                 continue
             ace_path = concept_dir / "ace.json"
             found = _ace(ace_path, document, layer) if ace_path.is_file() else None
+            schema = None
             if found is not None:
-                causal.ace.setdefault(layer, {})[concept], causal.settings.setdefault(layer, {})[concept] = found
-            figures = [(p.name, _figure(p)) for p in sorted(concept_dir.iterdir())
-                       if p.is_file() and p.suffix.lower() in FIGURE_TYPES]
-            if any(uri for _, uri in figures):
-                causal.figures.setdefault(layer, {})[concept] = [(n, uri) for n, uri in figures if uri]
+                causal.ace.setdefault(layer, {})[concept], settings = found
+                causal.settings.setdefault(layer, {})[concept] = settings
+                causal.definitions = {**settings.pop("definitions", {}), **causal.definitions}
+                schema = 2 if "evidence" in settings else 0
+            names = order([p.name for p in concept_dir.iterdir() if p.is_file() and p.suffix.lower() in FIGURE_TYPES])
+            figures = [(n, uri, *figure_notes(concept_dir, n, concept, layer, schema)) for n in names
+                       if (uri := _figure(concept_dir / n))]
+            if figures:
+                causal.figures.setdefault(layer, {})[concept] = figures
     return None if causal.empty() else causal
 
 
@@ -190,7 +219,8 @@ def _agreement_cell(value: Any) -> str:
     if isinstance(value, dict):
         agree, units = value.get("agree"), value.get("units")
         counts = f" ({agree}/{units})" if isinstance(agree, int) and isinstance(units, int) else ""
-        return fmt(_number(value.get("fraction"))) + counts
+        chance = _number(value.get("chance"))
+        return fmt(_number(value.get("fraction"))) + counts + (f"; chance {fmt(chance)}" if chance is not None else "")
     return fmt(_number(value))
 
 
@@ -210,7 +240,9 @@ def header_html(causal: Causal | None, document: dict[str, Any]) -> str:
         concepts = sorted(set(causal.ace.get(name, {})) | set(causal.figures.get(name, {})))
         what = [", ".join(map(link, concepts))] if concepts else []
         if name in causal.labels:
-            what.append(f"causal labels of {len(causal.labels[name])} units")
+            defined = causal.label_definition.get(name)
+            what.append(f"causal labels of {len(causal.labels[name])} units"
+                        + (f' <span class="muted">(definition {esc(defined)})</span>' if defined else ""))
         parts.append(f'<li data-layer="{esc(name)}"><b>{esc(name)}</b>: {"; ".join(what)}</li>')
     table = ""
     if causal.agreement:
@@ -223,8 +255,10 @@ def header_html(causal: Causal | None, document: dict[str, Any]) -> str:
             f'<tr data-rule="{esc(r)}"{current.get(r, "")}><td>{esc(r)}</td>'
             + "".join(f'<td data-layer="{esc(n)}">{_agreement_cell(causal.agreement[n].get(r))}</td>'
                       for n in agreeing) + "</tr>" for r in names)
+        chance = "; chance: the share expected were the rule's labels shuffled across the units" if any(
+            isinstance(r, dict) and "chance" in r for n in agreeing for r in causal.agreement[n].values()) else ""
         table = (f'<p class="muted">Agreement: the share of units with a causal label whose label under each rule '
-                 f'is that concept.</p><table class="agreement"><thead><tr><th>rule</th>{head}</tr></thead>'
+                 f'is that concept{chance}.</p><table class="agreement"><thead><tr><th>rule</th>{head}</tr></thead>'
                  f"<tbody>{body}</tbody></table>")
     ignored = (f'<p class="muted">Not in this dissection, left out: {esc(", ".join(causal.ignored))}</p>'
                if causal.ignored else "")
@@ -234,23 +268,34 @@ def header_html(causal: Causal | None, document: dict[str, Any]) -> str:
             f"{table}{ignored}</section>")
 
 
+def _measured(concept: str, ranked: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Per unit what its page shows of its effect on `concept`: ACE and rank, and with a schema-2 file, the
+    effects of every direction (see `evidence.unit_effects`) instead of the shares inserted and ablated."""
+    out = {}
+    for u in ranked:
+        shown = {"concept": concept, "ace": u["ace"], "rank": u["rank"], "of": len(ranked)}
+        if "effects" in u:
+            shown["effects"] = u["effects"]
+        else:
+            shown.update(inserted=u["inserted"], ablated=u["ablated"])
+        out[u["unit"]] = shown
+    return out
+
+
 def page_json(causal: Causal, document: dict[str, Any]) -> dict[str, Any]:
-    """The JSON causal.js reads: per unit its causal label and ACE on every measured concept (its labelled
-    concept first), per concept and layer the top units by ACE and the figures."""
+    """The JSON causal.js reads (floats to 4 significant digits, NaN as null): per unit its causal label and
+    effects on every measured concept (its labelled concept first), per concept and layer the top units (by
+    ACE, or with a schema-2 file by every direction, with the evidence) and the figures with their captions."""
     units: dict[str, dict[str, Any]] = {}
     for name, layer in document["layers"].items():
         if name not in causal.ace and name not in causal.labels:
             continue
+        measured = [_measured(c, ranked) for c, ranked in causal.ace.get(name, {}).items()]
         entries = {}
         for record in layer["units"]:
             unit, concept = int(record["unit"]), record["concept"]
-            ace = []
-            for other, ranked in causal.ace.get(name, {}).items():
-                hit = next((u for u in ranked if u["unit"] == unit), None)
-                if hit is not None:
-                    ace.append({"concept": other, "ace": hit["ace"], "rank": hit["rank"], "of": len(ranked),
-                                "inserted": hit["inserted"], "ablated": hit["ablated"]})
-            ace.sort(key=lambda a: (a["concept"] != concept, -a["ace"]))
+            ace = [found[unit] for found in measured if unit in found]
+            ace.sort(key=lambda a: (a["concept"] != concept, a["ace"] is None, -(a["ace"] or 0.0)))
             entry: dict[str, Any] = {"ace": ace, "measured": bool(ace) and ace[0]["concept"] == concept}
             label = causal.labels.get(name, {}).get(unit)
             if label is not None:
@@ -263,12 +308,14 @@ def page_json(causal: Causal, document: dict[str, Any]) -> dict[str, Any]:
     for name in document["layers"]:
         for concept in sorted(set(causal.ace.get(name, {})) | set(causal.figures.get(name, {}))):
             ranked = causal.ace.get(name, {}).get(concept, [])
+            settings = causal.settings.get(name, {}).get(concept, {})
+            top = [] if "evidence" in settings else ranked[:TOP_UNITS]  # schema 2: the evidence's rankings
             concepts.setdefault(concept, {})[name] = {
-                "top": ranked[:TOP_UNITS], "of": len(ranked), **causal.settings.get(name, {}).get(concept, {}),
+                "top": top, "of": len(ranked), **settings,
                 "figures": [list(f) for f in causal.figures.get(name, {}).get(concept, [])]}
-    return {"units": units, "concepts": concepts,
-            "ace_layers": [name for name in document["layers"] if name in causal.ace],
-            "label_layers": [name for name in document["layers"] if name in causal.labels]}
+    return compact({"units": units, "concepts": concepts, "definitions": causal.definitions,
+                    "ace_layers": [name for name in document["layers"] if name in causal.ace],
+                    "label_layers": [name for name in document["layers"] if name in causal.labels]})
 
 
 def body_html(causal: Causal | None, document: dict[str, Any]) -> tuple[str, str]:
