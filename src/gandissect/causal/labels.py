@@ -1,32 +1,44 @@
 """Which label is right: the concept each unit causally draws, and how often each labelling rule names it.
 
-For unit u of a layer, on held-out samples (a seed of their own):
-- ablation where active: u := 0 in the feature cells where u exceeds its top-quantile threshold (the
-  dissection's `thresholds[u]`, compared on the feature grid);
-- insertion elsewhere: u := k_u in cells where u is not active (INSERTIONS: by default the active cells moved
-  sideways by half the grid, a region no larger than the ablation's; or every inactive cell), k_u a high quantile
-  of the unit's activations, by default the median of its active part (1 - quantile / 2 of the run's quantile).
-For every concept c, per image, the pixels it loses to the ablation (its pixel count before minus after,
-clamped at 0) and the pixels it gains from the insertion (after minus before, clamped at 0) are summed over
-samples and divided by c's area: its pixels in the unedited images, summed over samples, floored at
-`area_floor` of all pixels so that a rare concept does not win by a few pixels of noise. The unit's causal label
-is the concept of largest effect, or none when no effect reaches `min_effect`. Counts are kept per half of the
-samples, so that the labels' split-half reliability comes with them.
+No labelling rule's mask or threshold enters the definition (an earlier one ablated the quantile rule's own
+top-1% mask, favouring that rule). For unit u, on held-out samples (a seed of their own), u := 0 (ablation)
+and u := k_u (insertion) at every cell of the layer, k_u the unit's `quantile` (default 0.99) of upsampled
+activations on the run's threshold set: a value it reaches on its own, with no concept chosen. These are the
+whole-map interventions of the paper's ACE, so the effect below is u's ACE on every concept.
 
-Each batch computes the layer's features and the unedited images once, then generates, for a group of units
-at a time, every (unit, sample) copy with that one unit edited: many units share one generator call. A copy
-whose edit region is empty changes nothing and is not generated. Rides the engine's sample pass (shards and
-merges under torchrun).
+Per sample i and concept c the segmenter gives c's share of the image's known pixels (pixels with -2 in any
+channel are left out; an image with no known pixel is a missing sample, NaN): unedited b_i, ablated a_i,
+inserted n_i. The per-sample effect d_i = n_i - a_i = (b_i - a_i) + (n_i - b_i) is the share the ablation
+removes plus the share the insertion adds. Per unit, a paired t-test of mean d against 0 for every concept
+the unit moves in some sample (one it never moves is no test), Holm-adjusted over those concepts
+(`core.inference`); a concept is a candidate when its adjusted p is below `alpha` and its mean d is positive
+(the unit draws it, not over it). The label is the candidate of largest effect under a definition, else none.
+Each definition divides mean d by a positive constant per concept, so all share the test and differ only in
+which candidate wins (DEFINITIONS):
+- share: mean d itself, the ACE in shares of the image; large concepts have more pixels to move;
+- relative: mean d over the concept's mean share in the unedited images, the part of its usual area the unit
+  moves; no floor, so a large concept stays reachable, but small ones win more easily;
+- lift: mean d over the concept's mean |mean d| across the layer's measured units, how much more this unit
+  moves c than the layer's typical unit; no area enters (it needs most of the layer measured).
+All come from the same images. Per-sample shares are kept (`SampleTable`): labels on the even and odd
+samples give the split-half reliability.
 
-`rule_agreement` compares the causal labels with every labelling rule of the dissection: the fraction of
-units with a causal label whose rule label is the same concept, over all such units and over those the rule
-calls interpretable.
+Each batch computes the features and unedited images once, then every (unit, sample) copy with one unit
+edited, group * batch_size copies per generator call; a copy whose edit changes no value (a unit zero
+everywhere, ablated) reuses the unedited shares. Rides the engine's sample pass (shards under torchrun).
+
+`rule_agreement`: the fraction of units with a causal label whose rule label is that concept, with its chance
+level: the expected agreement when the rule's labels are shuffled across the layer's units, computed exactly
+(the mean over all U! permutations, which a mean over random permutations would only estimate).
 """
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -36,153 +48,225 @@ from gandissect.causal.ace import HELD_OUT_SEED
 from gandissect.causal.cut import Cut
 from gandissect.causal.interventions import check_layer, check_units, insertion_values
 from gandissect.core.errors import ConfigError
+from gandissect.core.inference import Estimate, holm, paired_estimate
 from gandissect.core.segmenters import Segmenter, check_labels
-from gandissect.core.stats import Statistic, Tally
+from gandissect.core.stats import SampleTable, Statistic
 from gandissect.dissection.labels import RULES
 from gandissect.dissection.results import Dissection
 from gandissect.engine.collectives import Collective
 from gandissect.engine.samplepass import Batch, SamplePass
 
 NONE = -1
-MIN_EFFECT = 0.05
-INSERTIONS = {
-    "shifted": "the cells where the unit is active, moved sideways by half the grid's width (wrapping round), "
-               "less the active cells: no larger than the ablation's region, at the same heights",
-    "inactive": "every cell where the unit is not active",
+ALPHA = 0.05
+QUANTILE = 0.99
+DEFINITIONS = {
+    "share": "mean change of the concept's share of the image, inserted minus ablated (its ACE): favours "
+             "large concepts",
+    "relative": "that change over the concept's mean share in the unedited images: favours small concepts",
+    "lift": "that change over the concept's mean absolute change across the layer's units: no area enters",
 }
+NAN = float("nan")
+
+
+def check_definition(definition: str) -> str:
+    """`definition`, refused in one line unless it is one of DEFINITIONS."""
+    if definition not in DEFINITIONS:
+        raise ConfigError(f"definition must be one of {', '.join(DEFINITIONS)}; got {definition!r}")
+    return definition
+
+
+def _number(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
 
 
 @dataclass
 class CausalLabels:
-    """One layer's causal effects, kept per half of the samples (F = 2 folds: even and odd sample indices):
-    pixels removed by the ablation and gained by the insertion (F, U, C), each concept's pixels in the unedited
-    images (F, C) and all known pixels (F,); summed over the folds they give effects and labels."""
+    """One layer's per-sample concept shares, float64, NaN where missing: `before` (N, C) in the unedited
+    images, `ablated` and `inserted` (N, U, C) with one unit edited (NaN for units not `measured`); row i is
+    sample i of `seed`. `values` (U,): the inserted values, the units' `quantile` of activations."""
 
     layer: str
     concepts: list[str]
-    removed: torch.Tensor
-    gained: torch.Tensor
-    area: torch.Tensor
-    pixels: torch.Tensor
+    measured: list[int]
+    before: torch.Tensor
+    ablated: torch.Tensor
+    inserted: torch.Tensor
     values: torch.Tensor
-    samples: int
     seed: int
-    area_floor: float
-    min_effect: float
+    alpha: float = ALPHA
+    quantile: float = QUANTILE
 
     @property
     def units(self) -> int:
-        return int(self.removed.shape[1])
+        return int(self.ablated.shape[1])
 
     @property
-    def effect(self) -> torch.Tensor:
-        """(U, C) (removed + gained) / max(area, area_floor * pixels), all summed over samples."""
-        area = self.area.sum(0).clamp(min=self.area_floor * float(self.pixels.sum())).clamp(min=1.0)
-        return ((self.removed.sum(0) + self.gained.sum(0)) / area[None, :]).float()
+    def samples(self) -> int:
+        return int(self.before.shape[0])
 
-    def labels(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each unit's largest effect and its concept, concept -1 (none) where the effect is below min_effect
-        (ties go to the lower concept index)."""
-        best, concept = self.effect.max(1)
-        return best, torch.where(best >= self.min_effect, concept, torch.full_like(concept, NONE))
+    @cached_property
+    def estimate(self) -> Estimate:
+        """The paired estimate of d = inserted - ablated per (unit, concept), over samples."""
+        return paired_estimate(self.inserted - self.ablated)
 
-    def names(self) -> list[str]:
+    @cached_property
+    def adjusted(self) -> torch.Tensor:
+        """(U, C) Holm-adjusted p-values over each unit's concepts; NaN (no test) where d is 0 in every sample."""
+        moved = ((self.inserted - self.ablated).nan_to_num(0.0) != 0).any(0)
+        return holm(torch.where(moved, self.estimate.p, torch.full_like(self.estimate.p, NAN)), -1)
+
+    def effect(self, definition: str = "share") -> torch.Tensor:
+        """(U, C) mean effect under `definition`; NaN for units not measured, concepts absent from every
+        unedited image (relative) and concepts no unit moves (lift)."""
+        mean = self.estimate.mean
+        if check_definition(definition) == "share":
+            return mean
+        scale = self.before.nanmean(0) if definition == "relative" else mean[self.measured].abs().nanmean(0)
+        return mean / torch.where(scale > 0, scale, torch.full_like(scale, NAN))[None]
+
+    def labels(self, definition: str = "share") -> tuple[torch.Tensor, torch.Tensor]:
+        """Each unit's label (U,): the candidate concept of largest effect (ties to the lower index), -1 for
+        none; and its effect (U,), for none the unit's largest effect on any concept (NaN if it has none)."""
+        effect = self.effect(definition)
+        candidate = (self.adjusted < self.alpha) & (self.estimate.mean > 0) & ~torch.isnan(effect)
+        ranked = torch.where(candidate, effect, -math.inf).argsort(dim=1, descending=True, stable=True)[:, 0]
+        concept = torch.where(candidate.any(1), ranked, NONE)
+        anything = effect.nan_to_num(-math.inf).max(1).values
+        best = torch.where(concept != NONE, effect.gather(1, ranked[:, None])[:, 0], anything)
+        return concept, torch.where(torch.isinf(best), NAN, best)
+
+    def names(self, definition: str = "share") -> list[str]:
         """Each unit's causal label as a concept name, 'none' for none."""
-        return [self.concepts[c] if c != NONE else "none" for c in self.labels()[1].tolist()]
+        return [self.concepts[c] if c != NONE else "none" for c in self.labels(definition)[0].tolist()]
 
     def half(self, fold: int) -> CausalLabels:
-        """The labels measured on one half of the samples (fold 0: even sample indices, 1: odd)."""
-        if fold not in range(self.removed.shape[0]):
+        """The measurement on one half of the samples (fold 0: even sample indices, 1: odd)."""
+        if fold not in (0, 1):
             raise ConfigError(f"fold must be 0 or 1; got {fold}")
-        pick = slice(fold, fold + 1)
-        return CausalLabels(self.layer, self.concepts, self.removed[pick], self.gained[pick], self.area[pick],
-                            self.pixels[pick], self.values, (self.samples + 1 - fold) // 2, self.seed,
-                            self.area_floor, self.min_effect)
+        pick = slice(fold, None, 2)
+        return replace(self, before=self.before[pick], ablated=self.ablated[pick], inserted=self.inserted[pick])
 
-    def reliability(self) -> Agreement:
-        """Split-half agreement: of the units labelled on both halves of the samples, how many get the same
-        label from each (a ceiling for any rule's agreement at this number of samples)."""
-        first, second = self.half(0).labels()[1], self.half(1).labels()[1]
+    def reliability(self, definition: str = "share") -> Agreement:
+        """Split-half agreement: of the units labelled on both halves of the samples, how many get the same label
+        from each (a ceiling for any rule's agreement at this number of samples); chance: the expected agreement
+        when one half's labels are shuffled across those units."""
+        first, second = self.half(0).labels(definition)[0], self.half(1).labels(definition)[0]
         both = (first != NONE) & (second != NONE)
         units, same = int(both.sum()), int((both & (first == second)).sum())
-        return Agreement("split-half", units, same, units, same)
+        chance = shuffled_agreement(first[both], second[both]) * units
+        return Agreement("split-half", units, same, units, same, chance)
 
-    def distribution(self) -> dict[str, int]:
+    def distribution(self, definition: str = "share") -> dict[str, int]:
         """How many units each causal label has, most first (ties by name)."""
-        counts: dict[str, int] = {}
-        for name in self.names():
-            counts[name] = counts.get(name, 0) + 1
-        return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+        return dict(sorted(Counter(self.names(definition)).items(), key=lambda item: (-item[1], item[0])))
 
-    def to_json(self, agreement: Mapping[str, Agreement] | None = None) -> dict[str, Any]:
-        """JSON-able record, as the report reads `causal/<layer>/labels.json`: per unit its label (a concept
-        or 'none'), effect, pixels removed and gained, top 3 concepts; with `agreement` (from rule_agreement)
-        each rule's agreement record."""
-        best, concept = self.labels()
-        effect, removed, gained = self.effect, self.removed.sum(0), self.gained.sum(0)
+    def missing(self) -> dict[str, int]:
+        """Unedited images with no known pixel, and (measured unit, sample) effects left out for a missing image."""
+        d = (self.inserted - self.ablated)[:, self.measured, 0]
+        return {"unedited": int(torch.isnan(self.before[:, 0]).sum()), "effects": int(torch.isnan(d).sum())}
+
+    def to_json(self, agreements: Mapping[str, Mapping[str, Agreement]] | None = None,
+                definition: str = "share") -> dict[str, Any]:
+        """JSON-able record, as the report reads `causal/<layer>/labels.json`: per unit its label under
+        `definition` (a concept or 'none'), effect, adjusted p, mean shares and top 3 concepts, and its label
+        under every definition; `agreement` (rule -> record) under `definition`, and `by_definition` the
+        distribution, reliability and agreement under each. `agreements`: definition -> rule_agreement."""
+        concept, best = self.labels(check_definition(definition))
+        effect, mean, p = self.effect(definition), self.estimate.mean, self.adjusted
+        ablated, inserted = self.ablated.nanmean(0), self.inserted.nanmean(0)
+        names = {name: self.names(name) for name in DEFINITIONS}
+
+        def about(u: int, c: int) -> dict[str, Any]:
+            numbers = {"effect": effect, "share_effect": mean, "p": p, "ablated": ablated, "inserted": inserted}
+            return {"concept": self.concepts[c], **{k: _number(float(v[u, c])) for k, v in numbers.items()}}
+
         units = []
-        for u, (score, c) in enumerate(zip(best.tolist(), concept.tolist(), strict=True)):
-            top = effect[u].argsort(descending=True, stable=True)[:3].tolist()
-            units.append({"unit": u, "label": self.concepts[c] if c != NONE else "none", "effect": score,
-                          "removed": float(removed[u, c]) if c != NONE else 0.0,
-                          "gained": float(gained[u, c]) if c != NONE else 0.0,
-                          "top": [{"concept": self.concepts[k], "effect": float(effect[u, k])} for k in top]})
-        return {"layer": self.layer, "samples": self.samples, "seed": self.seed, "area_floor": self.area_floor,
-                "min_effect": self.min_effect, "pixels": float(self.pixels.sum()),
-                "insertion_values": self.values.tolist(),
-                "area": dict(zip(self.concepts, self.area.sum(0).tolist(), strict=True)),
-                "distribution": self.distribution(), "reliability": self.reliability().to_json(), "units": units,
-                **({"agreement": {rule: a.to_json() for rule, a in agreement.items()}} if agreement else {})}
+        for u, c in enumerate(concept.tolist()):
+            top = effect[u].nan_to_num(-math.inf).argsort(descending=True, stable=True)[:3].tolist()
+            label = about(u, c) if c != NONE else dict.fromkeys(("share_effect", "p", "ablated", "inserted"))
+            units.append({**{k: v for k, v in label.items() if k != "concept"},
+                          "unit": u, "measured": u in self.measured, "label": names[definition][u],
+                          "effect": _number(float(best[u])), "labels": {n: names[n][u] for n in DEFINITIONS},
+                          "top": [about(u, k) for k in top]})
+        agreements = agreements or {}
+        by_definition = {name: {"distribution": self.distribution(name),
+                                "reliability": self.reliability(name).to_json(),
+                                **({"agreement": {r: a.to_json() for r, a in agreements[name].items()}}
+                                   if name in agreements else {})} for name in DEFINITIONS}
+        return {"layer": self.layer, "samples": self.samples, "seed": self.seed, "definition": definition,
+                "definitions": DEFINITIONS, "alpha": self.alpha, "insertion_quantile": self.quantile,
+                "insertion_values": self.values.tolist(), "measured": self.measured, "missing": self.missing(),
+                "before": dict(zip(self.concepts, map(_number, self.before.nanmean(0).tolist()), strict=True)),
+                **by_definition[definition], "units": units, "by_definition": by_definition}
 
 
 @dataclass
 class Agreement:
     """How often one rule's labels equal the causal labels: over units with a causal label (`units`), and over
-    those of them whose rule label is interpretable (`interpretable_units`)."""
+    those of them whose rule label is interpretable (`interpretable_units`); `chance`: the expected number of
+    agreeing units when the rule's labels are shuffled across units."""
 
     rule: str
     units: int
     agree: int
     interpretable_units: int
     interpretable_agree: int
+    chance: float = NAN
 
     @property
     def fraction(self) -> float:
-        return self.agree / self.units if self.units else float("nan")
+        return self.agree / self.units if self.units else NAN
 
     @property
     def interpretable_fraction(self) -> float:
-        return self.interpretable_agree / self.interpretable_units if self.interpretable_units else float("nan")
+        return self.interpretable_agree / self.interpretable_units if self.interpretable_units else NAN
+
+    @property
+    def chance_fraction(self) -> float:
+        return self.chance / self.units if self.units else NAN
 
     def to_json(self) -> dict[str, Any]:
         """JSON-able record; a fraction over no units is null."""
-        return {"rule": self.rule, "units": self.units, "agree": self.agree,
-                "fraction": self.fraction if self.units else None,
+        return {"rule": self.rule, "units": self.units, "agree": self.agree, "fraction": _number(self.fraction),
+                "chance": _number(self.chance_fraction), "chance_agree": _number(self.chance),
                 "interpretable_units": self.interpretable_units, "interpretable_agree": self.interpretable_agree,
-                "interpretable_fraction": self.interpretable_fraction if self.interpretable_units else None}
+                "interpretable_fraction": _number(self.interpretable_fraction)}
+
+
+def shuffled_agreement(fixed: torch.Tensor, shuffled: torch.Tensor) -> float:
+    """The mean, over every permutation of `shuffled` (U,), of the fraction of the units u with fixed[u] != -1
+    whose shuffled label equals fixed[u]: sum over those u of (units shuffled labels fixed[u]) / U, over their
+    number. NaN when no unit has a fixed label."""
+    fixed, shuffled = fixed.long().cpu(), shuffled.long().cpu()
+    known = fixed[fixed != NONE]
+    if not len(known):
+        return NAN
+    counts = torch.bincount(shuffled[shuffled >= 0], minlength=int(known.max()) + 1)
+    return float(counts[known].sum()) / (len(shuffled) * len(known))
 
 
 def agreement(rule: str, causal: torch.Tensor, rule_labels: torch.Tensor, interpretable: torch.Tensor) -> Agreement:
     """Agreement of `rule_labels` (U,) with `causal` (U,) labels (-1: none, left out), over all units and over
-    units whose rule label is `interpretable` (U,) bool."""
+    units whose rule label is `interpretable` (U,) bool; with the chance level of shuffling `rule_labels`."""
     causal, rule_labels, interpretable = causal.cpu().long(), rule_labels.cpu().long(), interpretable.cpu().bool()
     if not causal.shape == rule_labels.shape == interpretable.shape:
         raise ConfigError(f"causal labels {tuple(causal.shape)}, rule labels {tuple(rule_labels.shape)} and "
                           f"interpretable flags {tuple(interpretable.shape)} must have the same shape (U,)")
     known = causal != NONE
     same = known & (causal == rule_labels)
+    chance = shuffled_agreement(causal, rule_labels) * int(known.sum()) if known.any() else 0.0
     return Agreement(rule, int(known.sum()), int(same.sum()), int((known & interpretable).sum()),
-                     int((same & interpretable).sum()))
+                     int((same & interpretable).sum()), chance)
 
 
-def rule_agreement(result: Dissection, causal: CausalLabels,
-                   rules: Sequence[str] | None = None) -> dict[str, Agreement]:
-    """Agreement of every labelling rule of `result` (or `rules`) at `causal.layer` with the causal labels."""
+def rule_agreement(result: Dissection, causal: CausalLabels, rules: Sequence[str] | None = None,
+                   definition: str = "share") -> dict[str, Agreement]:
+    """Agreement of every labelling rule of `result` (or `rules`) at `causal.layer` with the causal labels
+    under `definition`."""
     width = check_layer(result, causal.layer)
     if causal.units != width:
-        raise ConfigError(f"the causal labels cover {causal.units} units; layer {causal.layer!r} has "
-                          f"{width}")
-    labels = causal.labels()[1]
+        raise ConfigError(f"the causal labels cover {causal.units} units; layer {causal.layer!r} has {width}")
+    labels = causal.labels(definition)[0]
     out = {}
     for rule in rules or list(result.layers[causal.layer].rules):
         if rule not in RULES:
@@ -193,134 +277,119 @@ def rule_agreement(result: Dissection, causal: CausalLabels,
     return out
 
 
-def agreement_table(agreements: Mapping[str, Mapping[str, Agreement]]) -> str:
-    """A Markdown table: one row per rule, per layer two columns (all units with a causal label, interpretable
-    ones), each 'fraction (agree/units)'; a last column pooling the layers."""
-    layers = list(agreements)
-    rules = list(dict.fromkeys(rule for layer in layers for rule in agreements[layer]))
+def agreement_table(agreements: Mapping[str, Mapping[str, Mapping[str, Agreement]]]) -> str:
+    """Markdown: per definition (definition -> layer -> rule -> Agreement) a table, one row per rule; per
+    layer, and pooled over layers when there are several, the agreement 'fraction (agree/units)', its chance
+    level and the agreement over units whose rule label is interpretable."""
 
-    def cell(agree: int, units: int) -> str:
-        return f"{agree / units:.2f} ({agree}/{units})" if units else "- (0/0)"
+    def cell(agree: float, units: int, counts: bool = True) -> str:
+        return (f"{agree / units:.2f}" + (f" ({agree}/{units})" if counts else "")) if units else "-"
 
-    head = ["rule"] + [f"{layer} {kind}" for layer in layers for kind in ("all", "interp.")] + ["pooled all",
-                                                                                                  "pooled interp."]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for rule in rules:
-        row, totals = [rule], [0, 0, 0, 0]
-        for layer in layers:
-            a = agreements[layer].get(rule)
-            if a is None:
-                row += ["", ""]
-                continue
-            row += [cell(a.agree, a.units), cell(a.interpretable_agree, a.interpretable_units)]
-            totals = [totals[0] + a.agree, totals[1] + a.units, totals[2] + a.interpretable_agree,
-                      totals[3] + a.interpretable_units]
-        row += [cell(totals[0], totals[1]), cell(totals[2], totals[3])]
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines)
+    blocks = []
+    for definition, layers in agreements.items():
+        names = list(layers) + (["pooled"] if len(layers) > 1 else [])
+        head = ["rule"] + [f"{name} {kind}" for name in names for kind in ("agree", "chance", "interp.")]
+        lines = [f"{definition}: {DEFINITIONS.get(definition, '')}", "", "| " + " | ".join(head) + " |",
+                 "|" + "---|" * len(head)]
+        for rule in dict.fromkeys(r for layer in layers.values() for r in layer):
+            found = [layers[layer].get(rule) for layer in layers]
+            pool = Agreement(rule, *(sum(getattr(a, key) for a in found if a is not None) for key in
+                                     ("units", "agree", "interpretable_units", "interpretable_agree", "chance")))
+            row = [rule]
+            for a in found + ([pool] if len(layers) > 1 else []):
+                row += ["", "", ""] if a is None else [cell(a.agree, a.units), cell(a.chance, a.units, False),
+                                                       cell(a.interpretable_agree, a.interpretable_units)]
+            lines.append("| " + " | ".join(row) + " |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
 
 
-def distribution_table(labels: Mapping[str, CausalLabels]) -> str:
-    """A Markdown table of the causal labels' distribution: one row per layer, 'concept: units' most first."""
-    lines = ["| layer | units | causal labels (units) |", "|---|---|---|"]
+def summary_table(labels: Mapping[str, CausalLabels]) -> str:
+    """Markdown: per layer and definition the split-half reliability with its chance level, and the
+    distribution of causal labels ('concept: units', most first)."""
+    lines = ["| layer | definition | split-half same (units) | chance | causal labels (units) |",
+             "|---|---|---|---|---|"]
     for layer, causal in labels.items():
-        counts = ", ".join(f"{name}: {count}" for name, count in causal.distribution().items())
-        lines.append(f"| {layer} | {causal.units} | {counts} |")
+        for definition in DEFINITIONS:
+            r = causal.reliability(definition)
+            counts = ", ".join(f"{name}: {count}" for name, count in causal.distribution(definition).items())
+            same = f"{r.fraction:.2f} ({r.agree}/{r.units})" if r.units else "- (0/0)"
+            chance = f"{r.chance_fraction:.2f}" if r.units else "-"
+            lines.append(f"| {layer} | {definition} | {same} | {chance} | {counts} |")
     return "\n".join(lines)
 
 
-def concept_presence(segmenter: Segmenter, images: torch.Tensor, num_concepts: int) -> tuple[torch.Tensor,
-                                                                                             torch.Tensor]:
-    """(N, C, H, W) bool: the pixels labelled with each concept (in any label channel); (N, H, W) bool: the
-    pixels the segmenter knows (no channel says -2)."""
+def concept_shares(segmenter: Segmenter, images: torch.Tensor, num_concepts: int) -> torch.Tensor:
+    """(N, C) float64: each concept's share of the image's known pixels (no channel says -2), a pixel counted
+    once per concept whatever the channel; NaN for an image with no known pixel (a missing sample)."""
     with torch.no_grad():
         labels = check_labels(segmenter.segment(images), images, num_concepts, type(segmenter).__name__)
-    n, _, height, width = labels.shape
-    present = torch.zeros(n, num_concepts + 1, height, width, dtype=torch.bool, device=labels.device)
+    present = torch.zeros(labels.shape[0], num_concepts + 1, *labels.shape[2:], dtype=torch.bool,
+                          device=labels.device)
     for k in range(labels.shape[1]):
         present.scatter_(1, labels[:, k:k + 1].clamp(min=-1) + 1, True)
     known = (labels != -2).all(1)
-    return present[:, 1:] & known[:, None], known
+    counts = (present[:, 1:] & known[:, None]).flatten(2).sum(2).double()
+    pixels = known.flatten(1).sum(1).double()[:, None]
+    return torch.where(pixels > 0, counts / pixels.clamp(min=1), torch.full_like(counts, NAN))
 
 
-def edit_copies(features: torch.Tensor, samples: torch.Tensor, units: torch.Tensor, values: torch.Tensor,
-                regions: torch.Tensor) -> torch.Tensor:
-    """Copies of features[samples] (n, U, h, w), copy i with unit units[i] set to values[i] where regions[i]
-    (n, h, w) bool is true."""
+def edit_copies(features: torch.Tensor, samples: torch.Tensor, units: torch.Tensor,
+                values: torch.Tensor) -> torch.Tensor:
+    """Copies of features[samples] (n, U, h, w), copy i with unit units[i] set to values[i] at every cell."""
     out = features[samples].clone()
     rows = torch.arange(len(samples), device=features.device)
-    current = out[rows, units]
-    out[rows, units] = torch.where(regions, values.to(current)[:, None, None], current)
+    out[rows, units] = values.to(out)[:, None, None].expand(-1, *out.shape[2:])
     return out
 
 
 def causal_labels(generator: nn.Module, segmenter: Segmenter, result: Dissection, layer: str,
                   samples: int = 32, seed: int = HELD_OUT_SEED, batch_size: int = 8, group: int = 16,
-                  units: Sequence[int] | None = None, quantile: float | None = None, insert: str = "shifted",
-                  area_floor: float = 0.01, min_effect: float = MIN_EFFECT, device: str | torch.device = "cpu",
-                  collective: Collective | None = None, progress: bool = True) -> CausalLabels:
+                  units: Sequence[int] | None = None, quantile: float = QUANTILE, alpha: float = ALPHA,
+                  device: str | torch.device = "cpu", collective: Collective | None = None,
+                  progress: bool = True) -> CausalLabels:
     """The concept each unit of `layer` causally draws (see the module's docstring), measured on `samples`
-    held-out samples of `seed`; `units` limits the measurement (the others keep zero effects: label none).
-    Insertion value: each unit's `quantile` of activations (default 1 - run quantile / 2: the median of its
-    active part); insertion region: one of INSERTIONS. Up to group * batch_size images per generator call."""
+    held-out samples of `seed`; `units` limits the measurement (the others get no label). Up to
+    group * batch_size images per generator call."""
     width = check_layer(result, layer)
     chosen = list(range(width)) if units is None else check_units(units, width, layer)
-    if samples < 1 or batch_size < 1 or group < 1:
-        raise ConfigError(f"samples, batch_size and group must be at least 1; got {samples}, {batch_size}, {group}")
-    if insert not in INSERTIONS:
-        raise ConfigError(f"insert must be one of {', '.join(INSERTIONS)}; got {insert!r}")
-    if not 0 <= area_floor < 1:
-        raise ConfigError(f"area_floor must lie in [0, 1); got {area_floor}")
+    if samples < 2 or batch_size < 1 or group < 1:
+        raise ConfigError(f"samples must be at least 2 (a paired test needs two), batch_size and group at least 1; "
+                          f"got {samples}, {batch_size}, {group}")
+    if not 0 < alpha < 1:
+        raise ConfigError(f"alpha must lie in (0, 1); got {alpha}")
     concepts = list(result.concepts)
     if list(getattr(segmenter, "concepts", [])) != concepts:
         raise ConfigError(f"the segmenter's {len(list(getattr(segmenter, 'concepts', [])))} concepts differ from "
                           f"the run's {len(concepts)}: use the segmenter the run was dissected with")
-    quantile = 1.0 - result.config.quantile / 2 if quantile is None else quantile
     values = insertion_values(result, layer, quantile=quantile)
-    num, folds = len(concepts), 2
-    cut = Cut(generator, layer)
-    stats: dict[str, Statistic] = {"removed": Tally(folds * width * num), "gained": Tally(folds * width * num),
-                                   "area": Tally(folds * num), "pixels": Tally(folds)}
-
-    def count(name: str, stats: dict[str, Statistic], features: torch.Tensor, z: torch.Tensor, fold: torch.Tensor,
-              before: torch.Tensor, known: torch.Tensor, pairs: torch.Tensor, regions: torch.Tensor) -> None:
-        """Generate the copies `pairs` (n, 2) of (unit, sample) edited in `regions` (n, h, w); add each
-        concept's pixels lost (name 'removed') or won ('gained') per copy."""
-        for start in range(0, len(pairs), group * batch_size):
-            unit, sample = pairs[start:start + group * batch_size].unbind(1)
-            target = values.to(features.device)[unit] if name == "gained" else torch.zeros_like(unit, dtype=torch.float)
-            edited = edit_copies(features, sample, unit, target, regions[start:start + group * batch_size])
-            with torch.no_grad():
-                after, known_after = concept_presence(segmenter, cut.tail(edited, z[sample]), num)
-            both = (known[sample] & known_after)[:, None]
-            difference = (before[sample] & both).flatten(2).sum(2) - (after & both).flatten(2).sum(2)  # (n, C)
-            change = difference if name == "removed" else -difference
-            keys = ((fold[sample] * width + unit)[:, None] * num + torch.arange(num, device=unit.device)).flatten()
-            stats[name].add(change.clamp(min=0).flatten().double(), keys)  # type: ignore[attr-defined]
+    num, cut = len(concepts), Cut(generator, layer)
+    stats: dict[str, Statistic] = {"before": SampleTable(samples, num), "ablated": SampleTable(samples, width * num),
+                                   "inserted": SampleTable(samples, width * num)}
 
     def update(batch: Batch, stats: dict[str, Statistic]) -> None:
         with torch.no_grad():
             features = cut.head(batch.z)
-            before, known = concept_presence(segmenter, cut.tail(features, batch.z), num)
-        device = features.device
-        fold = (batch.indices % folds).to(device)
-        keys = (fold[:, None] * num + torch.arange(num, device=device)).flatten()
-        stats["area"].add(before.flatten(2).sum(2).flatten().double(), keys)  # type: ignore[attr-defined]
-        stats["pixels"].add(known.flatten(1).sum(1).double(), fold)  # type: ignore[attr-defined]
-        index = torch.tensor(chosen, device=device)
-        thresholds = result.layers[layer].thresholds.to(device, features.dtype)[index]
-        active = features[:, index] > thresholds[None, :, None, None]  # (B, units, h, w)
-        elsewhere = ~active if insert == "inactive" else active.roll(active.shape[-1] // 2, -1) & ~active
-        for name, regions in (("removed", active), ("gained", elsewhere)):
-            sample, position = regions.flatten(2).any(2).nonzero(as_tuple=True)  # copies whose edit changes r
-            count(name, stats, features, batch.z, fold, before, known, torch.stack([index[position], sample], 1),
-                  regions[sample, position])
+            base = concept_shares(segmenter, cut.tail(features, batch.z), num)
+            stats["before"].add(batch.indices, base)  # type: ignore[attr-defined]
+            n, device = features.shape[0], features.device
+            sample = torch.arange(n, device=device).repeat(len(chosen))
+            unit = torch.tensor(chosen, device=device).repeat_interleave(n)
+            for name, target in (("ablated", torch.zeros(len(unit), device=device)),
+                                 ("inserted", values.to(device)[unit])):
+                shares = base[sample].clone()  # an edit that changes no value leaves the unedited image
+                changed = (features[sample, unit] != target.to(features)[:, None, None]).flatten(1).any(1)
+                for pick in changed.nonzero().flatten().split(group * batch_size):
+                    edited = edit_copies(features, sample[pick], unit[pick], target[pick])
+                    shares[pick] = concept_shares(segmenter, cut.tail(edited, batch.z[sample[pick]]), num)
+                table = torch.full((n, width, num), NAN, dtype=torch.float64, device=device)
+                table[sample, unit] = shares
+                stats[name].add(batch.indices, table.flatten(1))  # type: ignore[attr-defined]
 
     sample_pass = SamplePass(generator, seed=seed, samples=samples, batch_size=batch_size, generate=False,
                              device=device, collective=collective, description=f"causal labels {layer}",
                              progress=progress)
     merged = sample_pass.run(stats, update)
-    totals = {name: stat.total.cpu() for name, stat in merged.items()}  # type: ignore[attr-defined]
-    return CausalLabels(layer, concepts, totals["removed"].view(folds, width, num),
-                        totals["gained"].view(folds, width, num), totals["area"].view(folds, num), totals["pixels"],
-                        values, samples, seed, area_floor, min_effect)
+    tables = {name: stat.values.cpu() for name, stat in merged.items()}  # type: ignore[attr-defined]
+    return CausalLabels(layer, concepts, chosen, tables["before"], tables["ablated"].view(samples, width, num),
+                        tables["inserted"].view(samples, width, num), values, seed, alpha, quantile)

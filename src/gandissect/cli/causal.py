@@ -101,7 +101,12 @@ def check_flags(args: argparse.Namespace, run: Any, layer: str, width: int) -> l
         return []
     from gandissect.causal.curves import parse_counts, unit_counts
 
-    return unit_counts(width) if args.units is None else parse_counts(args.units, width)
+    if args.units is None:
+        return unit_counts(width)
+    try:
+        return parse_counts(args.units, width)
+    except ConfigError as error:
+        raise ConfigError(f"--units {args.units}: {error}") from None
 
 
 def _run_causal(args: argparse.Namespace) -> int:
