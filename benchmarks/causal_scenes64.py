@@ -9,7 +9,8 @@ Three disjoint held-out sample sets, so that no figure is measured on the sample
   quantile, as `gandissect causal` does by default); the rankings come from here;
 - seed 5 (`--select-samples`): per concept, the layer whose removal ranking's top ~6% of units removes most;
 - seed 4 (`--curve-samples`): the ablation curves reported, for the removal, ACE and IoU (quantile rule)
-  rankings and for `--draws` random unit sets per N (mean and 5-95% band), each point with its interval.
+  rankings and for `--draws` random unit sets per N (mean and 5-95% band), each point with its interval, at
+  every layer (the chosen one marked *).
 Then the context of insertion: each concept's significant insertion units (at most 20) inserted in a 2x2
 patch at every location of layer4 (seed 6), the concept's pixels gained and the pixels changed at all, by what
 was there before.
@@ -123,16 +124,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     curves: dict[str, dict] = {}
     for layer in args.layers:
-        wanted = {name: rankings[name, layer] for name in args.concepts if chosen[name] == layer}
-        if not wanted:
-            continue
+        wanted = {name: rankings[name, layer] for name in args.concepts}
         began = time.time()
         found = ablation_curves_multi(generator, segmenter, layer, wanted, counts=args.counts,
                                       samples=args.curve_samples, seed=4, random_draws=args.draws,
                                       progress=False)
         log(f"{layer}: curves of {len(wanted)} concepts on {args.curve_samples} samples: {time.time() - began:.1f} s")
         for name, named in found.items():
-            curves[name] = {key: curve.to_json() for key, curve in named.items()}
+            curves[f"{name}/{layer}"] = {key: curve.to_json() for key, curve in named.items()}
             save_svg(args.out / f"curves_{name}_{layer}.svg",
                      curves_chart(named, f"Ablating {name} units at {layer} (held-out samples, seed 4)"))
     results["curves"] = curves
@@ -168,13 +167,14 @@ def print_tables(results: dict, args: argparse.Namespace) -> None:
     print("\n### Fraction of the concept's pixels removed (seed 4), 95% intervals; random: mean [5-95% of draws]\n")
     print("| concept | layer | N | removal ranking | ACE ranking | IoU ranking | random units | removal: others kept |")
     print("|---|---|---:|---|---|---|---|---:|")
-    for name, named in results["curves"].items():
-        layer = results["chosen"][name]
+    for key, named in results["curves"].items():
+        name, layer = key.split("/")
+        mark = "*" if results["chosen"][name] == layer else ""
         for n in counts:
             if n not in named["removal"]["counts"]:
                 continue
             kept = named["removal"]["others_kept"][named["removal"]["counts"].index(n)]
-            print(f"| {name} | {layer} | {n} | {point(named['removal'], n)} | {point(named['ace'], n)} | "
+            print(f"| {name} | {layer}{mark} | {n} | {point(named['removal'], n)} | {point(named['ace'], n)} | "
                   f"{point(named['IoU'], n)} | {point(named['random'], n)} | {kept:.2f} |")
     print("\n### Top units per direction (seed 3), effect on the concept's share with 95% interval\n")
     print("| concept | layer | direction | significant | top 3 |\n|---|---|---|---:|---|")
