@@ -199,9 +199,34 @@ def test_causal_writes_every_direction_with_intervals_for_several_concepts(causa
     (["--concept", "tree", "--curves", "--units", "1,x"], "--units"),
     (["--concept", "tree", "--curves", "--units", "40"], "32"),
     (["--concept", "tree", "--set-samples", "1"], "--set-samples"),
-    (["--concept", "tree", "--optimize", "--segmenter", "color"], "concept_scores"),
 ])
 def test_bad_causal_flags_are_refused_before_any_work(causal_run, capsys, flags, message):
     assert main(["causal", str(causal_run), "--layer", "layer4", "--no-report", *flags]) == 2
     err = capsys.readouterr().err
     assert message in err and "batch" not in err  # one line, before any sample pass
+
+
+HARD_ONLY = """
+from gandissect.models import resolve_segmenter
+
+
+class HardOnly:
+    def __init__(self):
+        self.inner = resolve_segmenter("scenes64+color")
+        self.concepts, self.categories = self.inner.concepts, self.inner.categories
+
+    def segment(self, images):
+        return self.inner.segment(images)
+
+
+def make():
+    return HardOnly()
+"""
+
+
+def test_optimize_without_concept_scores_is_refused_before_any_work(causal_run, tmp_path, capsys):
+    (tmp_path / "hard.py").write_text(HARD_ONLY)
+    assert main(["causal", str(causal_run), "--layer", "layer4", "--concept", "tree", "--optimize", "--no-report",
+                 "--segmenter", f"{tmp_path / 'hard.py'}:make"]) == 2
+    err = capsys.readouterr().err
+    assert "--optimize needs a segmenter with differentiable concept_scores" in err and "batch" not in err
