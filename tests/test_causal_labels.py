@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from gandissect.causal.ace import concept_shares
 from gandissect.causal.interventions import insertion_values
 from gandissect.causal.labels import (
     DEFINITIONS,
@@ -20,7 +21,6 @@ from gandissect.causal.labels import (
     agreement,
     agreement_table,
     causal_labels,
-    concept_shares,
     rule_agreement,
     summary_table,
 )
@@ -137,7 +137,7 @@ def test_concept_shares_leave_unknown_pixels_out_and_count_a_pixel_once():
             blank = torch.full((2, 2, 2), -2)
             return torch.stack([torch.stack([first, second]), blank])
 
-    out = concept_shares(Fixed(), torch.zeros(2, 3, 2, 2), 3)
+    out = concept_shares(Fixed(), torch.zeros(2, 3, 2, 2), range(3))
     assert out[0].tolist() == [2 / 3, 1 / 3, 1 / 3]  # 3 known pixels; concept 0 twice at one pixel counts once
     assert bool(torch.isnan(out[1]).all())  # no known pixel: a missing sample
 

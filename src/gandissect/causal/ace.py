@@ -28,11 +28,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from gandissect.causal.curvestats import known_presence
 from gandissect.causal.cut import Cut
 from gandissect.core.errors import ConfigError
 from gandissect.core.features import resize_region
 from gandissect.core.inference import Estimate, paired_estimate
-from gandissect.core.segmenters import MergedSegmenter, Segmenter, check_labels
+from gandissect.core.segmenters import MergedSegmenter, Segmenter
 from gandissect.core.stats import SampleTable, Statistic
 from gandissect.engine.collectives import Collective
 from gandissect.engine.samplepass import Batch, SamplePass
@@ -42,16 +43,10 @@ DIRECTIONS = ("removal", "insertion", "ace")
 
 
 def _own_shares(segmenter: Segmenter, images: torch.Tensor, concepts: Sequence[int]) -> torch.Tensor:
-    with torch.no_grad():
-        labels = check_labels(segmenter.segment(images), images, len(segmenter.concepts), type(segmenter).__name__)
-    known = (labels != -2).all(1)
-    pixels = known.flatten(1).sum(1).double()
-    out = torch.empty(images.shape[0], len(concepts), dtype=torch.float64, device=labels.device)
-    for column, concept in enumerate(concepts):
-        present = (labels == concept).any(1) & known
-        out[:, column] = present.flatten(1).sum(1).double() / pixels.clamp(min=1)
-    out[pixels == 0] = float("nan")
-    return out.cpu()
+    present, known = known_presence(segmenter, images)
+    pixels = known.flatten(1).sum(1).double()[:, None]
+    counts = present[:, list(concepts)].flatten(2).sum(2).double()
+    return torch.where(pixels > 0, counts / pixels.clamp(min=1), torch.full_like(counts, float("nan"))).cpu()
 
 
 def concept_shares(segmenter: Segmenter, images: torch.Tensor, concepts: Sequence[int]) -> torch.Tensor:

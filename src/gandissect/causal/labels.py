@@ -44,12 +44,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from gandissect.causal.ace import HELD_OUT_SEED
+from gandissect.causal.ace import HELD_OUT_SEED, concept_shares, edit_pairs
 from gandissect.causal.cut import Cut
 from gandissect.causal.interventions import check_layer, check_units, insertion_values
 from gandissect.core.errors import ConfigError
 from gandissect.core.inference import Estimate, holm, paired_estimate
-from gandissect.core.segmenters import Segmenter, check_labels
+from gandissect.core.segmenters import Segmenter
 from gandissect.core.stats import SampleTable, Statistic
 from gandissect.dissection.labels import RULES
 from gandissect.dissection.results import Dissection
@@ -319,30 +319,6 @@ def summary_table(labels: Mapping[str, CausalLabels]) -> str:
     return "\n".join(lines)
 
 
-def concept_shares(segmenter: Segmenter, images: torch.Tensor, num_concepts: int) -> torch.Tensor:
-    """(N, C) float64: each concept's share of the image's known pixels (no channel says -2), a pixel counted
-    once per concept whatever the channel; NaN for an image with no known pixel (a missing sample)."""
-    with torch.no_grad():
-        labels = check_labels(segmenter.segment(images), images, num_concepts, type(segmenter).__name__)
-    present = torch.zeros(labels.shape[0], num_concepts + 1, *labels.shape[2:], dtype=torch.bool,
-                          device=labels.device)
-    for k in range(labels.shape[1]):
-        present.scatter_(1, labels[:, k:k + 1].clamp(min=-1) + 1, True)
-    known = (labels != -2).all(1)
-    counts = (present[:, 1:] & known[:, None]).flatten(2).sum(2).double()
-    pixels = known.flatten(1).sum(1).double()[:, None]
-    return torch.where(pixels > 0, counts / pixels.clamp(min=1), torch.full_like(counts, NAN))
-
-
-def edit_copies(features: torch.Tensor, samples: torch.Tensor, units: torch.Tensor,
-                values: torch.Tensor) -> torch.Tensor:
-    """Copies of features[samples] (n, U, h, w), copy i with unit units[i] set to values[i] at every cell."""
-    out = features[samples].clone()
-    rows = torch.arange(len(samples), device=features.device)
-    out[rows, units] = values.to(out)[:, None, None].expand(-1, *out.shape[2:])
-    return out
-
-
 def causal_labels(generator: nn.Module, segmenter: Segmenter, result: Dissection, layer: str,
                   samples: int = 32, seed: int = HELD_OUT_SEED, batch_size: int = 8, group: int = 16,
                   units: Sequence[int] | None = None, quantile: float = QUANTILE, alpha: float = ALPHA,
@@ -370,7 +346,7 @@ def causal_labels(generator: nn.Module, segmenter: Segmenter, result: Dissection
     def update(batch: Batch, stats: dict[str, Statistic]) -> None:
         with torch.no_grad():
             features = cut.head(batch.z)
-            base = concept_shares(segmenter, cut.tail(features, batch.z), num)
+            base = concept_shares(segmenter, cut.tail(features, batch.z), range(num))
             stats["before"].add(batch.indices, base)  # type: ignore[attr-defined]
             n, device = features.shape[0], features.device
             sample = torch.arange(n, device=device).repeat(len(chosen))
@@ -380,8 +356,8 @@ def causal_labels(generator: nn.Module, segmenter: Segmenter, result: Dissection
                 shares = base[sample].clone()  # an edit that changes no value leaves the unedited image
                 changed = (features[sample, unit] != target.to(features)[:, None, None]).flatten(1).any(1)
                 for pick in changed.nonzero().flatten().split(group * batch_size):
-                    edited = edit_copies(features, sample[pick], unit[pick], target[pick])
-                    shares[pick] = concept_shares(segmenter, cut.tail(edited, batch.z[sample[pick]]), num)
+                    edited = edit_pairs(features, sample[pick], unit[pick], target[pick], None)
+                    shares[pick] = concept_shares(segmenter, cut.tail(edited, batch.z[sample[pick]]), range(num))
                 table = torch.full((n, width, num), NAN, dtype=torch.float64, device=device)
                 table[sample, unit] = shares
                 stats[name].add(batch.indices, table.flatten(1))  # type: ignore[attr-defined]
