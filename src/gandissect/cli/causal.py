@@ -149,6 +149,7 @@ def _run_causal(args: argparse.Namespace) -> int:
             folders[concept] = write_effects(run.folder, e, run.result, rule, args.rank, stopping, measured)
     if rank0:
         print(effects_table(effects, args.rank, sets), file=sys.stderr)
+        print("(* significant, Holm over the layer's units; > distinguishable from the next unit)", file=sys.stderr)
         print(f"{stopping.summary()}; insertion value: {rule}", file=sys.stderr)
     for concept, e in effects.items():
         rankings = {"removal": e.ranking("removal"), "ace": e.ranking("ace")}
@@ -198,13 +199,14 @@ def _significant_sets(run: Any, layer: str, effects: dict, args: argparse.Namesp
     return out
 
 
-def effects_table(effects: dict, rank_by: str, sets: dict, top: int = 5) -> str:
-    """Per concept and direction: the top units with effect, 95% interval, significance and separation."""
+def effects_table(effects: dict, rank_by: str, sets: dict, top: int = 3) -> str:
+    """Per concept and direction: how many units are significant, the top units with effect and 95% interval
+    (* significant, > separated from the next), and the largest significant set's held-out figure."""
     from gandissect.causal.evidence import rank
 
     lines = []
     for concept, e in effects.items():
-        lines.append(f"{e.layer} -> {concept} ({e.samples} samples; * significant, > separated from the next):")
+        lines.append(f"{e.layer} -> {concept} ({e.samples} samples):")
         for direction in dict.fromkeys((rank_by, "removal", "insertion")):
             r = rank(e, direction)
             cells = []
@@ -214,11 +216,9 @@ def effects_table(effects: dict, rank_by: str, sets: dict, top: int = 5) -> str:
                                                                else "")
                 cells.append(f"{unit} {float(r.estimate.mean[i]):+.4f} [{float(r.estimate.low[i]):+.4f}, "
                              f"{float(r.estimate.high[i]):+.4f}]{mark}")
-            found = sets.get(concept, {}).get(direction, [])
-            extra = "; together, held out: " + "; ".join(f"{len(f.unit_set.units)} {f.describe()}"
-                                                         for f in found) if found else ""
-            lines.append(f"  {direction:9s} {len(r.significant)} significant{extra}")
-            lines.append("    " + "; ".join(cells))
+            held = [f for f in sets.get(concept, {}).get(direction, []) if f.significant]
+            best = f"; held out, {len(held[-1].unit_set.units)} together: {held[-1].describe()}" if held else ""
+            lines.append(f"  {direction:9s} {len(r.significant):2d} significant: {'; '.join(cells)}{best}")
     return "\n".join(lines)
 
 
