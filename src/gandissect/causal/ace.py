@@ -90,11 +90,11 @@ class UnitEffects:
     @property
     def inserted(self) -> torch.Tensor:
         """(U,) mean share with each unit inserted (over samples where the image could be read)."""
-        return paired_estimate(self.inserted_samples).mean.float()
+        return self.inserted_samples.nanmean(0).float()
 
     @property
     def ablated(self) -> torch.Tensor:
-        return paired_estimate(self.ablated_samples).mean.float()
+        return self.ablated_samples.nanmean(0).float()
 
     @property
     def ace(self) -> torch.Tensor:
