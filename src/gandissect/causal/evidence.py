@@ -109,8 +109,11 @@ class Stopping:
         for reasons in self.reasons.values():
             for reason in reasons.values():
                 counts[reason] = counts.get(reason, 0) + 1
-        parts = ", ".join(f"{reason}: {count}" for reason, count in sorted(counts.items()))
-        return f"{self.rounds[-1] if self.rounds else 0} samples ({self.rule}); rankings {parts}"
+        words = {"separated": "settled (top separated from the next)", "stable": "settled (top stable under "
+                 "resampling)", "budget": "not settled when the budget ran out", "fixed": "fixed sample count"}
+        parts = "; ".join(f"{words.get(reason, reason)}: {count}" for reason, count in sorted(counts.items()))
+        return f"{self.rounds[-1] if self.rounds else 0} samples ({self.rule}); rankings by concept and direction: " \
+               f"{parts}"
 
 
 Measure = Callable[[int, int], dict[str, UnitEffects]]
