@@ -740,3 +740,24 @@ def test_concurrent_clients_never_see_each_others_edits(painter, painter_run):
             thread.join()
     assert all(content == alone[i] for i, contents in got.items() for content in contents)
     assert len(set(alone)) == len(alone)
+
+
+def test_the_opening_brush_prefers_a_visible_concept_removed_on_held_out_samples():
+    from gandissect.viz.painter.units import ConceptUnits, Direction, LayerUnits, SetFigure, UnitChoice, default_tool
+
+    def concept(name: str, removed: float, share: float, add: float | None = None) -> ConceptUnits:
+        def direction(action: str, mean: float | None) -> Direction:
+            if mean is None:
+                return Direction(action, "causal", "no set", reason="no significant set")
+            figure = SetFigure(1, mean, 0.01, mean - 0.02, mean + 0.02, True, 16, "", share)
+            return Direction(action, "causal", "ranking", (UnitChoice(3, 0.1),), 1, (figure,))
+
+        layer = LayerUnits("layer4", direction("remove", removed), direction("add", add))
+        return ConceptUnits(name, "object", {"layer4": layer}, {"remove": "layer4", "add": "layer4" if add else None})
+
+    tiny_but_complete = concept("sun", 0.95, 0.004)
+    visible = concept("tree", 0.5, 0.05, add=0.9)
+    chosen = default_tool({"sun": tiny_but_complete, "tree": visible})
+    assert (chosen.concept, chosen.action, chosen.layer, chosen.strength) == ("tree", "remove", "layer4", 1)
+    assert default_tool({"sun": tiny_but_complete}).concept == "sun"  # still offered when it is all there is
+    assert default_tool({}) is None

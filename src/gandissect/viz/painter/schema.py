@@ -58,6 +58,7 @@ class SetEntry(Strict):
     significant: bool
     samples: Annotated[int, Field(ge=0)] = Field(description="held-out samples measured")
     description: str
+    share_before: float | None = Field(description="the concept's share of the unedited held-out images")
 
 
 class DirectionEntry(Strict):

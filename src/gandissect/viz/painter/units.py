@@ -64,6 +64,7 @@ class SetFigure:
     significant: bool
     samples: int
     description: str
+    share_before: float | None = None
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,7 @@ def _figure(entry: dict[str, Any], key: str, significant: list[int]) -> SetFigur
     measured = entry[MEASURE[key]]
     return SetFigure(strength, _number(measured["mean"]), _number(measured.get("se")), _number(measured["low"]),
                      _number(measured["high"]), bool(entry["significant"]), int(entry["samples"]),
-                     str(entry["description"]))
+                     str(entry["description"]), _number(entry.get("share_before")))
 
 
 def causal_direction(document: dict[str, Any], action: str, width: int, layer: str, concept: str,
@@ -290,9 +291,19 @@ class Tool:
     strength: int
 
 
+VISIBLE = 0.02
+
+
+def _visible(direction: Direction) -> bool:
+    """Whether the concept covers at least VISIBLE of the image on the held-out samples (unknown: yes)."""
+    best = direction.best()
+    return best is None or best.share_before is None or best.share_before >= VISIBLE
+
+
 def default_tool(concepts: dict[str, ConceptUnits], preferred: str = "object") -> Tool | None:
     """The offered direction with the largest held-out effect: Remove before Add, sets checked on held-out
-    samples before unchecked ones, concepts of the `preferred` category first; None where nothing is offered."""
+    samples before unchecked ones, concepts of the `preferred` category first, then concepts that cover at
+    least VISIBLE of the image (a sun of a few pixels removed shows little); None where nothing is offered."""
     best: tuple[tuple[Any, ...], Tool] | None = None
     for concept in concepts.values():
         for action in ACTIONS:
@@ -301,7 +312,7 @@ def default_tool(concepts: dict[str, ConceptUnits], preferred: str = "object") -
                 continue
             direction = concept.layers[layer].direction(action)
             checked, effect = direction.rank()
-            key = (action == "remove", checked, concept.category == preferred, effect)
+            key = (action == "remove", checked, concept.category == preferred, _visible(direction), effect)
             if best is None or key > best[0]:
                 best = (key, Tool(concept.name, action, layer, direction.default_strength or 1))
     return best[1] if best else None
