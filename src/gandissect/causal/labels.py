@@ -20,12 +20,9 @@ which candidate wins (DEFINITIONS):
   moves; no floor, so a large concept stays reachable, but small ones win more easily;
 - lift: mean d over the concept's mean |mean d| across the layer's measured units, how much more this unit
   moves c than the layer's typical unit; no area enters (it needs most of the layer measured).
-All come from the same images. Per-sample shares are kept (`SampleTable`): labels on the even and odd
-samples give the split-half reliability.
-
-Each batch computes the features and unedited images once, then every (unit, sample) copy with one unit
-edited, group * batch_size copies per generator call; a copy whose edit changes no value (a unit zero
-everywhere, ablated) reuses the unedited shares. Rides the engine's sample pass (shards under torchrun).
+All come from the same images: the per-sample shares of `ace.measure_effects` (every concept at once, the
+same pass as `gandissect causal --value high`), kept per sample so that labels on the even and odd samples
+give the split-half reliability.
 
 `rule_agreement`: the fraction of units with a causal label whose rule label is that concept, with its chance
 level: the expected agreement when the rule's labels are shuffled across the layer's units, computed exactly
@@ -44,17 +41,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from gandissect.causal.ace import HELD_OUT_SEED, concept_shares, edit_pairs
-from gandissect.causal.cut import Cut
+from gandissect.causal.ace import HELD_OUT_SEED, measure_effects
 from gandissect.causal.interventions import check_layer, check_units, insertion_values
 from gandissect.core.errors import ConfigError
 from gandissect.core.inference import Estimate, holm, paired_estimate
 from gandissect.core.segmenters import Segmenter
-from gandissect.core.stats import SampleTable, Statistic
 from gandissect.dissection.labels import RULES
 from gandissect.dissection.results import Dissection
 from gandissect.engine.collectives import Collective
-from gandissect.engine.samplepass import Batch, SamplePass
 
 NONE = -1
 ALPHA = 0.05
@@ -339,33 +333,13 @@ def causal_labels(generator: nn.Module, segmenter: Segmenter, result: Dissection
         raise ConfigError(f"the segmenter's {len(list(getattr(segmenter, 'concepts', [])))} concepts differ from "
                           f"the run's {len(concepts)}: use the segmenter the run was dissected with")
     values = insertion_values(result, layer, quantile=quantile)
-    num, cut = len(concepts), Cut(generator, layer)
-    stats: dict[str, Statistic] = {"before": SampleTable(samples, num), "ablated": SampleTable(samples, width * num),
-                                   "inserted": SampleTable(samples, width * num)}
-
-    def update(batch: Batch, stats: dict[str, Statistic]) -> None:
-        with torch.no_grad():
-            features = cut.head(batch.z)
-            base = concept_shares(segmenter, cut.tail(features, batch.z), range(num))
-            stats["before"].add(batch.indices, base)  # type: ignore[attr-defined]
-            n, device = features.shape[0], features.device
-            sample = torch.arange(n, device=device).repeat(len(chosen))
-            unit = torch.tensor(chosen, device=device).repeat_interleave(n)
-            for name, target in (("ablated", torch.zeros(len(unit), device=device)),
-                                 ("inserted", values.to(device)[unit])):
-                shares = base[sample].clone()  # an edit that changes no value leaves the unedited image
-                changed = (features[sample, unit] != target.to(features)[:, None, None]).flatten(1).any(1)
-                for pick in changed.nonzero().flatten().split(group * batch_size):
-                    edited = edit_pairs(features, sample[pick], unit[pick], target[pick], None)
-                    shares[pick] = concept_shares(segmenter, cut.tail(edited, batch.z[sample[pick]]), range(num))
-                table = torch.full((n, width, num), NAN, dtype=torch.float64, device=device)
-                table[sample, unit] = shares
-                stats[name].add(batch.indices, table.flatten(1))  # type: ignore[attr-defined]
-
-    sample_pass = SamplePass(generator, seed=seed, samples=samples, batch_size=batch_size, generate=False,
-                             device=device, collective=collective, description=f"causal labels {layer}",
-                             progress=progress)
-    merged = sample_pass.run(stats, update)
-    tables = {name: stat.values.cpu() for name, stat in merged.items()}  # type: ignore[attr-defined]
-    return CausalLabels(layer, concepts, chosen, tables["before"], tables["ablated"].view(samples, width, num),
-                        tables["inserted"].view(samples, width, num), values, seed, alpha, quantile)
+    effects = measure_effects(generator, segmenter, layer, concepts, values, chosen, samples, seed, 0, batch_size,
+                              group, None, device, collective, progress)
+    before = torch.stack([effects[c].baseline for c in concepts], 1)
+    tables = {name: torch.full((samples, width, len(concepts)), NAN, dtype=torch.float64)
+              for name in ("ablated", "inserted")}
+    for k, concept in enumerate(concepts):
+        tables["ablated"][:, chosen, k] = effects[concept].ablated_samples
+        tables["inserted"][:, chosen, k] = effects[concept].inserted_samples
+    return CausalLabels(layer, concepts, chosen, before, tables["ablated"], tables["inserted"], values, seed,
+                        alpha, quantile)
