@@ -121,7 +121,8 @@ def cli_run(tmp_path_factory):
 
 def test_edit_command_writes_the_figure_and_the_concept_before_and_after(cli_run, tmp_path, capsys):
     out = tmp_path / "edit"
-    assert main(["edit", str(cli_run), "--units", "2", "--mode", "ablate", "--concept", "blue", "--count", "4",
+    assert main(["edit", str(cli_run), "--model", PLANTED_SPEC,
+                 "--units", "2", "--mode", "ablate", "--concept", "blue", "--count", "4",
                  "--out", str(out)]) == 0
     record = json.loads((out / "edit.json").read_text())
     assert record["units"] == [2] and len(record["share_before"]) == 4
@@ -139,20 +140,22 @@ def test_edit_command_writes_the_figure_and_the_concept_before_and_after(cli_run
     (["--units", "1", "--layer", "output"], "was not dissected"),
 ])
 def test_edit_command_refuses_bad_input_in_one_line(cli_run, tmp_path, capsys, argv, message):
-    assert main(["edit", str(cli_run), *argv, "--out", str(tmp_path / "x")]) == 2
+    assert main(["edit", str(cli_run), "--model", PLANTED_SPEC, *argv, "--out", str(tmp_path / "x")]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and message in error
 
 
 def test_edit_command_refuses_a_mask_of_the_wrong_size(cli_run, tmp_path, capsys):
     np.save(tmp_path / "mask.npy", np.ones((5, 5), np.float32))
-    assert main(["edit", str(cli_run), "--units", "1", "--mask", str(tmp_path / "mask.npy"), "--out",
+    assert main(["edit", str(cli_run), "--model", PLANTED_SPEC,
+                 "--units", "1", "--mask", str(tmp_path / "mask.npy"), "--out",
                  str(tmp_path / "x")]) == 2
     assert "expected the image size (32, 32) or the layer's grid (8, 8)" in capsys.readouterr().err
 
 
 def test_causal_command_ranks_the_planted_unit_first(cli_run, capsys):
-    assert main(["causal", str(cli_run), "--concept", "blue", "--samples", "8", "--batch-size", "4", "--curves",
+    assert main(["causal", str(cli_run), "--model", PLANTED_SPEC,
+                 "--concept", "blue", "--samples", "8", "--batch-size", "4", "--curves",
                  "--context", "--curve-samples", "8"]) == 0
     folder = cli_run / "causal" / "features" / "blue"
     ranking = json.loads((folder / "ace.json").read_text())
@@ -172,14 +175,16 @@ def test_causal_results_go_with_their_dissection(tmp_path):
     base = ["dissect", "--model", PLANTED_SPEC, "--segmenter", "color", "--layers", "features", "--samples", "32",
             "--quantile", "0.15", "--out", str(out)]
     assert main(base) == 0
-    assert main(["causal", str(out), "--concept", "blue", "--samples", "4", "--batch-size", "4"]) == 0
+    assert main(["causal", str(out), "--model", PLANTED_SPEC,
+                 "--concept", "blue", "--samples", "4", "--batch-size", "4"]) == 0
     assert "Causal results" in (out / "report.html").read_text()  # the report was rewritten with them
     assert main([*base[:-2], "--samples", "40", "--out", str(out), "--force", "--no-report"]) == 0
     assert not (out / "causal").exists()  # measured on the old dissection: removed with it
 
 
 def test_causal_labels_command_names_the_planted_colours(cli_run, capsys):
-    assert main(["causal-labels", str(cli_run), "--samples", "8", "--batch-size", "4", "--no-report"]) == 0
+    assert main(["causal-labels", str(cli_run), "--model", PLANTED_SPEC,
+                 "--samples", "8", "--batch-size", "4", "--no-report"]) == 0
     labels = json.loads((cli_run / "causal" / "features" / "labels.json").read_text())
     named = {entry["unit"]: entry["label"] for entry in labels["units"]}
     assert [named[u] for u in PLANTED] == list(PLANTED.values())
@@ -188,7 +193,8 @@ def test_causal_labels_command_names_the_planted_colours(cli_run, capsys):
 
 
 def test_causal_command_saves_the_optimised_unit_set(cli_run):
-    assert main(["causal", str(cli_run), "--concept", "blue", "--samples", "4", "--batch-size", "4", "--optimize",
+    assert main(["causal", str(cli_run), "--model", PLANTED_SPEC,
+                 "--concept", "blue", "--samples", "4", "--batch-size", "4", "--optimize",
                  "--no-report"]) == 0
     record = json.loads((cli_run / "causal" / "features" / "blue" / "units.json").read_text())
     assert len(record["alpha"]) == 5 and all(0 <= a <= 1 for a in record["alpha"])
@@ -202,8 +208,10 @@ def test_artifacts_command_writes_the_study(cli_run, tmp_path, capsys):
     images = PlantedGenerator()(sample_z(PlantedGenerator(), 9, range(24)))
     for i, picture in enumerate(to_uint8(images)):
         Image.fromarray(picture).save(real / f"{i:02d}.png")
-    assert main(["artifacts", str(cli_run), "--real", str(real), "--count", "2", "--samples", "8", "--draws", "2",
+    assert main(["artifacts", str(cli_run), "--model", PLANTED_SPEC,
+                 "--real", str(real), "--count", "2", "--samples", "8", "--draws", "2",
                  "--real-count", "24"]) == 0
     record = json.loads((cli_run / "causal" / "features" / "artifacts.json").read_text())
     assert {"scores", "study"} <= set(record) and "random" in capsys.readouterr().out
-    assert main(["artifacts", str(cli_run), "--real", str(tmp_path / "none"), "--count", "2"]) == 2
+    assert main(["artifacts", str(cli_run), "--model", PLANTED_SPEC,
+                 "--real", str(tmp_path / "none"), "--count", "2"]) == 2

@@ -229,17 +229,20 @@ def test_split_half_reliability_and_its_chance_level(planted_run):
     assert reliability.chance_fraction == pytest.approx(sum(shuffled) / len(shuffled))
 
 
+PLANTED_SPEC = f"{Path(__file__).with_name('planted.py')}:PlantedGenerator"
+
+
 @pytest.fixture(scope="module")
 def labels_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("labels") / "run"
-    model = f"{Path(__file__).with_name('planted.py')}:PlantedGenerator"
-    assert main(["dissect", "--model", model, "--segmenter", "color", "--layers", "features", "--samples", "32",
+    assert main(["dissect", "--model", PLANTED_SPEC, "--segmenter", "color", "--layers", "features", "--samples", "32",
                  "--quantile", "0.15", "--no-report", "--out", str(out)]) == 0
     return out
 
 
 def test_command_writes_what_the_report_reads(labels_run, capsys):
-    assert main(["causal-labels", str(labels_run), "--layer", "features", "--samples", "8", "--batch-size", "4",
+    assert main(["causal-labels", str(labels_run), "--model", PLANTED_SPEC,
+                 "--layer", "features", "--samples", "8", "--batch-size", "4",
                  "--definition", "lift", "--no-report"]) == 0
     out = capsys.readouterr().out
     assert all(f"{name}: " in out for name in DEFINITIONS) and "| features | lift |" in out
@@ -259,11 +262,11 @@ def test_command_writes_what_the_report_reads(labels_run, capsys):
     (["--layers", "layer9"], "'layer9' was not dissected"),
 ])
 def test_command_refuses_bad_flags_in_one_line(labels_run, capsys, argv, message):
-    assert main(["causal-labels", str(labels_run), *argv, "--no-report"]) == 2
+    assert main(["causal-labels", str(labels_run), "--model", PLANTED_SPEC, *argv, "--no-report"]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and message in error
     with pytest.raises(SystemExit):
-        main(["causal-labels", str(labels_run), "--definition", "area"])
+        main(["causal-labels", str(labels_run), "--model", PLANTED_SPEC, "--definition", "area"])
     assert "invalid choice: 'area'" in capsys.readouterr().err
 
 

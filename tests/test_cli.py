@@ -36,7 +36,9 @@ def test_dissect_writes_results_and_report(tmp_path, capsys):
 def test_report_is_rewritten_from_a_finished_run(tmp_path, capsys):
     assert run_dissect(tmp_path, "--no-report") == 0
     assert not (tmp_path / "report.html").exists()
-    assert main(["report", str(tmp_path)]) == 0
+    assert main(["report", str(tmp_path)]) == 2  # the run records a factory: a run folder never runs code
+    assert "never runs code" in capsys.readouterr().err
+    assert main(["report", str(tmp_path), "--model", PLANTED]) == 0
     assert "unit-card" in (tmp_path / "report.html").read_text()
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "gandissect dissect" in capsys.readouterr().err

@@ -642,7 +642,7 @@ def test_on_the_planted_model_only_cells_under_the_stroke_change(planted_folder,
     shutil.copytree(planted_folder, run)
     write_json(run / "causal/features/blue/ace.json", ace_document(5, {"removal": [2], "insertion": [2]},
                                                                    PLANTED_VALUES))
-    client = TestClient(create_app(open_painter(run)))
+    client = TestClient(create_app(open_painter(run, model=PLANTED_SPEC)))
     band = {"action": "remove", "concept": "blue", "strength": 1, "points": [[4.0, 2.0], [4.0, 30.0]], "radius": 4.5}
     blue = (np.array(COLOR_PROTOTYPES["blue"]) * 255).round()
     changed = 0
@@ -683,7 +683,7 @@ def test_only_a_significant_unit_set_of_a_schema_2_ace_json_is_painted_with(plan
     assert entry.remove.default_strength == 2 and entry.add.default_strength == 2  # the best held-out set
     assert [s.strength for s in entry.remove.sets] == [1, 2, 3] and entry.remove.figure(1).strength == 1
     assert entry.remove.figure(3).strength == 3 and entry.remove.figure(2).description == "removal 20% (made up)"
-    client = TestClient(create_app(open_painter(run)))
+    client = TestClient(create_app(open_painter(run, model=PLANTED_SPEC)))
     line = {"points": [[1.0, 1.0]], "radius": 2.0, "concept": "blue"}
     response = client.post("/api/edit", json={"seed": 0, "strokes": [{"action": "add", **line}]})
     assert json.loads(response.headers["x-gandissect-edit"])[0]["units"] == [2, 3]  # default: the best set
@@ -696,7 +696,7 @@ def test_only_a_significant_unit_set_of_a_schema_2_ace_json_is_painted_with(plan
     assert entry.remove.source == "causal" and not entry.remove.available and entry.remove.top(2) == [2, 0]
     assert "no significant set" in entry.remove.reason and entry.remove.hint is None
     assert not entry.add.available and "no unit of features adds blue significantly" in entry.add.reason
-    client = TestClient(create_app(open_painter(run)))
+    client = TestClient(create_app(open_painter(run, model=PLANTED_SPEC)))
     response = client.post("/api/edit", json={"seed": 0, "strokes": [{"action": "remove", **line}]})
     assert response.status_code == 422 and "remove blue is offered at no layer" in response.json()["detail"]
     assert client.get("/api/concepts").json()["default"] is None

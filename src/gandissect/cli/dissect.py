@@ -105,14 +105,14 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 def _run_report(args: argparse.Namespace) -> int:
     from gandissect.core.errors import ConfigError
     from gandissect.engine.storage import read_json
-    from gandissect.models import resolve_generator
+    from gandissect.models import recorded_spec, resolve_generator
     from gandissect.viz import report
 
     path = Path(args.run) / "dissect.json"
     if not path.exists():
         raise ConfigError(f"{path} does not exist: run `gandissect dissect --out {args.run}` first")
     document = read_json(path)
-    spec = args.model or document.get("model")
+    spec = recorded_spec(document, "model", args.model, "--model")
     if not spec:
         raise ConfigError(f"{path} records no model: pass --model")
     print(f"report: {report.write_report(document, resolve_generator(spec, args.device), args.run, args.device)}")

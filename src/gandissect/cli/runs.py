@@ -29,12 +29,13 @@ def open_run(args: argparse.Namespace) -> OpenRun:
     from gandissect.engine.samplepass import check_device
     from gandissect.engine.speed import channels_last
     from gandissect.engine.storage import read_json
-    from gandissect.models import resolve_generator, resolve_segmenter
+    from gandissect.models import recorded_spec, resolve_generator, resolve_segmenter
 
     folder = Path(args.run)
     document = read_json(folder / "dissect.json") if (folder / "dissect.json").exists() else {}
     result = Dissection.load(folder)
-    model, segmenter = args.model or document.get("model"), args.segmenter or document.get("segmenter")
+    model = recorded_spec(document, "model", args.model, "--model")
+    segmenter = recorded_spec(document, "segmenter", args.segmenter, "--segmenter")
     if not model or not segmenter:
         raise ConfigError(f"{folder} records no model or segmenter: pass --model and --segmenter")
     device = check_device(args.device)

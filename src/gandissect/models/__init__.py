@@ -141,6 +141,27 @@ def resolve_segmenter(spec: str, device: str | torch.device = "cpu") -> Any:
     return parts[0] if len(parts) == 1 else MergedSegmenter(*parts)
 
 
+def recorded_spec(document: dict[str, Any], key: str, given: str | None, flag: str) -> str | None:
+    """The generator (`key` "model") or segmenter spec to use for a run folder: `given` on the command line
+    when there is one, else the one the run recorded, which is untrusted input. A recorded spec may name
+    only shipped models, 'color' and loader specs (`family:FILE`, which read weights as data); a factory
+    (`file.py:make`, `module:callable`) would import and run code, so it is refused in one line asking for
+    it on the command line."""
+    if given:
+        return given
+    spec = document.get(key)
+    if spec is None:
+        return None
+    if not isinstance(spec, str) or not spec:
+        raise ConfigError(f"the run records a {key} spec that is not a name ({spec!r}): pass {flag}")
+    shipped = set(available()) | {"color"}
+    for piece in spec.split("+") if key == "segmenter" else [spec]:
+        if piece not in shipped and not loaders.is_loader_spec(piece):
+            raise ConfigError(f"the run records the {key} {spec!r}, which would import and run code: a run folder "
+                              f"never runs code, so give it on the command line ({flag} {spec}) if you trust it")
+    return spec
+
+
 def default_layers_for(generator_spec: str, generator: nn.Module) -> list[str]:
     """Layers to dissect when none are given: the model's own choice for a named model, else the generator's
     `default_layers` (loaded checkpoints declare theirs), else the paper's rule on a generator that names its

@@ -11,7 +11,7 @@ from gandissect.core.errors import ConfigError
 from gandissect.dissection.results import Dissection
 from gandissect.engine.speed import channels_last
 from gandissect.engine.storage import read_json
-from gandissect.models import resolve_generator, resolve_segmenter
+from gandissect.models import recorded_spec, resolve_generator, resolve_segmenter
 from gandissect.viz.painter.engine import Limits, Painter
 
 
@@ -24,10 +24,10 @@ def open_painter(run: str | Path, model: str | None = None, segmenter: str | Non
     if not path.is_file():
         raise ConfigError(f"{folder} holds no dissect.json: run `gandissect dissect --out {folder}` first")
     document = read_json(path)
-    spec = model or document.get("model")
+    spec = recorded_spec(document, "model", model, "--model")
     if not spec:
         raise ConfigError(f"{path} records no model: pass --model")
-    segmenter_spec = segmenter or document.get("segmenter")
+    segmenter_spec = recorded_spec(document, "segmenter", segmenter, "--segmenter")
     result = Dissection.load(folder)
     generator = resolve_generator(spec, device)
     channels_last(generator)
