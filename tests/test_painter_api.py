@@ -34,11 +34,13 @@ from gandissect.dissection import Dissection
 from gandissect.viz.painter.app import create_app
 from gandissect.viz.painter.engine import model_label
 from gandissect.viz.painter.loader import open_painter
+from gandissect.viz.painter.schema import concepts_document
 from gandissect.viz.painter.server import ServerThread, bind_warning, is_loopback, open_socket
 from gandissect.viz.painter.strokes import apply_erasers, stroke_mask
 from gandissect.viz.painter.units import UnitFileError, concept_units
 
 PLANTED_SPEC = f"{Path(__file__).with_name('planted.py')}:PlantedGenerator"
+LOCAL = "http://localhost"  # the painter answers only to loopback names
 LINE = [[8.0, 20.0], [40.0, 28.0]]
 
 
@@ -49,7 +51,7 @@ def painter(painter_run):
 
 @pytest.fixture(scope="module")
 def client(painter):
-    return TestClient(create_app(painter))
+    return TestClient(create_app(painter), base_url=LOCAL)
 
 
 def picture(response: httpx.Response) -> np.ndarray:
@@ -329,7 +331,7 @@ def two_layer_run(painter_run, tmp_path_factory):
 
 def test_strokes_at_two_layers_equal_a_forward_with_both_edits(two_layer_run, painter_run):
     painter = open_painter(two_layer_run)
-    client = TestClient(create_app(painter))
+    client = TestClient(create_app(painter), base_url=LOCAL)
     tool = client.get("/api/concepts").json()["default"]
     second = [[50.0, 50.0], [60.0, 40.0]]
     body = {"seed": 9, "strokes": [stroke("add", "tree", layer="layer3", strength=2),
@@ -528,7 +530,7 @@ def test_only_static_files_and_the_report_are_served(painter, painter_run, tmp_p
     (static / "painter.js").write_text("export {};")
     (static / "sub" / "hidden.css").write_text("body {}")
     (tmp_path / "secret.txt").write_text("secret")
-    client = TestClient(create_app(painter, static=static))
+    client = TestClient(create_app(painter, static=static), base_url=LOCAL)
     assert client.get("/").text.startswith("<!doctype html>")
     js = client.get("/static/painter.js")
     assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
@@ -546,7 +548,7 @@ def test_only_static_files_and_the_report_are_served(painter, painter_run, tmp_p
 
 
 def test_a_missing_front_end_is_a_404_not_a_crash(painter, tmp_path):
-    client = TestClient(create_app(painter, static=tmp_path / "none"))
+    client = TestClient(create_app(painter, static=tmp_path / "none"), base_url=LOCAL)
     response = client.get("/")
     assert response.status_code == 404 and "index.html" in response.json()["detail"]
 
@@ -642,7 +644,7 @@ def test_on_the_planted_model_only_cells_under_the_stroke_change(planted_folder,
     shutil.copytree(planted_folder, run)
     write_json(run / "causal/features/blue/ace.json", ace_document(5, {"removal": [2], "insertion": [2]},
                                                                    PLANTED_VALUES))
-    client = TestClient(create_app(open_painter(run, model=PLANTED_SPEC)))
+    client = TestClient(create_app(open_painter(run, model=PLANTED_SPEC)), base_url=LOCAL)
     band = {"action": "remove", "concept": "blue", "strength": 1, "points": [[4.0, 2.0], [4.0, 30.0]], "radius": 4.5}
     blue = (np.array(COLOR_PROTOTYPES["blue"]) * 255).round()
     changed = 0
@@ -683,7 +685,7 @@ def test_only_a_significant_unit_set_of_a_schema_2_ace_json_is_painted_with(plan
     assert entry.remove.default_strength == 2 and entry.add.default_strength == 2  # the best held-out set
     assert [s.strength for s in entry.remove.sets] == [1, 2, 3] and entry.remove.figure(1).strength == 1
     assert entry.remove.figure(3).strength == 3 and entry.remove.figure(2).description == "removal 20% (made up)"
-    client = TestClient(create_app(open_painter(run, model=PLANTED_SPEC)))
+    client = TestClient(create_app(open_painter(run, model=PLANTED_SPEC)), base_url=LOCAL)
     line = {"points": [[1.0, 1.0]], "radius": 2.0, "concept": "blue"}
     response = client.post("/api/edit", json={"seed": 0, "strokes": [{"action": "add", **line}]})
     assert json.loads(response.headers["x-gandissect-edit"])[0]["units"] == [2, 3]  # default: the best set
@@ -696,7 +698,7 @@ def test_only_a_significant_unit_set_of_a_schema_2_ace_json_is_painted_with(plan
     assert entry.remove.source == "causal" and not entry.remove.available and entry.remove.top(2) == [2, 0]
     assert "no significant set" in entry.remove.reason and entry.remove.hint is None
     assert not entry.add.available and "no unit of features adds blue significantly" in entry.add.reason
-    client = TestClient(create_app(open_painter(run, model=PLANTED_SPEC)))
+    client = TestClient(create_app(open_painter(run, model=PLANTED_SPEC)), base_url=LOCAL)
     response = client.post("/api/edit", json={"seed": 0, "strokes": [{"action": "remove", **line}]})
     assert response.status_code == 422 and "remove blue is offered at no layer" in response.json()["detail"]
     assert client.get("/api/concepts").json()["default"] is None
@@ -761,3 +763,46 @@ def test_the_opening_brush_prefers_a_visible_concept_removed_on_held_out_samples
     assert (chosen.concept, chosen.action, chosen.layer, chosen.strength) == ("tree", "remove", "layer4", 1)
     assert default_tool({"sun": tiny_but_complete}).concept == "sun"  # still offered when it is all there is
     assert default_tool({}) is None
+
+
+@pytest.mark.parametrize("host", ["localhost", "localhost:8000", "127.0.0.1:8000", "[::1]:8000", "LOCALHOST"])
+def test_the_painter_answers_its_own_loopback_names(client, host):
+    assert client.get("/api/info", headers={"host": host}).status_code == 200
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8000", "127.0.0.1.evil.example", "", "10.0.0.2"])
+def test_a_page_that_rebinds_its_name_to_this_machine_is_refused(client, host):
+    for method, path in (("GET", "/api/info"), ("GET", "/"), ("POST", "/api/edit"), ("GET", "/report/report.html")):
+        response = client.request(method, path, headers={"host": host}, json={"seed": 0, "strokes": []})
+        assert response.status_code == 421, (method, path, host)
+        assert "answers only to" in response.json()["detail"]
+
+
+def test_more_host_names_are_allowed_only_when_asked(painter):
+    allowed = TestClient(create_app(painter, allowed_hosts=("painter.lan",)), base_url="http://painter.lan:8000")
+    assert allowed.get("/api/info").status_code == 200
+    assert allowed.get("/api/info", headers={"host": "other.lan"}).status_code == 421
+
+
+def test_every_answer_says_nosniff_and_allows_only_its_own_origin(client):
+    for path in ("/", "/api/info", "/api/concepts", "/static/painter.js", "/api/sample?seed=1", "/nothing"):
+        response = client.get(path)
+        assert response.headers["x-content-type-options"] == "nosniff", path
+        policy = response.headers["content-security-policy"]
+        assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy and "unsafe" not in policy
+    report = client.get("/report/report.html")
+    assert report.status_code == 200 and "default-src 'none'" in report.headers["content-security-policy"]
+    assert "connect-src" not in report.headers["content-security-policy"]  # the report may reach no server
+
+
+@pytest.mark.parametrize(("field", "value"), [("alpha", True), ("alpha", "0.5"), ("radius", False),
+                                              ("radius", "3"), ("strength", True), ("strength", "1")])
+def test_json_types_are_strict(client, painter, field, value):
+    tool = concepts_document(painter)["default"]
+    stroke = {"action": tool["action"], "concept": tool["concept"], "layer": tool["layer"], "strength": 1,
+              "alpha": 1.0, "radius": 3.0, "points": [[10.0, 10.0]], field: value}
+    response = client.post("/api/edit", json={"seed": 1, "strokes": [stroke]})
+    assert response.status_code == 422 and field in response.json()["detail"]
+    for seed in (True, "1"):
+        assert client.post("/api/edit", json={"seed": seed, "strokes": []}).status_code == 422
+    assert client.post("/api/edit", json={"seed": 1.0, "strokes": []}).status_code == 200  # JSON's integer 1

@@ -13,6 +13,9 @@ def _add_paint(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--segmenter", default=None, help="segmenter spec for concept pixel counts (default: the run's)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="a host name the painter answers to besides localhost, 127.0.0.1, ::1 and --host "
+                        "(repeatable; requests addressed to any other name are refused)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: small edits run fastest single-threaded, one at a time)")
@@ -39,7 +42,7 @@ def _run_paint(args: argparse.Namespace) -> int:
     print(f"painter on {painter.info()['run']} ({painter.info()['model']}): {url_of(sock)}/  (Ctrl-C to stop)",
           flush=True)
     try:
-        serve(create_app(painter), sock)
+        serve(create_app(painter, allowed_hosts=(args.host, *args.allow_host)), sock)
     except KeyboardInterrupt:
         print("painter stopped", file=sys.stderr)
     finally:

@@ -24,7 +24,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 
 from gandissect.core.errors import GandissectError
 from gandissect.viz.painter.engine import Painter, Stroke, png_bytes
-from gandissect.viz.painter.guard import BODY_LIMIT, BodyGuard
+from gandissect.viz.painter.guard import BODY_LIMIT, BodyGuard, HostGuard
 from gandissect.viz.painter.schema import ConceptPixels, Concepts, Error, Info, concepts_document, request_models
 
 STATIC = Path(__file__).parent / "static"
@@ -108,8 +108,10 @@ def _strokes(body: Any) -> list[Stroke]:
     return [Stroke(**stroke.model_dump()) for stroke in body.strokes]
 
 
-def create_app(painter: Painter, static: Path = STATIC, body_limit: int = BODY_LIMIT) -> FastAPI:
-    """The app over `painter`, serving the front end from `static`."""
+def create_app(painter: Painter, static: Path = STATIC, body_limit: int = BODY_LIMIT,
+               allowed_hosts: tuple[str, ...] = ()) -> FastAPI:
+    """The app over `painter`, serving the front end from `static`, answering requests addressed to loopback
+    names and `allowed_hosts` only (see `guard.HostGuard`)."""
     models = request_models(painter)
     example = _example(painter)
     EditBody = Annotated[models.edit, Body(openapi_examples=example)]  # the run's request model
@@ -117,6 +119,7 @@ def create_app(painter: Painter, static: Path = STATIC, body_limit: int = BODY_L
                   description="Paint with a generator's units: add or remove concepts where you draw. Every request "
                               "carries the seed and all strokes; the same request gives the same image.")
     app.add_middleware(BodyGuard, limit=body_limit)
+    app.add_middleware(HostGuard, allowed=tuple(allowed_hosts))  # added last: runs first
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -93,3 +93,51 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return await receive()
 
     return replay
+
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+APP_POLICY = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+              "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+REPORT_POLICY = ("default-src 'none'; img-src data: blob:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+                 "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")  # the report is self-contained
+
+
+def host_name(scope: Scope) -> str | None:
+    """The Host header's name without its port, lower case ('[::1]:8000' -> '::1'); None when absent."""
+    for name, value in scope.get("headers", []):
+        if name.lower() == b"host":
+            text = value.decode("latin-1").strip().lower()
+            if text.startswith("["):
+                return text[1:text.find("]")] if "]" in text else text
+            return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
+    return None
+
+
+class HostGuard:
+    """Answer only requests addressed to this painter by name (the Host header): loopback names and the
+    `allowed` ones. A web page elsewhere that rebinds its own domain to 127.0.0.1 (DNS rebinding) sends its
+    own name and is refused (421). Every answer says `nosniff` and carries a Content-Security-Policy that lets
+    the app load only from its own origin (the self-contained report: only its inline parts)."""
+
+    def __init__(self, app: ASGIApp, allowed: tuple[str, ...] = ()) -> None:
+        self.app = app
+        self.allowed = {name.strip("[]").lower() for name in (*LOOPBACK_NAMES, *allowed)}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if host_name(scope) not in self.allowed:
+            await send_error(send, 421, f"this painter answers only to {', '.join(sorted(self.allowed))} "
+                                        "(start it with --allow-host NAME to add a name)")
+            return
+        policy = REPORT_POLICY if scope.get("path", "").startswith("/report/") else APP_POLICY
+
+        async def secured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-content-type-options", b"nosniff"),
+                                      (b"content-security-policy", policy.encode()),
+                                      (b"referrer-policy", b"no-referrer")]
+            await send(message)
+
+        await self.app(scope, receive, secured)

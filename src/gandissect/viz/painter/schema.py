@@ -9,7 +9,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, create_model
 
 from gandissect.viz.painter.engine import Painter
 from gandissect.viz.painter.units import Direction
@@ -121,6 +121,18 @@ class RequestModels:
     edit: type[BaseModel]
 
 
+def _json_integer(value: Any) -> Any:
+    """A JSON integer (14 or 14.0, as JSON Schema has it); true, false and strings are type errors."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("expected an integer, not true, false or a string")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+
+
 def _enum(names: list[str]) -> Any:
     return Literal[tuple(names)] if names else str  # type: ignore[valid-type]
 
@@ -128,14 +140,15 @@ def _enum(names: list[str]) -> Any:
 def _shared(painter: Painter) -> dict[str, Any]:
     """The fields every stroke has but strength: alpha, points and radius, bounded by the run's limits."""
     limits, (height, width) = painter.limits, painter.image_size
-    point = tuple[Annotated[float, Field(ge=0, le=width, allow_inf_nan=False)],
-                  Annotated[float, Field(ge=0, le=height, allow_inf_nan=False)]]
-    return {
-        "alpha": (float, Field(1.0, gt=0, le=1, allow_inf_nan=False,
+    point = tuple[Annotated[float, Field(ge=0, le=width, allow_inf_nan=False, strict=True)],
+                  Annotated[float, Field(ge=0, le=height, allow_inf_nan=False, strict=True)]]
+    return {  # strict numbers: true and "0.5" are type errors, not 1 and 0.5
+        "alpha": (float, Field(1.0, gt=0, le=1, allow_inf_nan=False, strict=True,
                                description="strength of the edit (of an eraser: how much it takes back)")),
         "points": (list[point], Field(min_length=1, max_length=limits.max_points,
                                       description="the polyline's points [x, y] in image pixels")),
-        "radius": (float, Field(gt=0, le=limits.max_radius, allow_inf_nan=False, description="in image pixels")),
+        "radius": (float, Field(gt=0, le=limits.max_radius, allow_inf_nan=False, strict=True,
+                                description="in image pixels")),
     }
 
 
@@ -158,7 +171,7 @@ def stroke_models(painter: Painter) -> list[tuple[str, type[BaseModel]]]:
         action=(Literal["erase"], ...),
         concept=(_enum(list(painter.concepts)) | None, Field(None, description="ignored")),
         layer=(_enum(list(painter.layers)) | None, Field(None, description="ignored")),
-        strength=(int | None, Field(None, description="ignored")), **shared)
+        strength=(JsonInt | None, Field(None, description="ignored")), **shared)
     models: list[tuple[str, type[BaseModel]]] = [("erase", eraser)]
     for name, concept in painter.concepts.items():
         for action in ("remove", "add"):
@@ -175,7 +188,7 @@ def stroke_models(painter: Painter) -> list[tuple[str, type[BaseModel]]]:
                     action=(Literal[action], ...),  # type: ignore[valid-type]
                     concept=(Literal[name], ...),  # type: ignore[valid-type]
                     layer=(layer_type, Field(None, description=f"{layer}, its default layer") if default else ...),
-                    strength=(int, Field(direction.default_strength, ge=1, le=direction.max_strength,
+                    strength=(JsonInt, Field(direction.default_strength, ge=1, le=direction.max_strength,
                                          description="how many of its significant units, in ranking order")),
                     **shared)))
     return models
@@ -213,7 +226,8 @@ def request_models(painter: Painter) -> RequestModels:
                                                f"{offered}")]
     edit = create_model(
         "EditRequest", __config__=ConfigDict(extra="forbid"),
-        seed=(int, Field(ge=0, le=painter.limits.max_seed, description="the image: sample 0 of this sample set")),
+        seed=(JsonInt, Field(ge=0, le=painter.limits.max_seed,
+                         description="the image: sample 0 of this sample set")),
         strokes=(list[stroke], Field(max_length=painter.limits.max_strokes, description="applied in order")),
     )
     return RequestModels([model for _, model in models], edit)
