@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 RUN ?= runs/demo
 
-.PHONY: demo test lint browser clean
+.PHONY: demo test lint browser clean fuzz
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ browser:
 
 test: $(BIN)/.installed browser
 	$(BIN)/python -m pytest
+
+fuzz: $(BIN)/.installed  # a longer, randomised run of the painter's schema fuzz test (CI runs a fixed one)
+	GANDISSECT_FUZZ_RANDOM=1 GANDISSECT_FUZZ_EXAMPLES=300 $(BIN)/python -m pytest tests/test_painter_schema.py
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -4,6 +4,8 @@ headers, body)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -12,7 +14,8 @@ from schemathesis import GenerationMode
 from gandissect.viz.painter.app import create_app
 from gandissect.viz.painter.loader import open_painter
 
-EXAMPLES = 25
+EXAMPLES = int(os.environ.get("GANDISSECT_FUZZ_EXAMPLES", "25"))
+RANDOM = os.environ.get("GANDISSECT_FUZZ_RANDOM") == "1"  # `make fuzz`: new random requests each run
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +81,7 @@ def test_no_generated_request_breaks_the_server_or_the_schema(painter_schema, pa
 
     @given(case=painter_schema[path][method].as_strategy(generation_mode=mode))
     @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck),
-              derandomize=True)  # the same requests on every run: a CI verdict never depends on luck
+              derandomize=not RANDOM)  # the same requests on every CI run: a verdict never depends on luck
     def check(case):
         statuses.append(case.call_and_validate().status_code)
 
