@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -207,12 +208,12 @@ def test_bad_causal_flags_are_refused_before_any_work(causal_run, capsys, flags,
 
 
 HARD_ONLY = """
-from gandissect.models import resolve_segmenter
+from gandissect.core.segmenters import ColorSegmenter
 
 
 class HardOnly:
     def __init__(self):
-        self.inner = resolve_segmenter("scenes64+color")
+        self.inner = ColorSegmenter()
         self.concepts, self.categories = self.inner.concepts, self.inner.categories
 
     def segment(self, images):
@@ -222,11 +223,42 @@ class HardOnly:
 def make():
     return HardOnly()
 """
+PLANTED_SPEC = f"{Path(__file__).with_name('planted.py')}:PlantedGenerator"
 
 
-def test_optimize_without_concept_scores_is_refused_before_any_work(causal_run, tmp_path, capsys):
+def test_optimize_without_concept_scores_is_refused_before_any_work(tmp_path, capsys):
     (tmp_path / "hard.py").write_text(HARD_ONLY)
-    assert main(["causal", str(causal_run), "--layer", "layer4", "--concept", "tree", "--optimize", "--no-report",
-                 "--segmenter", f"{tmp_path / 'hard.py'}:make"]) == 2
+    specs = ["--model", PLANTED_SPEC, "--segmenter", f"{tmp_path / 'hard.py'}:make"]
+    assert main(["dissect", *specs, "--layers", "features", "--samples", "32", "--quantile", "0.15", "--no-report",
+                 "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    assert main(["causal", str(tmp_path / "run"), *specs, "--concept", "red", "--optimize", "--no-report"]) == 2
     err = capsys.readouterr().err
     assert "--optimize needs a segmenter with differentiable concept_scores" in err and "batch" not in err
+
+
+def test_models_other_than_the_runs_are_refused_before_any_work(causal_run, capsys):
+    assert main(["causal", str(causal_run), "--layer", "layer4", "--concept", "tree", "--segmenter", "scenes64",
+                 "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert "the segmenter is not the one" in err and "segmenter.concepts" in err and "batch" not in err
+    assert main(["causal", str(causal_run), "--layer", "layer4", "--concept", "tree", "--model", PLANTED_SPEC,
+                 "--no-report"]) == 2
+    assert "the generator is not the one" in capsys.readouterr().err
+
+
+def test_a_run_in_use_is_refused_and_the_lock_is_released_after_a_command(causal_run, tmp_path, capsys):
+    from gandissect.engine.runfolder import RunFolder
+    from gandissect.models import resolve_generator, resolve_segmenter
+
+    causal_run = shutil.copytree(causal_run, tmp_path / "run")  # this test writes into it
+    holder = RunFolder(causal_run, ()).hold(resolve_generator("scenes64"), resolve_segmenter("scenes64+color"))
+    try:
+        assert main(["causal", str(causal_run), "--layer", "layer4", "--concept", "tree", "--no-report"]) == 2
+        assert "in use by another gandissect process" in capsys.readouterr().err
+    finally:
+        holder.close()
+    assert main(["causal", str(causal_run), "--layer", "layer4", "--concept", "tree", "--samples", "2",
+                 "--set-samples", "0", "--no-report"]) == 0
+    again = RunFolder(causal_run, ()).hold(resolve_generator("scenes64"), resolve_segmenter("scenes64+color"))
+    again.close()  # the command let go of the lock when it ended

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from gandissect.cli import artifacts, causal, dissect, edit, labels, models, paint, scenes
+from gandissect.cli import artifacts, causal, dissect, edit, labels, models, paint, runs, scenes
 
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
 
@@ -50,3 +50,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{prefix}: error: {error.strerror}{where}; the last checkpoint is kept: free the problem and rerun "
               "with --resume", file=sys.stderr)
         return 1
+    finally:
+        runs.release_held()

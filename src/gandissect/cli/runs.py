@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+HELD: list[Any] = []  # run folders whose lock this command holds; `main` releases them when it ends
+
+
+def release_held() -> None:
+    """Release the locks taken by `open_run` (a command's process may go on: tests, notebooks)."""
+    while HELD:
+        HELD.pop().close()
 
 
 @dataclass
@@ -19,13 +28,16 @@ class OpenRun:
     generator: torch.nn.Module
     segmenter: Any
     device: torch.device
+    holder: Any = None
 
 
-def open_run(args: argparse.Namespace) -> OpenRun:
+def open_run(args: argparse.Namespace, hold: bool = True) -> OpenRun:
     """Load RUN's dissection, and its generator and segmenter (from the specs it recorded, or --model and
-    --segmenter)."""
+    --segmenter). With `hold` (commands that write into the run), take the run's lock and refuse models whose
+    fingerprints differ from the run's, before any work."""
     from gandissect.core.errors import ConfigError
     from gandissect.dissection import Dissection
+    from gandissect.engine.runfolder import RunFolder
     from gandissect.engine.samplepass import check_device
     from gandissect.engine.speed import channels_last
     from gandissect.engine.storage import read_json
@@ -40,8 +52,12 @@ def open_run(args: argparse.Namespace) -> OpenRun:
         raise ConfigError(f"{folder} records no model or segmenter: pass --model and --segmenter")
     device = check_device(args.device)
     generator, segmenter = resolve_generator(model, device), resolve_segmenter(segmenter, device)
+    rank = int(os.environ.get("RANK", "0") or 0)  # under torchrun only rank 0 writes, and holds the lock
+    holder = RunFolder(folder, (), rank=rank).hold(generator, segmenter) if hold else None
+    if holder is not None:
+        HELD.append(holder)
     channels_last(generator, segmenter)
-    return OpenRun(folder, result, generator, segmenter, device)
+    return OpenRun(folder, result, generator, segmenter, device, holder)
 
 
 def common_arguments(p: argparse.ArgumentParser) -> None:

@@ -117,6 +117,25 @@ class RunFolder:
             self.close()
             raise
 
+    def hold(self, generator: Any, segmenter: Any) -> RunFolder:
+        """Take the finished run for a command that adds results to it (the causal tools): its one-process
+        lock (rank 0, which writes), and a check that `generator` and `segmenter` are the ones it was made with
+        (the fingerprints in run.json), so results of different models never mix in one folder."""
+        try:
+            stored = read_json(self.path / IDENTITY)
+        except (OSError, ValueError) as error:
+            raise RunFolderError(f"{self.path} holds no readable {IDENTITY} ({error}): not a finished run") from None
+        if self.rank == 0:
+            self._take_lock()
+        for key, part in (("generator", generator), ("segmenter", segmenter)):
+            differences = identity_differences({key: stored.get(key)}, {key: fingerprint(part)})
+            if differences:
+                self.close()
+                flag = "--model" if key == "generator" else "--segmenter"
+                raise RunFolderError(f"the {key} is not the one {self.path} was dissected with "
+                                     f"({', '.join(differences)}): give the run's own {key} (or leave {flag} out)")
+        return self
+
     def _open_locked(self, identity: dict[str, Any], resume: bool, force: bool) -> bool:
         self._clean_temporary_files()
         unfinished = (self.partial / IDENTITY).exists()
