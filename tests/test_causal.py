@@ -138,6 +138,8 @@ def test_edit_command_writes_the_figure_and_the_concept_before_and_after(cli_run
     (["--units", "1", "--alpha", "1.5"], "alpha"),
     (["--units", "1", "--box", "0,0,40,8"], "inside the 32x32 image"),
     (["--units", "1", "--layer", "output"], "was not dissected"),
+    (["--units", "1", "--count", "100000"], "--count must lie in 1..256"),
+    (["--units", "1", "--count", "0"], "--count must lie in 1..256"),
 ])
 def test_edit_command_refuses_bad_input_in_one_line(cli_run, tmp_path, capsys, argv, message):
     assert main(["edit", str(cli_run), "--model", PLANTED_SPEC, *argv, "--out", str(tmp_path / "x")]) == 2
@@ -215,3 +217,57 @@ def test_artifacts_command_writes_the_study(cli_run, tmp_path, capsys):
     assert {"scores", "study"} <= set(record) and "random" in capsys.readouterr().out
     assert main(["artifacts", str(cli_run), "--model", PLANTED_SPEC,
                  "--real", str(tmp_path / "none"), "--count", "2"]) == 2
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares `width` x `height` pixels and holds almost nothing (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
+        chunk(b"IEND", b"")
+
+
+def test_edit_refuses_bad_files_and_names_before_any_work(cli_run, tmp_path, capsys):
+    np.save(tmp_path / "words.npy", np.array(["a", "b"]))
+    (tmp_path / "bomb.png").write_bytes(png_header(20000, 20000))  # PIL itself refuses to open this one
+    (tmp_path / "big.png").write_bytes(png_header(5000, 4000))  # under PIL's limit, over ours
+    (tmp_path / "text.png").write_text("not a picture")
+    (tmp_path / "taken").write_text("a file")
+    cases = [(["--mask", str(tmp_path / "words.npy")], "not an array of numbers"),
+             (["--mask", str(tmp_path / "bomb.png")], "too large"),
+             (["--mask", str(tmp_path / "big.png")], "5000x4000"),
+             (["--mask", str(tmp_path / "text.png")], "not a picture"),
+             (["--out", str(tmp_path / "taken")], "is a file")]
+    for extra, message in cases:
+        out = [] if "--out" in extra else ["--out", str(tmp_path / "x")]
+        assert main(["edit", str(cli_run), "--model", PLANTED_SPEC, "--units", "1", *extra, *out]) == 2, extra
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, (extra, err)
+    with pytest.raises(SystemExit):
+        main(["edit", str(cli_run), "--model", PLANTED_SPEC, "--units", ",", "--out", str(tmp_path / "x")])
+    assert "--units names no unit" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--real-count", "0"], "--real-count must be at least 4"),
+    (["--samples", "1"], "--samples must be at least 4"),
+    (["--draws", "0"], "--draws must be at least 1"),
+])
+def test_artifacts_refuses_meaningless_counts(cli_run, capsys, argv, message):
+    assert main(["artifacts", str(cli_run), "--model", PLANTED_SPEC, "--real", "world", "--count", "2", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+def test_artifacts_refuses_a_real_folder_with_a_file_that_is_no_picture(cli_run, tmp_path, capsys):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "a.png").write_text("not a picture")
+    assert main(["artifacts", str(cli_run), "--model", PLANTED_SPEC, "--real", str(tmp_path / "real"),
+                 "--count", "2", "--samples", "8"]) == 2
+    assert "not a picture" in capsys.readouterr().err

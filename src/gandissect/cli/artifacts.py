@@ -29,6 +29,7 @@ def real_images(spec: str, count: int, size: tuple[int, int]) -> torch.Tensor:
 
     from gandissect.core.errors import ConfigError
     from gandissect.core.images import from_uint8
+    from gandissect.engine.storage import read_picture
 
     if spec == "world":
         from gandissect.scenes import world
@@ -41,7 +42,8 @@ def real_images(spec: str, count: int, size: tuple[int, int]) -> torch.Tensor:
     files = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[:count]
     if not files:
         raise ConfigError(f"--real {spec}: neither 'world' nor a folder holding .png or .jpg images")
-    pictures = [np.asarray(Image.open(p).convert("RGB").resize((size[1], size[0]), Image.BILINEAR)) for p in files]
+    pictures = [np.asarray(Image.fromarray(read_picture(p, "RGB", "--real")).resize((size[1], size[0]),
+                                                                                   Image.BILINEAR)) for p in files]
     return from_uint8(np.stack(pictures))
 
 
@@ -54,6 +56,10 @@ def _run_artifacts(args: argparse.Namespace) -> int:
     from gandissect.engine.storage import read_json, write_json_atomic
     from gandissect.models import registry
 
+    for flag, value, least in (("--real-count", args.real_count, 4), ("--samples", args.samples, 4),
+                               ("--draws", args.draws, 1)):
+        if value < least:  # a Frechet distance needs samples on both sides of its split; a mean needs a draw
+            raise ConfigError(f"{flag} must be at least {least}; got {value}")
     run = open_run(args)
     layer = args.layer or run.result.config.layers[0]
     width = check_layer(run.result, layer)

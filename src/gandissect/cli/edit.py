@@ -10,12 +10,17 @@ import torch
 
 from gandissect.cli.runs import common_arguments, open_run
 
+MAX_COUNT = 256
+
 
 def _units(text: str) -> list[int]:
     try:
-        return [int(u) for u in text.split(",") if u.strip()]
+        units = [int(u) for u in text.split(",") if u.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"--units takes comma-separated unit numbers, got {text!r}") from None
+    if not units:
+        raise argparse.ArgumentTypeError(f"--units names no unit ({text!r}): give comma-separated unit numbers")
+    return units
 
 
 def _box(text: str) -> tuple[int, int, int, int]:
@@ -38,7 +43,7 @@ def _add_edit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--box", type=_box, default=None, help="edit only inside x0,y0,x1,y1 (image pixels)")
     p.add_argument("--mask", default=None, help="edit only inside a mask: .png or .npy at image or feature size")
     p.add_argument("--seed", type=int, default=0, help="sample set seed (default 0)")
-    p.add_argument("--count", type=int, default=8, help="number of samples (default 8)")
+    p.add_argument("--count", type=int, default=8, help=f"number of samples (default 8, at most {MAX_COUNT})")
     p.add_argument("--out", required=True, help="folder for edit.png and edit.json")
     p.set_defaults(handler=_run_edit)
 
@@ -47,9 +52,9 @@ def load_region(args: argparse.Namespace, image_size: tuple[int, int],
                 grid_size: tuple[int, int]) -> torch.Tensor | None:
     """The edit region from --box or --mask, checked against the image and feature sizes."""
     import numpy as np
-    from PIL import Image
 
     from gandissect.core.errors import ConfigError
+    from gandissect.engine.storage import read_picture
 
     if args.box is not None and args.mask is not None:
         raise ConfigError("give --box or --mask, not both")
@@ -67,10 +72,16 @@ def load_region(args: argparse.Namespace, image_size: tuple[int, int],
     path = Path(args.mask)
     if not path.is_file():
         raise ConfigError(f"--mask {path}: no such file")
-    try:
-        array = np.load(path) if path.suffix == ".npy" else np.asarray(Image.open(path).convert("L")) / 255.0
-    except (OSError, ValueError) as error:
-        raise ConfigError(f"--mask {path}: cannot read it ({error})") from None
+    if path.suffix == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+            array = np.asarray(array, dtype=np.float32)
+        except (OSError, ValueError, TypeError) as error:
+            raise ConfigError(f"--mask {path}: not an array of numbers ({error})") from None
+    else:
+        array = read_picture(path, "L", "--mask") / np.float32(255.0)
+    if not np.isfinite(array).all():
+        raise ConfigError(f"--mask {path} holds NaN or infinite values")
     region = torch.as_tensor(np.asarray(array, dtype=np.float32))
     if tuple(region.shape) not in (tuple(image_size), tuple(grid_size)):
         raise ConfigError(f"--mask {path} is {tuple(region.shape)}; expected the image size {tuple(image_size)} "
@@ -87,12 +98,15 @@ def _run_edit(args: argparse.Namespace) -> int:
     from gandissect.engine.storage import save_png, write_json_atomic
     from gandissect.viz.edits import edit_figure
 
+    if not 1 <= args.count <= MAX_COUNT:
+        raise ConfigError(f"--count must lie in 1..{MAX_COUNT} (edit.png shows every sample); got {args.count}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file: edit.png and edit.json go into a folder")
     run = open_run(args)
     layer = args.layer or run.result.config.layers[0]
     width = check_layer(run.result, layer)
     units = check_units(args.units, width, layer)
-    if args.count < 1:
-        raise ConfigError(f"--count must be at least 1; got {args.count}")
     concept = concept_index(run.result, args.concept) if args.concept else None
     values = None
     if args.mode == "insert":
@@ -113,7 +127,6 @@ def _run_edit(args: argparse.Namespace) -> int:
         record.update(concept=args.concept, share_before=shares[0].tolist(), share_after=shares[1].tolist())
         with torch.no_grad():
             present = tuple((run.segmenter.segment(images) == concept).any(1) for images in (before, after))
-    out = Path(args.out)
     save_png(out / "edit.png", edit_figure(before, after, *present), scale=2)
     write_json_atomic(out / "edit.json", record)
     summary = ""

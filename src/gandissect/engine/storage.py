@@ -119,3 +119,26 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
             return json.loads((handle.metadata() or {}).get("meta", "{}"))
     except (SafetensorError, OSError, ValueError):
         return {}
+
+
+MAX_PICTURE_PIXELS = 4096 * 4096
+
+
+def read_picture(path: str | Path, mode: str, what: str) -> np.ndarray:
+    """A picture file handed to a command (`what` names the flag), as an array in PIL `mode` ("L", "RGB"):
+    its size is read from the header and anything over MAX_PICTURE_PIXELS is refused before decoding (no
+    decompression bomb); a file that is not a picture gets one line."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as picture:
+            width, height = picture.size
+            if width * height > MAX_PICTURE_PIXELS:
+                raise GandissectError(f"{what} {path} is {width}x{height}: over {MAX_PICTURE_PIXELS:,} pixels, "
+                                      "too large for a picture this command reads")
+            return np.asarray(picture.convert(mode))
+    except Image.DecompressionBombError:
+        raise GandissectError(f"{what} {path} declares far more pixels than a picture this command reads: too "
+                              "large") from None
+    except (OSError, ValueError) as error:
+        raise GandissectError(f"{what} {path}: not a picture that can be read ({error})") from None
