@@ -10,6 +10,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from gandissect.core.errors import GandissectError
+
+
+class LatentSizeError(GandissectError, AttributeError):
+    """A generator that does not say how large its latent is."""
+
 CHUNK = 64
 
 
@@ -20,7 +26,7 @@ def latent_shape(generator: nn.Module) -> tuple[int, ...]:
         return tuple(int(s) for s in shape)
     dim = getattr(generator, "z_dim", None)
     if dim is None:
-        raise AttributeError(
+        raise LatentSizeError(
             f"{type(generator).__name__} declares no latent size: "
             "give it a `z_dim` (int) or `z_shape` (tuple) attribute"
         )

@@ -109,7 +109,10 @@ class RunFolder:
         if resume and force:
             raise RunFolderError("pass either --resume or --force, not both")
         self.check_writable()
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RunFolderError(f"--out {self.path}: cannot create it ({error.strerror})") from None
         self._take_lock()
         try:
             return self._open_locked(identity, resume, force)

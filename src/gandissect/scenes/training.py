@@ -8,6 +8,7 @@ output folder, show a progress bar, and save sample grids as they go.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,8 +18,15 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from gandissect.core.errors import ConfigError
 from gandissect.core.images import from_uint8, grid, label_colours, to_uint8
-from gandissect.engine.storage import save_png, save_safetensors_atomic, save_torch_atomic, write_json_atomic
+from gandissect.engine.storage import (
+    read_json,
+    save_png,
+    save_safetensors_atomic,
+    save_torch_atomic,
+    write_json_atomic,
+)
 from gandissect.models.scenegan import GeneratorConfig, SceneDiscriminator, SceneGenerator
 from gandissect.models.unet import SegmenterConfig, UNetSegmenter
 from gandissect.scenes import world
@@ -59,6 +67,33 @@ class SegmenterTrainConfig:
     device: str = "cpu"
 
 
+MODEL_FIELDS = ("z_dim", "channels", "disc_channels", "widths", "image_size")
+
+
+def check_config(config: GanTrainConfig | SegmenterTrainConfig) -> None:
+    """Refuse, in one line before any work, settings that cannot train (a batch of 0 trains on NaN), and a
+    resumed run whose model differs from the one its checkpoint holds (the checkpoint could not be loaded)."""
+    counts = {"iterations": config.iterations, "batch_size": config.batch_size,
+              "checkpoint_every": config.checkpoint_every, "sample_every": config.sample_every}
+    if isinstance(config, GanTrainConfig):
+        counts["dataset_size"] = config.dataset_size
+    for name, value in counts.items():
+        if value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1; got {value}")
+    if not (math.isfinite(config.lr) and config.lr > 0):
+        raise ConfigError(f"--lr must be a positive number; got {config.lr}")
+    stored_path = Path(config.out) / "train_config.json"
+    if stored_path.is_file():
+        stored = read_json(stored_path)
+        current = asdict(config)
+        changed = [f"{key}: {stored.get(key)} then, {current[key]} now" for key in MODEL_FIELDS
+                   if key in current and key in stored and list(np.atleast_1d(stored[key])) !=
+                   list(np.atleast_1d(current[key]))]
+        if changed:
+            raise ConfigError(f"{config.out} holds a training run of another model ({'; '.join(changed)}): "
+                              "resume it with its own settings, or choose another --out")
+
+
 def _iteration_generator(seed: int, iteration: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + iteration)
 
@@ -94,6 +129,7 @@ def gan_dataset(out: Path, size: int, count: int) -> np.ndarray:
 
 def train_gan(config: GanTrainConfig) -> Path:
     """Train the scene GAN; returns the folder holding `generator.safetensors` and `discriminator.safetensors`."""
+    check_config(config)
     _check_image_size(config.image_size, len(config.channels))
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -186,6 +222,7 @@ def _save_segmentation_grid(model: UNetSegmenter, path: Path, size: int) -> None
 
 def train_segmenter(config: SegmenterTrainConfig) -> Path:
     """Train the scene segmenter on freshly rendered, augmented scenes; returns the output folder."""
+    check_config(config)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(config.device)
