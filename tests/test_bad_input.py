@@ -71,3 +71,15 @@ def test_a_generator_without_a_latent_size_is_told_so(tmp_path, capsys):
     assert main(["dissect", "--model", spec, "--segmenter", "color", "--layers", "layer1", "--out",
                  str(tmp_path / "run")]) == 2
     one_line(capsys, "declares no latent size")
+
+
+def test_a_dissect_json_without_layers_is_refused_before_any_work(painter_run, tmp_path, capsys):
+    import shutil
+
+    run = shutil.copytree(painter_run, tmp_path / "run")
+    document = json.loads((run / "dissect.json").read_text())
+    del document["layers"]
+    (run / "dissect.json").write_text(json.dumps(document))
+    for argv in (["report", str(run)], ["causal", str(run), "--layer", "layer4", "--concept", "tree"]):
+        assert main(argv) == 2
+        one_line(capsys, "lacks ['layers']")

@@ -46,6 +46,10 @@ def open_run(args: argparse.Namespace, hold: bool = True) -> OpenRun:
     folder = Path(args.run)
     document = read_json(folder / "dissect.json") if (folder / "dissect.json").exists() else {}
     result = Dissection.load(folder)
+    if document:
+        from gandissect.viz.report.data import check_document
+
+        check_document(document)  # the report is rewritten at the end: refuse a broken document before the work
     model = recorded_spec(document, "model", args.model, "--model")
     segmenter = recorded_spec(document, "segmenter", args.segmenter, "--segmenter")
     if not model or not segmenter:

@@ -11,6 +11,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from gandissect.core.errors import GandissectError
 from gandissect.viz.report.charts import category_colors
 from gandissect.viz.report.images import threshold_key
 
@@ -21,8 +22,8 @@ REQUIRED_KEYS = ("config", "concepts", "layers", "label_method")
 ImageKey = tuple[str, int, float]
 
 
-class SchemaError(ValueError):
-    """A dissect.json the report cannot read."""
+class SchemaError(GandissectError, ValueError):
+    """A dissect.json the report cannot read (a user-facing, one-line error)."""
 
 
 def check_document(document: Mapping[str, Any]) -> None:
