@@ -239,3 +239,23 @@ def test_models_package_imports_only_core_and_engine():
             "print(json.dumps(sorted({m.split('.')[1] for m in sys.modules if m.startswith('gandissect.')})))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert set(json.loads(result.stdout)) <= {"core", "engine", "models"}
+
+
+@pytest.mark.parametrize("damage", ["truncate", "drop-key", "not-an-object"])
+def test_a_damaged_shipped_model_json_is_one_line(copied, capsys, damage):
+    from gandissect.cli import main
+
+    path = copied / "model.json"
+    text = path.read_text()
+    if damage == "truncate":
+        path.write_text(text[: len(text) // 2])
+    elif damage == "drop-key":
+        meta = json.loads(text)
+        del meta["generator_config"]
+        path.write_text(json.dumps(meta))
+    else:
+        path.write_text("[1, 2]")
+    for argv in (["models"], ["layers", "--model", "scenes64"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "model.json" in err and "reinstall" in err, err

@@ -205,11 +205,21 @@ def shipped_names() -> list[str]:
 def shipped_spec(name: str) -> ModelSpec:
     """The spec of shipped model `name`, read from its model.json by its family's loader."""
     folder = _weights_folder() / name
-    meta = json.loads((folder / "model.json").read_text())
+    path = folder / "model.json"
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"{path} cannot be read ({error}): reinstall gandissect or ship the model again") from None
+    if not isinstance(meta, dict):
+        raise ConfigError(f"{path} is not a JSON object: reinstall gandissect or ship the model again")
     family = meta.get("family", "scenegan")
     if family not in FAMILIES:
-        raise ConfigError(f"{folder / 'model.json'} names family {family!r}; known families: {', '.join(FAMILIES)}")
-    return importlib.import_module(FAMILIES[family]).spec_from_folder(folder, meta)
+        raise ConfigError(f"{path} names family {family!r}; known families: {', '.join(FAMILIES)}")
+    try:
+        return importlib.import_module(FAMILIES[family]).spec_from_folder(folder, meta)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ConfigError(f"{path} is incomplete or malformed ({type(error).__name__}: {error}): reinstall "
+                          "gandissect or ship the model again") from None
 
 
 def register(spec: ModelSpec, replace: bool = False) -> ModelSpec:
