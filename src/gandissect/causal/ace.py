@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gandissect.causal.curvestats import known_presence
+from gandissect.causal.curvestats import known_presence, segmenter_concept
 from gandissect.causal.cut import Cut
 from gandissect.core.errors import ConfigError
 from gandissect.core.features import resize_region
@@ -158,12 +158,9 @@ def measure_effects(generator: nn.Module, segmenter: Segmenter, layer: str, conc
     """Per concept (names of the segmenter's concepts), single-unit effects of `units` (default: every unit
     of the layer) on samples first..first + samples - 1 of set `seed`, inserting `values`: (U,) for every
     concept, or (C, U) one row per concept (e.g. its mean activation where the concept is)."""
-    names = list(segmenter.concepts)
-    unknown = [c for c in concepts if c not in names]
-    if unknown or not concepts:
-        raise ConfigError(f"the segmenter knows no concept {unknown[0] if unknown else ''!r}; its concepts: "
-                          f"{', '.join(names)}")
-    indices = [names.index(c) for c in concepts]
+    if not concepts:
+        raise ConfigError("give at least one concept to measure")
+    indices = [segmenter_concept(segmenter, c) for c in concepts]
     if values.dim() == 2 and values.shape[0] != len(concepts):
         raise ConfigError(f"values hold {values.shape[0]} rows for {len(concepts)} concepts")
     table = values.float().cpu().reshape(-1, values.shape[-1]).expand(len(concepts), -1)

@@ -19,6 +19,8 @@ import torch
 from torch import nn
 
 from gandissect.causal.ace import concept_shares
+from gandissect.causal.curves import repeat_batch
+from gandissect.causal.curvestats import segmenter_concept
 from gandissect.causal.cut import Cut
 from gandissect.core.errors import ConfigError
 from gandissect.core.inference import Estimate, paired_estimate, ratio_estimate
@@ -92,15 +94,14 @@ def set_effects(generator: nn.Module, segmenter: Segmenter, layer: str, sets: Se
                 seed: int = SET_SEED, batch_size: int = 8, chunk: int = 128, device: str | torch.device = "cpu",
                 collective: Collective | None = None, progress: bool = True) -> list[SetEffect]:
     """Each set's effect on its concept on `samples` samples of set `seed` (see the module)."""
-    names = list(segmenter.concepts)
     for s in sets:
-        if s.concept not in names:
-            raise ConfigError(f"the segmenter knows no concept {s.concept!r}; its concepts: {', '.join(names)}")
+        segmenter_concept(segmenter, s.concept)
         if s.direction not in ("removal", "insertion") or not s.units:
             raise ConfigError(f"a unit set needs units and a direction removal or insertion; got {s}")
         if s.direction == "insertion" and len(s.values) != len(s.units):
             raise ConfigError(f"an insertion set needs one value per unit; got {s}")
     concepts = list(dict.fromkeys(s.concept for s in sets))
+    indices = [segmenter_concept(segmenter, c) for c in concepts]
     column = [concepts.index(s.concept) for s in sets]
     cut = Cut(generator, layer)
     stats: dict[str, Statistic] = {"before": SampleTable(samples, len(concepts)),
@@ -110,20 +111,20 @@ def set_effects(generator: nn.Module, segmenter: Segmenter, layer: str, sets: Se
         with torch.no_grad():
             features = cut.head(batch.z)
             b = features.shape[0]
-            stats["before"].add(batch.indices, concept_shares(segmenter, cut.tail(features, batch.z),  # type: ignore
-                                                              [names.index(c) for c in concepts]))
+            before = concept_shares(segmenter, cut.tail(features, batch.z), indices)
+            stats["before"].add(batch.indices, before)  # type: ignore[attr-defined]
             after = torch.empty(b, len(sets), dtype=torch.float64)
             per_call = max(1, chunk // b)
             for start in range(0, len(sets), per_call):
                 block = list(range(start, min(start + per_call, len(sets))))
-                r = features.repeat(len(block), 1, 1, 1)
+                r = repeat_batch(features, len(block))
                 for g, i in enumerate(block):
                     units = list(sets[i].units)
                     target = torch.tensor(sets[i].values or [0.0] * len(units), dtype=r.dtype, device=r.device)
                     r[g * b:(g + 1) * b, units] = target[None, :, None, None].expand(b, -1, *r.shape[-2:])
-                images = cut.tail(r, batch.z.repeat(len(block), *([1] * (batch.z.dim() - 1))))
+                images = cut.tail(r, repeat_batch(batch.z, len(block)))
                 needed = sorted({column[i] for i in block})
-                shares = concept_shares(segmenter, images, [names.index(concepts[c]) for c in needed])
+                shares = concept_shares(segmenter, images, [indices[c] for c in needed])
                 for g, i in enumerate(block):
                     after[:, i] = shares[g * b:(g + 1) * b, needed.index(column[i])]
             stats["after"].add(batch.indices, after)  # type: ignore[attr-defined]
