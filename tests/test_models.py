@@ -29,7 +29,7 @@ def shipped(tiny_gan_run, tiny_segmenter_run, tmp_path_factory) -> Path:
     weights = tmp_path_factory.mktemp("weights")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(models, "WEIGHTS", weights)
-        ship("tiny", tiny_gan_run, tiny_segmenter_run, extra={"note": "test"})
+        ship("tiny", tiny_gan_run, tiny_segmenter_run, extra={"note": "test"}, into=weights)
     return weights
 
 
@@ -243,6 +243,6 @@ def test_evaluate_command_prints_and_writes_both_metrics(weights, tmp_path, caps
     assert 0.0 <= result["segmenter_iou"]["mean_iou"] <= 1.0
     assert result["fsd"]["count"] == 3 and result["fsd"]["fsd"] >= 0.0
     assert set(result["fsd"]["per_concept"]) == set(world.CONCEPTS)
-    assert '"mean_iou"' in capsys.readouterr().out
+    assert f"full results: {out}" in capsys.readouterr().out
     assert main(["evaluate", "--model", "missing"]) == 2
     assert "tiny" in capsys.readouterr().err

@@ -86,12 +86,25 @@ def _run_dissect(args: argparse.Namespace) -> int:
         provenance["segmenter_checkpoint"] = segmenter_records[0] if len(segmenter_records) == 1 else segmenter_records
     document = dissector.finish(result, provenance, write_report)
     if document is not None:
-        for name, layer in document["layers"].items():
-            print(f"{name}: {layer['interpretable_units']} of {layer['shape'][0]} units interpretable "
-                  f"({config.label_method} rule): {layer['interpretable_by_concept']}")
+        print(dissect_summary(document, config.label_method))
         print(f"results: {Path(args.out).resolve()}" + ("" if args.no_report else "/report.html"))
     collectives.shutdown(collective)
     return 0
+
+
+def dissect_summary(document: dict, rule: str) -> str:
+    """Interpretable units per concept (rows, most first) and layer (columns), with each layer's total."""
+    from gandissect.cli.tables import text_table
+
+    layers = document["layers"]
+    totals: dict[str, int] = {}
+    for layer in layers.values():
+        for concept, count in layer["interpretable_by_concept"].items():
+            totals[concept] = totals.get(concept, 0) + count
+    concepts = sorted(totals, key=lambda c: (-totals[c], c))
+    rows = [[c, *(layer["interpretable_by_concept"].get(c, 0) for layer in layers.values())] for c in concepts]
+    rows.append(["all", *(f"{layer['interpretable_units']} of {layer['shape'][0]}" for layer in layers.values())])
+    return f"interpretable units ({rule} rule):\n" + text_table(["concept", *layers], rows)
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:

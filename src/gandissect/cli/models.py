@@ -132,7 +132,7 @@ def _run_sample(args: argparse.Namespace) -> int:
     import torch
 
     from gandissect.core.errors import ConfigError
-    from gandissect.core.images import grid, label_colours, to_uint8
+    from gandissect.core.images import grid, label_colours, label_palette, to_uint8, with_legend
     from gandissect.core.sampling import sample_z
     from gandissect.core.segmenters import check_labels
     from gandissect.engine.samplepass import check_device
@@ -161,8 +161,12 @@ def _run_sample(args: argparse.Namespace) -> int:
     save_png(out / "samples.png", grid(to_uint8(pictures), columns), scale=2 if pictures.shape[-1] <= 128 else 1)
     written = [out / "samples.png"]
     if labels:
-        save_png(out / "segmentation.png", grid(label_colours(torch.cat(labels)), columns),
-                 scale=2 if pictures.shape[-1] <= 128 else 1)
+        maps = torch.cat(labels)
+        shown = [int(i) for i in maps.unique() if i >= 0]  # the legend names the labels drawn, in label order
+        names = [str(segmenter.concepts[i]) for i in shown]
+        colours = label_palette(max(shown, default=0) + 1)[shown]
+        picture = with_legend(grid(label_colours(maps), columns), names, colours)
+        save_png(out / "segmentation.png", picture, scale=2 if pictures.shape[-1] <= 128 else 1)
         written.append(out / "segmentation.png")
     low, high = getattr(generator, "output_range", (-1.0, 1.0))
     print(f"{args.count} images of {tuple(pictures.shape[1:])}, values in [{float(pictures.min()):.2f}, "

@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import io
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -53,10 +54,53 @@ def data_uri(picture: np.ndarray, quality: int = 75) -> str:
     return f"data:image/{kind};base64," + base64.b64encode(data.getvalue()).decode("ascii")
 
 
+def label_palette(count: int, seed: int = 3) -> np.ndarray:
+    """The fixed colour (count, 3) uint8 of labels 0..count-1; a label's colour does not depend on `count`."""
+    return np.random.default_rng(seed).integers(40, 256, (count, 3)).astype(np.uint8)
+
+
 def label_colours(labels: torch.Tensor, seed: int = 3) -> np.ndarray:
-    """Label maps (N, H, W), -1 for none, -> (N, H, W, 3) uint8 with a fixed distinct colour per label."""
-    rng = np.random.default_rng(seed)
-    palette = rng.integers(40, 256, (int(labels.max().clamp(min=0)) + 2, 3)).astype(np.uint8)
-    palette[-1] = 0
+    """Label maps (N, H, W), -1 for none, -> (N, H, W, 3) uint8 with a fixed distinct colour per label
+    (`label_palette`), black for none."""
+    palette = np.concatenate([label_palette(int(labels.max().clamp(min=0)) + 1, seed), np.zeros((1, 3), np.uint8)])
     index = labels.cpu().numpy().astype(np.int64)
     return palette[np.where(index < 0, len(palette) - 1, index)]
+
+
+SWATCH = 12
+"""The side of a legend's colour square, in pixels (a 1-pixel dark border around the colour)."""
+
+
+def legend_boxes(names: Sequence[str], width: int) -> tuple[list[tuple[int, int]], tuple[int, int]]:
+    """Where `legend` draws each entry's swatch (its top-left corner), and the legend's (height, width): entries
+    flow left to right in columns of equal width, as many per row as fit in `width`."""
+    font = ImageFont.load_default()
+    text = max((int(font.getlength(n)) for n in names), default=0)
+    column, row = SWATCH + 4 + text + 12, SWATCH + 6
+    per_row = max(1, (width - 4) // column)
+    corners = [(4 + (i % per_row) * column, 4 + (i // per_row) * row) for i in range(len(names))]
+    return corners, (4 + math.ceil(len(names) / per_row) * row, max(width, 4 + column))
+
+
+def legend(names: Sequence[str], colours: np.ndarray, width: int) -> np.ndarray:
+    """A white picture about `width` wide naming each colour: a bordered square of `colours[i]` (N, 3) uint8 and
+    `names[i]` beside it."""
+    if len(names) != len(colours):
+        raise ValueError(f"{len(names)} names for {len(colours)} colours")
+    corners, (height, width) = legend_boxes(names, width)
+    image = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
+    for (x, y), name, colour in zip(corners, names, colours, strict=True):
+        draw.rectangle((x, y, x + SWATCH - 1, y + SWATCH - 1), fill=tuple(int(c) for c in colour), outline=(60, 60, 60))
+        draw.text((x + SWATCH + 4, y), name, fill=(0, 0, 0), font=font)
+    return np.asarray(image).copy()
+
+
+def with_legend(picture: np.ndarray, names: Sequence[str], colours: np.ndarray) -> np.ndarray:
+    """`picture` (H, W, 3) uint8 with a legend of `names` and their `colours` below it, on white."""
+    key = legend(names, colours, picture.shape[1])
+    out = np.full((picture.shape[0] + key.shape[0], max(picture.shape[1], key.shape[1]), 3), 255, np.uint8)
+    out[:picture.shape[0], :picture.shape[1]] = picture
+    out[picture.shape[0]:, :key.shape[1]] = key
+    return out

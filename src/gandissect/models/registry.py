@@ -2,7 +2,7 @@
 
 A spec builds each part (generator, segmenter, discriminator) only when asked, so resolving a segmenter
 never builds a generator. Weight files are checked against their recorded sha256 before they are read.
-Shipped models are specs built from `gandissect.models.WEIGHTS/<name>/model.json` by their family's
+Shipped models are specs built from `<folder>/<name>/model.json` (folders: `model_folders`) by their family's
 loader (`gandissect.models.<family>.spec.spec_from_folder`), so a freshly shipped folder is picked up
 without code changes; other specs are added with `register`.
 """
@@ -13,6 +13,7 @@ import hashlib
 import importlib
 import inspect
 import json
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,15 +197,34 @@ def _weights_folder() -> Path:
     return Path(models.WEIGHTS)
 
 
+def user_models_folder() -> Path:
+    """Where `gandissect ship` puts a user's models: $GANDISSECT_CACHE/models, else ~/.cache/gandissect/models."""
+    from gandissect.models.loaders import cache_dir  # loaders imports this module
+
+    return cache_dir() / "models"
+
+
+def model_folders() -> list[Path]:
+    """The folders searched for shipped models, first match wins: the package's weights (never shadowed),
+    the folders in $GANDISSECT_MODELS (os.pathsep-separated), then the user's models folder."""
+    extra = [Path(p) for p in os.environ.get("GANDISSECT_MODELS", "").split(os.pathsep) if p]
+    return [_weights_folder(), *extra, user_models_folder()]
+
+
+def shipped_folder(name: str) -> Path | None:
+    """The folder of shipped model `name` (the first of `model_folders` holding `name/model.json`), or None."""
+    return next((f / name for f in model_folders() if (f / name / "model.json").is_file()), None)
+
+
 def shipped_names() -> list[str]:
-    """Names of the model folders (holding a model.json) in the package's weights folder."""
-    folder = _weights_folder()
-    return sorted(p.name for p in folder.iterdir() if (p / "model.json").is_file()) if folder.is_dir() else []
+    """Names of the model folders (holding a model.json) in every folder of `model_folders`."""
+    return sorted({p.name for folder in model_folders() if folder.is_dir() for p in folder.iterdir()
+                   if (p / "model.json").is_file()})
 
 
 def shipped_spec(name: str) -> ModelSpec:
     """The spec of shipped model `name`, read from its model.json by its family's loader."""
-    folder = _weights_folder() / name
+    folder = shipped_folder(name) or _weights_folder() / name
     path = folder / "model.json"
     try:
         meta = json.loads(path.read_text())
