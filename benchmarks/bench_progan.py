@@ -3,9 +3,10 @@
     python benchmarks/bench_progan.py [--samples 200] [--batch-size 8] [--repeats 3] [--threads 2]
 
 Random weights only (no checkpoint is downloaded): the figures are speed, not meaning. The generator is
-ProGANGenerator(256) seeded with 0, its biases drawn N(0, 0.5) as in tests/test_progan.py, and its to-RGB
-weights scaled by 0.2 (to-RGB bias zeroed) so that the random images stay near [-1, 1], which the dissector
-requires. Forward: medians of `--repeats` timed passes at batch 1 and 8 after one warm-up pass. Dissection:
+ProGANGenerator(256) (the released LSUN layout: 512 channels through 16x16, then 256, 128, 64, 32;
+unclamped, so that the largest raw pixel is reported) seeded with 0, its biases drawn N(0, 0.5) as in
+tests/test_progan.py, and its to-RGB weights scaled by 0.2 (to-RGB bias zeroed) so that the random images
+stay near [-1, 1]. Forward: medians of `--repeats` timed passes at batch 1 and 8 after one warm-up pass. Dissection:
 the full two-pass `Dissector.run()` of layer4 with the colour segmenter (`progress=False`, into a temporary
 folder), against the bare generator + segmenter passes over both sample sets batched the same way; the two
 alternate and the medians are reported. Prints JSON.
@@ -38,7 +39,7 @@ def random_progan(resolution: int = 256) -> ProGANGenerator:
     state = dict(generator.state_dict())
     state[f"{head}.conv.weight"] = state[f"{head}.conv.weight"] * 0.2
     state[f"{head}.wscale.b"] = torch.zeros(3)
-    return load_progan(state)
+    return load_progan(state, clamp=False)
 
 
 def forward_seconds(generator, batch: int, repeats: int) -> float:

@@ -4,7 +4,9 @@ or segmenter spec is accepted (`--model progan:churchoutdoor_lsun.pth`, `--segme
 SOURCE is a path (a file, or a folder holding one of the family's known files), or the short name of a known
 checkpoint, looked for in the cache folder (`$GANDISSECT_CACHE`, else ~/.cache/gandissect). Loading never
 downloads: a missing file is reported with where it was looked for and where it is published, and
-`gandissect download family:name` fetches it into the cache only when the user asks. Options after
+`gandissect download family:name` fetches it into the cache only when the user asks (over https when the host
+serves it; each file's sha256 is printed and recorded in the cache's downloads.json, and a cached file that no
+longer matches its record is reported whenever it is loaded). Options after
 the source (`,truncation=0.7`) are checked against the loader's declared options. Each family's loader lives
 beside its model, in `gandissect.models.<family>.loader`, as a module-level `LOADER`.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +25,7 @@ from typing import Any
 import torch
 
 from gandissect.core.errors import ConfigError
+from gandissect.models.files import cache_dir, first_line, record_download, warn_if_changed
 from gandissect.models.registry import sha256_file
 
 LOADER_MODULES = {
@@ -114,11 +118,6 @@ def load_spec(spec: str, device: str | torch.device = "cpu") -> Any:
     return loader.load(source, options, device)
 
 
-def cache_dir() -> Path:
-    """Where known checkpoints are looked for by name: $GANDISSECT_CACHE, else ~/.cache/gandissect."""
-    return Path(os.environ.get("GANDISSECT_CACHE") or Path.home() / ".cache" / "gandissect")
-
-
 def find_checkpoint(loader: Loader, source: str, folders_are_checkpoints: bool = False) -> Path:
     """The checkpoint `source` names: an existing path; a folder holding exactly one known file; or a known
     name (or file name) in the cache folder. With `folders_are_checkpoints`, a folder is itself the checkpoint
@@ -168,10 +167,33 @@ def checkpoint_record(path: Path) -> dict[str, Any]:
         files = sorted(p for p in path.rglob("*") if p.is_file())
         return {"path": str(path), "bytes": sum(p.stat().st_size for p in files),
                 "sha256": {str(p.relative_to(path)): sha256_file(p) for p in files if p.suffix in WEIGHT_SUFFIXES}}
-    return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    digest = sha256_file(path)
+    warn_if_changed(path, digest)
+    return {"path": str(path), "bytes": path.stat().st_size, "sha256": digest}
 
 
 WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt"}
+
+
+def is_cached(loader: Loader, entry: KnownCheckpoint) -> bool:
+    """Whether a known checkpoint is on this machine (False too when the cache folder is unusable)."""
+    try:
+        return loader.is_cached(entry) if loader.is_cached else (cache_dir() / entry.filename).exists()
+    except ConfigError:
+        return False
+
+
+def switch_option(options: Mapping[str, str], key: str, family: str) -> bool | None:
+    """A yes/no option (yes, true, 1, no, false, 0), None when not given; refused in one line otherwise."""
+    if key not in options:
+        return None
+    value = SWITCHES.get(options[key].lower())
+    if value is None:
+        raise ConfigError(f"{family} option {key}={options[key]!r}: choose yes or no")
+    return value
+
+
+SWITCHES = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
 
 
 def describe_loader(loader: Loader) -> dict[str, Any]:
@@ -183,8 +205,7 @@ def describe_loader(loader: Loader) -> dict[str, Any]:
         "expects": loader.expects,
         "options": dict(loader.options),
         "known": [{"name": k.name, "filename": k.filename, "url": k.url, "sha256": k.sha256, "note": k.note,
-                   "cached": loader.is_cached(k) if loader.is_cached else (cache_dir() / k.filename).exists()}
-                  for k in loader.known],
+                   "cached": is_cached(loader, k)} for k in loader.known],
         "example": loader.example,
         "extra": loader.extra,
         "tested": loader.tested,
@@ -200,11 +221,45 @@ def known_checkpoint(loader: Loader, name: str) -> KnownCheckpoint:
     raise ConfigError(f"the {loader.family} loader knows no checkpoint {name!r}; known: {names}")
 
 
-def download(spec: str, timeout: float = 60.0, progress: bool = True) -> Path:
-    """Fetch the known checkpoint `family:name` into the cache folder (only when a user asks for it): streamed
-    to a temporary file, its sha256 checked when the loader records one, then renamed into place."""
-    import urllib.error
+def https_first(url: str) -> list[str]:
+    """The addresses to try for `url`, https first: a host that serves both gives the file over https."""
+    return [f"https://{url[len('http://'):]}", url] if url.startswith("http://") else [url]
+
+
+def open_url(url: str, timeout: float) -> Any:
+    """The response to a GET of `url` (the one function that reaches the network; tests replace it)."""
     import urllib.request
+
+    return urllib.request.urlopen(url, timeout=timeout)
+
+
+def _open_preferring_https(url: str, timeout: float, advice: str) -> tuple[str, Any]:
+    """(the address that answered, its response): https when the host serves it, else the address as published,
+    with a warning that the file comes unencrypted; one line with `advice` when neither answers."""
+    import urllib.error
+
+    tried = https_first(url)
+    for address in tried:
+        try:
+            response = open_url(address, timeout)
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as error:
+            if address != tried[-1]:
+                print(f"gandissect: warning: {address} failed ({first_line(getattr(error, 'reason', error))});"
+                      f" downloading over plain http from {tried[-1]}: compare the sha256 printed at the end with "
+                      "a trusted source", file=sys.stderr)
+                continue
+            raise ConfigError(f"cannot download {address}: {first_line(getattr(error, 'reason', error))}; "
+                              f"{advice}") from None
+        return address, response
+    raise AssertionError("unreachable")
+
+
+def download(spec: str, timeout: float = 60.0, progress: bool = True) -> Path:
+    """Fetch the known checkpoint `family:name` into the cache folder (only when a user asks for it), over https
+    when the host serves it: streamed to a temporary file (opened before connecting, so that an unwritable
+    cache is reported first), its sha256 checked when the loader publishes one, renamed into place and
+    recorded in the cache's downloads.json. A file already cached is kept, with a warning if it changed."""
+    import http.client
 
     from tqdm import tqdm
 
@@ -213,45 +268,38 @@ def download(spec: str, timeout: float = 60.0, progress: bool = True) -> Path:
     if not entry.url:
         raise ConfigError(f"{loader.family} checkpoint {entry.name!r} has no direct download address"
                           + (f": {entry.note}" if entry.note else ""))
-    target = cache_dir() / entry.filename
+    folder = cache_dir()
+    target = folder / entry.filename
     if target.exists():
+        warn_if_changed(target, sha256_file(target))
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+    by_hand = f"put {entry.filename} in {folder} by hand instead"
     try:
-        with urllib.request.urlopen(entry.url, timeout=timeout) as response, open(partial, "wb") as stream:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=entry.filename, disable=not progress) as bar:
-                while block := response.read(1 << 20):
-                    stream.write(block)
-                    bar.update(len(block))
+        folder.mkdir(parents=True, exist_ok=True)
+        partial.touch()
+    except OSError as error:
+        raise ConfigError(f"cannot write to the cache folder {folder} ({error.strerror}): set GANDISSECT_CACHE to a "
+                          f"folder you can write, or put {entry.filename} there by hand") from None
+    try:
+        address, response = _open_preferring_https(entry.url, timeout, by_hand)
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with response, open(partial, "wb") as stream, tqdm(total=total, unit="B", unit_scale=True,
+                                                           desc=entry.filename, disable=not progress) as bar:
+            while block := response.read(1 << 20):
+                stream.write(block)
+                bar.update(len(block))
         actual = sha256_file(partial)
         if entry.sha256 and not actual.startswith(entry.sha256.lower()):
-            raise ConfigError(f"{entry.url} gave a file with sha256 {actual[:16]}…, not the published "
+            raise ConfigError(f"{address} gave a file with sha256 {actual[:16]}…, not the published "
                               f"{entry.sha256[:16]}…: it was not kept")
         os.replace(partial, target)
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
-        raise ConfigError(f"cannot download {entry.url}: {getattr(error, 'reason', error)}; put {entry.filename} "
-                          f"in {cache_dir()} by hand instead") from None
+        record_download(target, address, actual)
+    except (TimeoutError, ConnectionError, http.client.HTTPException) as error:
+        raise ConfigError(f"cannot download {entry.url}: {first_line(error)}; {by_hand}") from None
+    except OSError as error:
+        raise ConfigError(f"cannot write {error.filename or partial} ({error.strerror}): nothing was kept; free "
+                          "the problem and run the download again") from None
     finally:
         partial.unlink(missing_ok=True)
     return target
-
-
-def read_state_file(path: str | Path, what: str, allowed: tuple[type, ...] = ()) -> Any:
-    """A checkpoint file of `what` (e.g. "ProGAN") as safetensors or torch.load with weights_only=True reads
-    it; `allowed` are the extra classes its pickle may hold (such as argparse.Namespace). One-line errors."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"no {what} checkpoint at {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    extra = f", {', '.join(t.__qualname__ for t in allowed)} allowed" if allowed else ""
-    try:
-        with torch.serialization.safe_globals(list(allowed)):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # unpickling refused or a corrupt file: the user's file, not our bug
-        raise ConfigError(f"cannot read {path} as a PyTorch checkpoint of tensors (torch.load with "
-                          f"weights_only=True{extra}): {error}") from error

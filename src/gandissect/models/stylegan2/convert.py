@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from gandissect.core.errors import ConfigError
-from gandissect.models.loaders import read_state_file
+from gandissect.models.files import family_hint, read_state_file
 from gandissect.models.stylegan2.modeling import StyleGAN2Generator, check_size
 
 OPTION_BUFFERS = ("truncate.psi", "truncate.w_avg", "noise_mode", "w_input", "clamp_images")
@@ -51,7 +51,6 @@ _BACK = [(re.compile(r"mapping\.fc(\d+)\.(.+)"), lambda m: f"style.{m[1]}.{m[2]}
          (re.compile(r"layer(\d+)\.(.+)"), lambda m: f"convs.{int(m[1]) - 2}.{m[2]}"),
          (re.compile(r"rgb4\.(.+)"), lambda m: f"to_rgb1.{m[1]}"),
          (re.compile(r"rgb(\d+)\.(.+)"), lambda m: f"to_rgbs.{int(m[1]).bit_length() - 4}.{m[2]}")]
-_PROGAN_KEY = re.compile(r"(layer\d+|features\.\d+|output(_\d+x\d+)?)\.(conv\.weight|wscale\.[bs].*)")
 
 
 def _rename(key: Any, rules: list) -> Any:
@@ -127,8 +126,7 @@ def infer_architecture(state: Mapping[str, Any]) -> dict[str, Any]:
     missing = [key for key in needed if key not in state]
     if missing:
         unexpected = [str(key) for key in state if _rename(key, _RENAMES) == key]
-        hint = ("; it looks like a ProGAN generator: load it with progan:FILE"
-                if any(isinstance(k, str) and _PROGAN_KEY.fullmatch(k) for k in state) else "")
+        hint = family_hint(state, "stylegan2")
         raise ConfigError(f"the checkpoint is not a StyleGAN2 generator in the layout of rosinality's "
                           f"stylegan2-pytorch ({LAYOUT}): missing keys {_list(missing)}; unexpected keys "
                           f"{_list(unexpected)}; {describe(state)}{hint}")
@@ -197,5 +195,6 @@ def load_stylegan2(source: str | Path | Mapping[str, Any], device: str | torch.d
         if latent_avg.numel() != model.style_dim:
             raise ConfigError(f"{name}: latent_avg has shape {tuple(latent_avg.shape)}, not ({model.style_dim},)")
         model.truncate.w_avg.copy_(latent_avg.reshape(-1))
+        model.w_avg_source = "the checkpoint's latent_avg"
     model.configure(**options)
     return model.to(device).eval()

@@ -15,13 +15,12 @@ import torch
 from torch import nn
 
 from gandissect.core.errors import ConfigError
-from gandissect.models.loaders import KnownCheckpoint, Loader, checkpoint_record, find_checkpoint
+from gandissect.models.loaders import KnownCheckpoint, Loader, checkpoint_record, find_checkpoint, switch_option
 from gandissect.models.stylegan2.convert import load_stylegan2
 from gandissect.models.stylegan2.modeling import NOISE_MODES, SPACES
 
 NVIDIA_NETWORKS = "https://nvlabs-fi-cdn.nvidia.com/stylegan2/networks"
 CONVERTED = "make it from NVIDIA's TensorFlow " + NVIDIA_NETWORKS + "/{pkl} with the port's convert_weight.py"
-SWITCHES = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
 
 
 def _number(options: Mapping[str, str], key: str, kind: type) -> float | int | None:
@@ -46,23 +45,21 @@ def parse_options(options: Mapping[str, str]) -> dict[str, object]:
     parsed: dict[str, object] = {"resolution": _number(options, "resolution", int),
                                  "truncation": _number(options, "truncation", float),
                                  "noise": _choice(options, "noise", NOISE_MODES),
-                                 "space": _choice(options, "space", SPACES)}
-    if "clamp" in options:
-        clamp = options["clamp"].lower()
-        if clamp not in SWITCHES:
-            raise ConfigError(f"stylegan2 option clamp={options['clamp']!r}: choose yes or no")
-        parsed["clamp"] = SWITCHES[clamp]
+                                 "space": _choice(options, "space", SPACES),
+                                 "clamp": switch_option(options, "clamp", "stylegan2")}
     return {key: value for key, value in parsed.items() if value is not None}
 
 
 def load(source: str, options: Mapping[str, str], device: str | torch.device = "cpu") -> nn.Module:
-    """A StyleGAN2Generator from the checkpoint `source` names; prints the file's sha256 and keeps it as
-    `generator.checkpoint`."""
+    """A StyleGAN2Generator from the checkpoint `source` names; prints the file's sha256 and the mean w that
+    truncation uses, and keeps both in `generator.checkpoint` (recorded in a run's dissect.json)."""
     keywords = parse_options(options)
     path = find_checkpoint(LOADER, source)
     record = checkpoint_record(path)
     print(f"stylegan2: {path} ({record['bytes'] / 2 ** 20:.1f} MiB, sha256 {record['sha256']})", file=sys.stderr)
     generator = load_stylegan2(path, device, **keywords)
+    record["w_avg"] = generator.w_avg_source
+    print(f"stylegan2: mean w for truncation: {generator.w_avg_source}", file=sys.stderr)
     generator.checkpoint = record
     return generator
 

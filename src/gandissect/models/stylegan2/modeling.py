@@ -33,6 +33,9 @@ with its CPU paths for upfirdn2d and the fused leaky ReLU) to a maximum absolute
 64x64 and 256x256 models with random weights whose images span about [-1.8, 1.9] (truncation 0.7 and 1; per
 layer w: at most 1.8e-5 on images ten times larger). Measured once in a scratch folder, not a test.
 
+The mean w that truncation pulls toward is the checkpoint's `latent_avg` when it has one (files converted from
+NVIDIA's pickles do: their `dlatent_avg`), else estimated from 4096 seeded z; `w_avg_source` says which.
+
 Causal cuts: the layers above a cut depend on w and on the RGB skip accumulated below it, so there is no
 `forward_from(layer, features)`: `causal.cut.Cut` reruns the whole generator with the layer's output
 replaced, which is exact (tests check that it reproduces forward(z)) at the cost of the layers below the cut.
@@ -95,6 +98,7 @@ class StyleGAN2Generator(nn.Module):
         self.style_dim, self.n_mlp, self.z_dim = style_dim, n_mlp, style_dim
         self.mapping = MappingNetwork(style_dim, n_mlp)
         self.truncate = Truncation(style_dim)
+        self.w_avg_source = "none yet: zero until a checkpoint's latent_avg or estimate_w_avg() sets it"
         self.const = ConstantInput(self.channels[4])
         self._build_synthesis()
         self.register_buffer("noise_mode", torch.tensor(0))
@@ -186,7 +190,7 @@ class StyleGAN2Generator(nn.Module):
     @torch.no_grad()
     def estimate_w_avg(self, samples: int = W_AVG_SAMPLES, seed: int = W_AVG_SEED) -> torch.Tensor:
         """Set `truncate.w_avg` to the mean w of `samples` seeded z (in float64, for checkpoints without a
-        stored average); returns it."""
+        stored average) and say so in `w_avg_source`; returns it."""
         z = standard_normal((self.style_dim,), seed, torch.arange(samples)).double()
         mapping = self.mapping.to(torch.float64)
         try:
@@ -194,6 +198,7 @@ class StyleGAN2Generator(nn.Module):
         finally:
             mapping.to(self.truncate.w_avg.dtype)
         self.truncate.w_avg.copy_(mean)
+        self.w_avg_source = f"estimated: the mean w of {samples} z drawn with seed {seed} (the file has no latent_avg)"
         return self.truncate.w_avg
 
     @torch.no_grad()
