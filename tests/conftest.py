@@ -99,6 +99,9 @@ def painter_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                samples=16, epochs=1, batch_size=8, patch=1, eval_samples=8, init=result,
                                progress=False)
     optimized.save(run / "causal" / "layer4" / "tree" / "units.json")
+    from tamper import rehash
+
+    rehash(run, add=True)  # listed in run.json, as `gandissect causal --optimize` lists it
     return run
 
 

@@ -10,6 +10,7 @@ import pytest
 from gandissect.cli import main
 from gandissect.core.errors import ConfigError
 from gandissect.scenes.training import train_gan
+from tamper import rehash
 
 NO_LATENT = """
 import torch
@@ -82,4 +83,8 @@ def test_a_dissect_json_without_layers_is_refused_before_any_work(painter_run, t
     (run / "dissect.json").write_text(json.dumps(document))
     for argv in (["report", str(run)], ["causal", str(run), "--layer", "layer4", "--concept", "tree"]):
         assert main(argv) == 2
-        one_line(capsys, "lacks ['layers']")
+        one_line(capsys, "dissect.json was changed after gandissect wrote it")
+    rehash(run)  # handed over consistent: refused for what it holds
+    for argv in (["report", str(run)], ["causal", str(run), "--layer", "layer4", "--concept", "tree"]):
+        assert main(argv) == 2
+        one_line(capsys, "dissect.json: layers is missing")

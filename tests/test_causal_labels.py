@@ -33,6 +33,7 @@ from gandissect.core.inference import holm, paired_estimate
 from gandissect.core.sampling import sample_z
 from gandissect.core.segmenters import ColorSegmenter
 from gandissect.dissection import RULES, Dissection
+from gandissect.engine.runfiles import Snapshot
 from gandissect.engine.storage import read_json
 from gandissect.viz.report.causal import load_causal
 from planted import DISTRACTORS, PLANTED, PlantedGenerator
@@ -248,7 +249,8 @@ def test_command_writes_what_the_report_reads(labels_run, capsys):
     assert all(f"{name}: " in out for name in DEFINITIONS) and "| features | lift |" in out
     record = json.loads((labels_run / "causal" / "features" / "labels.json").read_text())
     assert record["definition"] == "lift" and set(record["by_definition"]) == set(DEFINITIONS)
-    causal = load_causal(labels_run / "causal", read_json(labels_run / "dissect.json"))
+    with Snapshot(labels_run) as files:
+        causal = load_causal(files, read_json(labels_run / "dissect.json"))
     assert causal is not None
     assert [causal.labels["features"][u]["concept"] for u in PLANTED] == list(PLANTED.values())
     assert causal.labels["features"][3]["concept"] is None

@@ -38,6 +38,7 @@ from gandissect.viz.painter.schema import concepts_document
 from gandissect.viz.painter.server import ServerThread, bind_warning, is_loopback, open_socket
 from gandissect.viz.painter.strokes import apply_erasers, stroke_mask
 from gandissect.viz.painter.units import UnitFileError, concept_units
+from tamper import rehash
 
 PLANTED_SPEC = f"{Path(__file__).with_name('planted.py')}:PlantedGenerator"
 LOCAL = "http://localhost"  # the painter answers only to loopback names
@@ -617,7 +618,7 @@ def test_paint_serves_from_a_real_process_and_stops_cleanly_on_ctrl_c(painter_ru
 def test_paint_without_a_dissection_is_a_one_line_error(tmp_path, capsys):
     assert main(["paint", str(tmp_path)]) == 2
     error = capsys.readouterr().err
-    assert error.count("\n") == 1 and "no dissect.json" in error
+    assert error.count("\n") == 1 and "holds no finished run (no run.json)" in error
 
 
 # --- the planted model: exact locality and the significance gate ---------------------------------------------
@@ -632,8 +633,10 @@ def planted_folder(tmp_path_factory):
 
 
 def write_json(path: Path, document: dict) -> None:
+    """Write a run's causal file and list it in the run's run.json, as the causal commands do."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document))
+    rehash(next(p for p in path.parents if (p / "run.json").is_file()), add=True)
 
 
 PLANTED_VALUES = [1.0, 1.0, 1.0, 0.25, 0.75]

@@ -34,11 +34,13 @@ from gandissect.core.hooks import Trace
 from gandissect.core.images import to_uint8
 from gandissect.core.sampling import sample_z
 from gandissect.core.segmenters import ColorSegmenter
+from gandissect.engine.runfiles import FolderFiles
 from gandissect.models.scenegan import GeneratorConfig, SceneGenerator
 from gandissect.viz.report import DIM, OUTLINE, render_unit_images, write_report
 from gandissect.viz.report.causal import TOP_UNITS, Causal, load_causal, page_json
 from gandissect.viz.report.data import fmt
-from gandissect.viz.report.images import OVERLAY_ALPHA, render_layer
+from gandissect.viz.report.images import HALO, OVERLAY_ALPHA, highlight, render_layer
+from tamper import rehash
 
 IMAGES_PER_UNIT = 6
 TILE = 65  # a 64-px image and its 1-px gap
@@ -215,15 +217,23 @@ def brute_force(generator, document: dict, layer: str, unit: int, threshold: flo
     return out
 
 
+def dilate(mask: np.ndarray) -> np.ndarray:
+    """`mask` and the pixels with a 4-neighbour in it."""
+    return ~erode(~mask, border=True)
+
+
 def check_highlight(strip: np.ndarray, expected: list[tuple]) -> None:
-    """`strip` shows each picture dimmed outside its region, unchanged inside, outlined along its border."""
+    """`strip` shows each picture dimmed outside its region, unchanged inside, outlined along its border, with
+    a dark ring (HALO) just outside it."""
     assert strip.shape == (64, IMAGES_PER_UNIT * TILE, 3) and strip.dtype == np.uint8
     for rank, (image, mask, clear) in enumerate(expected):
         tile = strip[:, rank * TILE: rank * TILE + 64].astype(int)
         assert (strip[:, rank * TILE + 64] == 255).all()  # the gap after each image
         dimmed = np.round(image.astype(np.float32) * DIM)
-        out = ~mask & clear
+        out = ~mask & clear & ~dilate(mask | ~clear)  # clearly outside, and no neighbour in (or near) the region
         assert np.abs(tile[out] - dimmed[out]).max(initial=0) <= 1, "outside the region must be dimmed"
+        ring = ~mask & clear & dilate(mask & clear)
+        assert (tile[ring] == np.array(HALO)).all(), "the ring just outside the region is HALO"
         inside = tile[mask & clear]
         kept = (inside == image[mask & clear]).all(1)
         outline = (inside == np.array(OUTLINE)).all(1)
@@ -234,10 +244,12 @@ def check_highlight(strip: np.ndarray, expected: list[tuple]) -> None:
 
 
 def overlay_regions(uri: str) -> np.ndarray:
-    """The region an overlay data URI highlights: every pixel it does not dim (gaps included)."""
+    """The region an overlay data URI highlights: every pixel it neither dims nor rings with HALO (gaps
+    included)."""
     assert uri.startswith("data:image/png;base64,")
-    image = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGBA")
-    return np.asarray(image)[..., 3] != OVERLAY_ALPHA
+    image = np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGBA"))
+    ring = (image[..., 3] == 255) & (image[..., :3] == np.array(HALO)).all(-1)
+    return (image[..., 3] != OVERLAY_ALPHA) & ~ring
 
 
 def check_overlay(uri: str, expected: list[tuple]) -> None:
@@ -292,6 +304,38 @@ def test_unit_images_at_given_thresholds(report):
     strips = render_unit_images(generator, document, layer, count=IMAGES_PER_UNIT, thresholds={unit: threshold})
     assert list(strips) == [unit]
     check_highlight(strips[unit], brute_force(generator, document, layer, unit, threshold))
+
+
+def luminance(pixels: np.ndarray) -> np.ndarray:
+    return pixels.astype(float) @ np.array([0.2126, 0.7152, 0.0722])
+
+
+@pytest.mark.parametrize("colour", [(255, 255, 255), (250, 222, 70), (236, 240, 245)])  # cloud, sun, haze
+def test_outline_stays_visible_on_light_concepts(colour):
+    """On a light concept the region's border is still a strong edge: every pixel just inside it (OUTLINE) and
+    its neighbour just outside (HALO) differ in luminance by at least 150 of 255; the overlay drawn over the
+    picture is the same picture as `highlight`."""
+    from gandissect.viz.report.images import overlay_uri
+
+    picture = np.full((64, 64, 3), colour, np.uint8)
+    picture[:, :8] = (90, 140, 60)  # some grass at the left
+    yy, xx = np.mgrid[:64, :64]
+    mask = (yy - 30) ** 2 + (xx - 34) ** 2 < 15**2
+    drawn = highlight(picture, mask)
+    light = luminance(drawn)
+    pairs = 0
+    for dy, dx in ((0, 1), (1, 0), (0, -1), (-1, 0)):
+        inside = mask & ~np.roll(mask, (dy, dx), (0, 1))  # in the region, its neighbour at -(dy, dx) is not
+        ys, xs = np.nonzero(inside)
+        step = np.abs(light[ys, xs] - light[ys - dy, xs - dx])
+        assert step.min() >= 150, f"a weak border on {colour}: luminance step {step.min():.0f}"
+        pairs += len(ys)
+    assert pairs > 40
+    overlay = np.asarray(Image.open(io.BytesIO(base64.b64decode(overlay_uri(mask, np.ones_like(mask)).split(",")[1])))
+                         .convert("RGBA")).astype(float)
+    alpha = overlay[..., 3:] / 255
+    composed = picture * (1 - alpha) + overlay[..., :3] * alpha
+    assert np.abs(composed - drawn).max() <= 1.5
 
 
 def test_unit_images_generate_each_sample_once(report):
@@ -451,7 +495,7 @@ def causal_report(report, tmp_path_factory: pytest.TempPathFactory) -> CausalCas
     generator, document, _ = report
     case = write_causal(tmp_path_factory.mktemp("causal-run"), document)
     assert write_report(json.loads(json.dumps(document)), generator, case.run,
-                        images_per_unit=IMAGES_PER_UNIT) == case.path
+                        images_per_unit=IMAGES_PER_UNIT, files=FolderFiles(case.run)) == case.path
     return case
 
 
@@ -510,18 +554,18 @@ def test_causal_results_are_in_the_page(report, causal_report):
     assert f"<style>{package.joinpath('causal.css').read_text()}</style>" in text
 
 
-def test_causal_dir_for_a_staging_folder(report, causal_report, tmp_path):
-    """The dissect command writes the report into a staging folder: causal_dir names the run's causal folder."""
+def test_causal_files_for_a_staging_folder(report, causal_report, tmp_path):
+    """The causal commands write the report into a staging folder: `files` names the run's files."""
     generator, document, _ = report
     path = write_report(json.loads(json.dumps(document)), generator, tmp_path, images_per_unit=IMAGES_PER_UNIT,
-                        causal_dir=causal_report.run / "causal")
+                        files=FolderFiles(causal_report.run))
     assert path == tmp_path / "report.html"
     assert path.read_bytes() == causal_report.path.read_bytes()
 
 
 def test_without_causal_results_the_report_is_unchanged(report, tmp_path):
-    """No causal folder, a causal_dir that does not exist, or one with nothing for this dissection: the same
-    bytes as the report without causal results, and no trace of them."""
+    """No files, a folder that does not exist, or one with nothing for this dissection: the same bytes as the
+    report without causal results, and no trace of them."""
     generator, document, path = report
     expected = path.read_bytes()
     assert "causal" not in expected.decode().lower()
@@ -529,11 +573,11 @@ def test_without_causal_results_the_report_is_unchanged(report, tmp_path):
     empty = tmp_path / "empty"
     (empty / "causal" / "no-such-layer" / "sky").mkdir(parents=True)
     (empty / "causal" / "no-such-layer" / "sky" / "ace.json").write_text('{"units": []}')
-    for out, causal_dir in ((tmp_path / "plain", None), (tmp_path / "elsewhere", tmp_path / "missing"),
-                            (empty, None)):
+    for out, files in ((tmp_path / "plain", None), (tmp_path / "elsewhere", FolderFiles(tmp_path / "missing")),
+                       (empty, FolderFiles(empty))):
         out.mkdir(exist_ok=True)
         written = write_report(json.loads(json.dumps(document)), generator, out, images_per_unit=IMAGES_PER_UNIT,
-                               causal_dir=causal_dir)
+                               files=files)
         assert written.read_bytes() == expected, out
 
 
@@ -546,13 +590,13 @@ def test_causal_files_are_checked(report, tmp_path):
     (folder / concept / "ace.json").write_text(json.dumps({"units": [{"unit": 99, "ace": 0.1}]}))
     (folder / "labels.json").write_text("{not json")
     with pytest.warns(UserWarning) as caught:
-        assert load_causal(tmp_path / "causal", document) is None
+        assert load_causal(FolderFiles(tmp_path), document) is None
     assert {Path(str(w.message).split(": ")[1]).name for w in caught} == {"ace.json", "labels.json"}
     (folder / "labels.json").write_text(json.dumps({"units": [  # as CausalLabels.to_json writes them
         {"unit": 0, "label": concept, "effect": 0.4}, {"unit": 1, "label": "none", "effect": 0.0}]}))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the ace.json above
-        causal = load_causal(tmp_path / "causal", document)
+        causal = load_causal(FolderFiles(tmp_path), document)
     assert causal is not None and causal.ace == {} and causal.agreement == {CAUSAL_LAYER: {}}
     assert causal.labels == {CAUSAL_LAYER: {0: {"concept": concept, "effect": 0.4},
                                             1: {"concept": None, "effect": 0.0}}}
@@ -643,16 +687,42 @@ def test_browser_chart_and_gallery_render(page, report):
         assert cards.count() == len(layer["units"])
         assert "crossfit" in cards.first.locator(".card-head").inner_text()
     assert p.evaluate(ALL_IMAGES_LOADED, "img")
-    assert p.evaluate("document.images.length") == 2 * sum(len(layer["units"]) for layer in document["layers"].values())
+    rows = 2  # IMAGES_PER_UNIT (6) images in 2 rows of 3
+    assert p.evaluate("document.images.length") == 2 * rows * sum(len(layer["units"])
+                                                                  for layer in document["layers"].values())
     picture, overlay = (p.locator(f".unit-card .strip img.{kind}").first.bounding_box() for kind in ("picture",
                                                                                                        "overlay"))
     assert picture == overlay, "the overlay lies exactly on the pictures"
+
+
+def check_card_strip(p, strip, rows: int, per_row: int = IMAGES_PER_UNIT // 2) -> None:
+    """The strip's rows each show `per_row` of the 64-px top images, in order, each drawn at least 96 px wide
+    (1.5x): the screenshot of each row is the strip's pictures under its overlay, scaled up."""
+    strip.scroll_into_view_if_needed()
+    picture = decode_uri(strip.locator("img.picture").first.get_attribute("src")).convert("RGBA")
+    overlay = decode_uri(strip.locator("img.overlay").first.get_attribute("src")).convert("RGBA")
+    expected = np.asarray(Image.alpha_composite(picture, overlay).convert("RGB"))
+    boxes = [strip.locator(".strip-row").nth(r).bounding_box() for r in range(strip.locator(".strip-row").count())]
+    assert len(boxes) == rows
+    for r, box in enumerate(boxes):
+        tile = box["width"] / per_row * 64 / TILE
+        assert tile >= 96 and box["height"] >= 96, f"row {r}: images drawn {tile:.0f}x{box['height']:.0f} px"
+        clip = {k: round(box[k]) for k in ("x", "y", "width", "height")}
+        shown = np.asarray(Image.open(io.BytesIO(p.screenshot(clip=clip))).convert("RGB")).astype(float)
+        part = expected[:, r * per_row * TILE:(r + 1) * per_row * TILE]
+        want = np.asarray(Image.fromarray(part).resize((clip["width"], clip["height"]), Image.NEAREST)).astype(float)
+        assert np.abs(shown - want).mean() < 10, f"row {r} does not show images {r * per_row} to {(r + 1) * per_row - 1}"
+
+
+def decode_uri(uri: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
     assert p.locator("#unit-view").is_hidden() and p.locator("#concept-view").is_hidden()
     target = os.environ.get("GANDISSECT_SCREENSHOT")
     if target:
         out = Path(target) if target.endswith(".png") else REPO / "docs" / "report-screenshot.png"
         out.parent.mkdir(parents=True, exist_ok=True)
         p.screenshot(path=str(out))
+    check_card_strip(p, p.locator(".unit-card .strip").first, rows)
 
 
 def _order(p, layer: str, attribute: str) -> list[str]:
@@ -778,7 +848,8 @@ def test_browser_causal_unit_page(causal_page, causal_report, report):
     assert view.locator(".causal-label").inner_text().startswith("causal label: none")
     assert view.locator("td.causal-agree", has_text="✓").count() == 0
     p.evaluate("location.hash = '#unit/layer2/0'")
-    view.locator("h2", has_text="Layer layer2").wait_for()
+    view.locator("h2", has_text="layer2, unit 0").wait_for()
+    assert view.locator("h2").inner_text() == "layer2, unit 0", "a layer named layer2 is not \"Layer layer2\""
     assert view.locator(".causal-label, tr.causal-effect, td.causal-agree").count() == 0
     p.evaluate("location.hash = ''")
     view.wait_for(state="hidden")
@@ -906,6 +977,7 @@ def schema2_report(painter_run, tmp_path_factory: pytest.TempPathFactory) -> Sch
         "agreement": {"quantile": {"rule": "quantile", "units": 8, "agree": 3, "fraction": 0.375, "chance": 0.125}},
         "units": [{"unit": u, "label": "tree" if u % 2 else "none", "effect": 0.02 if u % 2 else None,
                    "measured": u != 31} for u in range(32)]}))
+    rehash(run, add=True)  # listed in run.json, as the causal commands list what they write
     assert main(["report", str(run)]) == 0
     return Schema2Case(run, run / "report.html", ace)
 

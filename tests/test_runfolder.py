@@ -84,9 +84,9 @@ def contents(folder: Path) -> dict[str, object]:
 
 
 def every_file(folder: Path) -> dict[str, bytes]:
-    """Every file under `folder` but the lock, by relative path."""
+    """Every file under `folder` but the two lock files, by relative path."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != ".lock"}
+            if p.is_file() and p.name not in (".lock", ".commit.lock")}
 
 
 def without(message: str, out: Path) -> str:

@@ -12,6 +12,7 @@ from gandissect.cli import main
 from gandissect.core.errors import ConfigError
 from gandissect.models import recorded_spec
 from gandissect.viz.painter.loader import open_painter
+from tamper import rehash
 
 PLANTED_SPEC = f"{Path(__file__).with_name('planted.py')}:PlantedGenerator"
 PAYLOAD = """
@@ -41,6 +42,7 @@ def hostile(run: Path, tmp_path: Path, **specs: str) -> Path:
     document = json.loads((copy / "dissect.json").read_text())
     document.update(specs)
     (copy / "dissect.json").write_text(json.dumps(document))
+    rehash(copy)  # a consistent folder: refused for the specs it records, not for its checksums
     return copy
 
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gandissect.cli.runs import common_arguments, open_run, rewrite_report
+from gandissect.cli.runs import commit_update, common_arguments, open_run, staged_update
 
 VALUES = ("high", "concept")
 
@@ -142,11 +142,12 @@ def _run_causal(args: argparse.Namespace) -> int:
                                        adaptive=adaptive, report=(lambda line: print(line, file=sys.stderr))
                                        if rank0 else None)
     sets = _significant_sets(run, layer, effects, args, collective)
+    update = staged_update(run, args, [f"causal/{layer}/{concept}" for concept in concepts]) if rank0 else None
     folders = {}
     for concept, e in effects.items():
-        if rank0:
+        if update is not None:
             measured = sets.get(concept, {}) if args.set_samples else None
-            folders[concept] = write_effects(run.folder, e, run.result, rule, args.rank, stopping, measured)
+            folders[concept] = write_effects(update.staging, e, run.result, rule, args.rank, stopping, measured)
     if rank0:
         print(effects_table(effects, args.rank, sets), file=sys.stderr)
         print("(* significant, Holm over the layer's units; > distinguishable from the next unit)", file=sys.stderr)
@@ -166,9 +167,9 @@ def _run_causal(args: argparse.Namespace) -> int:
             _write_curves(run, layer, concept, args, rankings, counts, collective, folders.get(concept))
         if args.context:
             _write_context(run, layer, concept, e.ranking("insertion")[:20], collective, folders.get(concept))
-    if rank0:
+    if update is not None:
+        commit_update(run, update)
         print(f"results: {run.folder / 'causal' / layer}")
-        rewrite_report(run, args)
     collectives.shutdown(collective)
     return 0
 

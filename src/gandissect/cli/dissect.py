@@ -116,19 +116,27 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> int:
+    from gandissect.cli.runs import HELD
     from gandissect.core.errors import ConfigError
-    from gandissect.engine.storage import read_json
+    from gandissect.dissection.document import check_document
+    from gandissect.engine.runfiles import Snapshot, read_json_file
+    from gandissect.engine.runfolder import RunFolder
     from gandissect.models import recorded_spec, resolve_generator
     from gandissect.viz import report
 
-    path = Path(args.run) / "dissect.json"
-    if not path.exists():
-        raise ConfigError(f"{path} does not exist: run `gandissect dissect --out {args.run}` first")
-    document = read_json(path)
+    with Snapshot(args.run) as files:
+        document = read_json_file(files, "dissect.json")
+    check_document(document)
     spec = recorded_spec(document, "model", args.model, "--model")
     if not spec:
-        raise ConfigError(f"{path} records no model: pass --model")
-    print(f"report: {report.write_report(document, resolve_generator(spec, args.device), args.run, args.device)}")
+        raise ConfigError(f"{args.run}/dissect.json records no model: pass --model")
+    generator = resolve_generator(spec, args.device)
+    holder = RunFolder(args.run, ()).hold(generator)
+    HELD.append(holder)
+    update = holder.update(["report.html"])
+    report.write_report(document, generator, update.staging, args.device, files=update)
+    update.commit()
+    print(f"report: {Path(args.run) / 'report.html'}")
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gandissect.cli.runs import common_arguments, open_run, rewrite_report
+from gandissect.cli.runs import commit_update, common_arguments, open_run, staged_update
 
 DEFINITIONS = ("share", "relative", "lift")  # causal.labels.DEFINITIONS, not imported at start-up (tested)
 
@@ -60,7 +60,7 @@ def _run_causal_labels(args: argparse.Namespace) -> int:
         check_layer(run.result, layer)
     collective = collectives.init_from_env(args.device)
     agreements: dict[str, dict] = {name: {} for name in DEFINITIONS}
-    labels = {}
+    labels, records = {}, {}
     for layer in layers:
         labels[layer] = causal_labels(run.generator, run.segmenter, run.result, layer, samples=args.samples,
                                       seed=args.seed, batch_size=args.batch_size, device=run.device,
@@ -70,13 +70,16 @@ def _run_causal_labels(args: argparse.Namespace) -> int:
         if collective.rank == 0:
             record = labels[layer].to_json({name: agreements[name][layer] for name in DEFINITIONS},
                                            definition=args.definition)
-            write_json_atomic(run.folder / "causal" / layer / "labels.json", record)
+            records[layer] = record
     if collective.rank == 0:
+        update = staged_update(run, args, [f"causal/{layer}/labels.json" for layer in layers])
+        for layer, record in records.items():
+            write_json_atomic(update.path(f"causal/{layer}/labels.json"), record)
+        commit_update(run, update)
         print(agreement_table(agreements))
         print()
         print(summary_table(labels))
         print(f"results: {run.folder / 'causal'}")
-        rewrite_report(run, args)
     collectives.shutdown(collective)
     return 0
 

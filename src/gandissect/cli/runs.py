@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ class OpenRun:
     segmenter: Any
     device: torch.device
     holder: Any = None
+    document: dict = field(default_factory=dict)
 
 
 def open_run(args: argparse.Namespace, hold: bool = True) -> OpenRun:
@@ -37,18 +38,18 @@ def open_run(args: argparse.Namespace, hold: bool = True) -> OpenRun:
     fingerprints differ from the run's, before any work."""
     from gandissect.core.errors import ConfigError
     from gandissect.dissection import Dissection
+    from gandissect.dissection.document import check_document
+    from gandissect.engine.runfiles import Snapshot, read_json_file
     from gandissect.engine.runfolder import RunFolder
     from gandissect.engine.samplepass import check_device
     from gandissect.engine.speed import channels_last
-    from gandissect.engine.storage import read_json
     from gandissect.models import recorded_spec, resolve_generator, resolve_segmenter
 
     folder = Path(args.run)
-    document = read_json(folder / "dissect.json") if (folder / "dissect.json").exists() else {}
-    result = Dissection.load(folder)
+    with Snapshot(folder) as files:
+        document = read_json_file(files, "dissect.json") if "dissect.json" in files.names() else {}
+        result = Dissection.load(files)
     if document:
-        from gandissect.viz.report.data import check_document
-
         check_document(document)  # the report is rewritten at the end: refuse a broken document before the work
     model = recorded_spec(document, "model", args.model, "--model")
     segmenter = recorded_spec(document, "segmenter", args.segmenter, "--segmenter")
@@ -61,7 +62,7 @@ def open_run(args: argparse.Namespace, hold: bool = True) -> OpenRun:
     if holder is not None:
         HELD.append(holder)
     channels_last(generator, segmenter)
-    return OpenRun(folder, result, generator, segmenter, device, holder)
+    return OpenRun(folder, result, generator, segmenter, device, holder, document)
 
 
 def common_arguments(p: argparse.ArgumentParser) -> None:
@@ -73,12 +74,25 @@ def common_arguments(p: argparse.ArgumentParser) -> None:
 
 
 
-def rewrite_report(run: OpenRun, args: argparse.Namespace) -> None:
-    """Rewrite the run's report.html with the causal results (when the run has a report)."""
-    from gandissect.engine.storage import read_json
+def staged_update(run: OpenRun, args: argparse.Namespace, replaces: list[str]) -> Any:
+    """The update a causal command stages its files in (rank 0, which holds the run): it replaces
+    `replaces`, and report.html when the run has one that is rewritten (not --no-report)."""
+    from gandissect.engine.runfiles import Snapshot
+
+    with Snapshot(run.folder) as files:
+        report = "report.html" in files.names() and not args.no_report
+    return run.holder.update([*replaces, *(["report.html"] if report else [])])
+
+
+def commit_update(run: OpenRun, update: Any) -> None:
+    """Write the report (when the update replaces it) from the staged and committed files, then commit all
+    of the command's files at once."""
+    from gandissect.engine.runfiles import read_json_file
     from gandissect.viz import report
 
-    if args.no_report or not (run.folder / "report.html").exists():
-        return
-    path = report.write_report(read_json(run.folder / "dissect.json"), run.generator, run.folder, device=run.device)
-    print(f"report: {path}")
+    if "report.html" in update.replaces:
+        report.write_report(read_json_file(update, "dissect.json"), run.generator, update.path("report.html").parent,
+                            files=update, device=run.device)
+    update.commit()
+    if "report.html" in update.replaces:
+        print(f"report: {run.folder / 'report.html'}")

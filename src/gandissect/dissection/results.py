@@ -17,9 +17,11 @@ from gandissect.core.levels import LevelCounts
 from gandissect.core.stats import Statistic, TopK, UnitQuantiles
 from gandissect.dissection.config import DissectConfig
 from gandissect.dissection.labels import RULES, RuleResult, apply_rules, baseline_iou
-from gandissect.engine.storage import load_statistics
+from gandissect.engine.runfiles import RunFiles, Snapshot
+from gandissect.engine.storage import statistics_from_bytes
 
 SCHEMA_VERSION = 2
+STATISTICS = "statistics.safetensors"
 TOP_CONCEPTS = 5
 
 
@@ -67,13 +69,21 @@ class Dissection:
         return result
 
     @classmethod
-    def load(cls, run: str | Path, device: str | torch.device = "cpu") -> Dissection:
-        """The results of the finished dissection in run folder `run`."""
-        path = Path(run) / "statistics.safetensors"
-        if not path.exists():
-            raise GandissectError(f"{run} holds no finished dissection (no {path.name}): run `gandissect dissect` "
-                                  "first")
-        statistics, meta = load_statistics(path, device)
+    def load(cls, run: str | Path | RunFiles, device: str | torch.device = "cpu") -> Dissection:
+        """The results of the finished dissection in run folder `run` (a path, or its files already open),
+        checked against the run's manifest."""
+        if not isinstance(run, (str, Path)):
+            return cls._from_files(run, device)
+        with Snapshot(run) as files:
+            return cls._from_files(files, device)
+
+    @classmethod
+    def _from_files(cls, files: RunFiles, device: str | torch.device) -> Dissection:
+        path = files.root / STATISTICS
+        if STATISTICS not in files.names(STATISTICS):
+            raise GandissectError(f"{files.root} holds no finished dissection (no {STATISTICS}): run "
+                                  "`gandissect dissect` first")
+        statistics, meta = statistics_from_bytes(files.read(STATISTICS), str(path), device)
         try:
             config = DissectConfig(**meta["config"])
             return cls.from_statistics(config, meta["concepts"], meta["categories"], tuple(meta["size"]),

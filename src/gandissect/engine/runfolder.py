@@ -7,9 +7,12 @@ checkpoints. Rules:
 - a folder holding a finished or unfinished run is refused unless `resume` or `force` is given;
 - `resume` continues an unfinished run only if its identity is the same (the fields that differ are
   named); a finished run is not resumed (nothing to do) and needs `force` to be redone;
-- `force` starts over, but the old results stay until the new ones are complete: `commit` moves the new
-  files into place (each atomically) and only then removes old results the new run did not produce;
-- one process at a time: an exclusive lock on `.lock` (released when the process ends, even by kill -9);
+- `force` starts over, but the old results stay until the new ones are complete, and `commit` replaces
+  them all at once (a journalled commit, see `engine.runfiles`): old results the new run did not produce,
+  causal results among them, go in the same commit;
+- every result file's SHA-256 is in run.json, and readers check it (`engine.runfiles.Snapshot`);
+- one writing process at a time: an exclusive lock on `.lock` (released when the process ends, even by
+  kill -9; it holds the writer's pid while held, and is empty after);
 - temporary files left by killed writes and stale checkpoints are cleaned up when a run starts.
 """
 
@@ -28,6 +31,7 @@ import torch
 from torch import nn
 
 from gandissect.core.errors import GandissectError
+from gandissect.engine.runfiles import CommitLock, Staged, commit, manifest_of, recover
 from gandissect.engine.storage import read_json, write_json_atomic
 
 PARTIAL = ".partial"
@@ -101,7 +105,7 @@ class RunFolder:
             raise RunFolderError(f"--out {self.path}: cannot write in {existing}")
 
     def finished(self) -> bool:
-        return (self.path / IDENTITY).exists() and any((self.path / name).exists() for name in self.results)
+        return (self.path / IDENTITY).exists()
 
     def open(self, identity: dict[str, Any], resume: bool = False, force: bool = False) -> bool:
         """Take the folder for a run of `identity` (rank 0 only; other ranks wait for it). Returns whether an
@@ -120,17 +124,31 @@ class RunFolder:
             self.close()
             raise
 
-    def hold(self, generator: Any, segmenter: Any) -> RunFolder:
+    def hold(self, generator: Any, segmenter: Any = None) -> RunFolder:
         """Take the finished run for a command that adds results to it (the causal tools): its one-process
         lock (rank 0, which writes), and a check that `generator` and `segmenter` are the ones it was made with
-        (the fingerprints in run.json), so results of different models never mix in one folder."""
-        try:
-            stored = read_json(self.path / IDENTITY)
-        except (OSError, ValueError) as error:
-            raise RunFolderError(f"{self.path} holds no readable {IDENTITY} ({error}): not a finished run") from None
+        (the fingerprints in run.json; a command without a segmenter passes None), so results of different
+        models never mix in one folder; an interrupted commit is finished first."""
+        if not self.path.is_dir():
+            raise RunFolderError(f"{self.path} is not a run folder (no such folder)")
         if self.rank == 0:
             self._take_lock()
+            try:
+                self._recover()
+            except BaseException:
+                self.close()
+                raise
+        try:
+            stored = read_json(self.path / IDENTITY)
+            manifest_of(stored, self.path / IDENTITY)
+        except (OSError, ValueError, GandissectError) as error:
+            self.close()
+            if isinstance(error, GandissectError):
+                raise
+            raise RunFolderError(f"{self.path} holds no readable {IDENTITY} ({error}): not a finished run") from None
         for key, part in (("generator", generator), ("segmenter", segmenter)):
+            if part is None:
+                continue
             differences = identity_differences({key: stored.get(key)}, {key: fingerprint(part)})
             if differences:
                 self.close()
@@ -139,7 +157,21 @@ class RunFolder:
                                      f"({', '.join(differences)}): give the run's own {key} (or leave {flag} out)")
         return self
 
+    def update(self, replaces: Iterable[str]) -> Staged:
+        """Stage new files for this held run (rank 0): they replace everything under `replaces` when the
+        returned update commits, and nothing before."""
+        assert self._lock is not None, "hold() the run first"
+        return Staged(self.path, replaces)
+
+    def _recover(self) -> None:
+        lock = CommitLock(self.path).take(exclusive=True)
+        try:
+            recover(self.path)
+        finally:
+            lock.release()
+
     def _open_locked(self, identity: dict[str, Any], resume: bool, force: bool) -> bool:
+        self._recover()
         self._clean_temporary_files()
         unfinished = (self.partial / IDENTITY).exists()
         if not (resume or force):
@@ -171,21 +203,15 @@ class RunFolder:
         return self.partial / name
 
     def commit(self) -> list[Path]:
-        """Move the staged results into place, then the identity; remove old results the run did not make,
-        and the partial folder with its checkpoints. Returns the result paths."""
-        staged = [name for name in self.results if (self.partial / name).exists()]
-        for name in staged:
-            os.replace(self.partial / name, self.path / name)
-        for name in self.results:
-            if name not in staged:
-                stale = self.path / name
-                shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
-        os.replace(self.partial / IDENTITY, self.path / IDENTITY)
-        shutil.rmtree(self.partial, ignore_errors=True)
-        return [self.path / name for name in staged]
+        """Replace the run's results by the staged ones, all at once, with the identity and its manifest;
+        old results the run did not make and the partial folder with its checkpoints go too. Returns the
+        result paths."""
+        manifest = commit(self.path, self.partial, read_json(self.partial / IDENTITY), self.results)
+        return [self.path / name for name in manifest]
 
     def close(self) -> None:
         if self._lock is not None:
+            os.ftruncate(self._lock, 0)
             os.close(self._lock)
             self._lock = None
 

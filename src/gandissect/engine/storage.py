@@ -11,8 +11,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
-from safetensors.torch import save as safetensors_bytes
 
 from gandissect.core.errors import GandissectError
 from gandissect.core.images import png_bytes
@@ -50,11 +48,33 @@ def save_torch_atomic(path: str | Path, obj: Any) -> None:
     write_bytes_atomic(path, buffer.getvalue())
 
 
+DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+          torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+          torch.bool: "BOOL"}
+
+
+def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """The safetensors file of `tensors`, the same bytes for the same tensors and metadata (the library's
+    own writer orders its header differently from run to run): a header with sorted keys, padded to 8 bytes,
+    then the tensors' bytes in name order."""
+    header: dict[str, Any] = {"__metadata__": dict(sorted((metadata or {}).items()))} if metadata else {}
+    chunks, offset = [], 0
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        data = tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+        header[name] = {"dtype": DTYPES[tensor.dtype], "shape": list(tensor.shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        chunks.append(data)
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + b"".join(chunks)
+
+
 def save_safetensors_atomic(
     path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
 ) -> None:
-    contiguous = {k: tensors[k].detach().cpu().contiguous() for k in sorted(tensors)}
-    write_bytes_atomic(path, safetensors_bytes(contiguous, metadata=metadata))
+    write_bytes_atomic(path, safetensors_bytes(tensors, metadata))
 
 
 def save_png(path: str | Path, picture: np.ndarray, scale: int = 1) -> None:
@@ -75,23 +95,46 @@ def save_statistics(path: str | Path, stats: dict[str, Statistic], meta: dict | 
 
 def load_statistics(path: str | Path, device: torch.device | str = "cpu") -> tuple[dict[str, Statistic], dict]:
     """Inverse of `save_statistics`: the named statistics and the meta dictionary."""
-    from safetensors import SafetensorError, safe_open
-
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            header = handle.metadata() or {}
-        tensors = load_file(str(path))
-        classes = json.loads(header.get("classes", "{}"))
-        meta = json.loads(header.get("meta", "{}"))
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise StoredFileError(f"{path} does not exist") from None
-    except (SafetensorError, OSError, ValueError) as error:
-        raise StoredFileError(f"cannot read statistics file {path}: {error}") from None
+    except OSError as error:
+        raise StoredFileError(f"cannot read statistics file {path}: {error.strerror}") from None
+    return statistics_from_bytes(data, str(path), device)
+
+
+def statistics_from_bytes(data: bytes, where: str, device: torch.device | str = "cpu"
+                          ) -> tuple[dict[str, Statistic], dict]:
+    """The statistics and meta dictionary in the bytes of a statistics file (`where` names it in errors):
+    every statistic the header lists must be there whole, with every tensor its class keeps."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        size = int.from_bytes(data[:8], "little")
+        if len(data) < 8 or size > len(data) - 8:
+            raise ValueError("its header is cut off")
+        header = json.loads(data[8:8 + size]).get("__metadata__") or {}
+        tensors = load(data)
+        classes = json.loads(header.get("classes", "{}"))
+        meta = json.loads(header.get("meta", "{}"))
+        if not isinstance(classes, dict) or not isinstance(meta, dict):
+            raise ValueError("its header is not the one gandissect writes")
+    except (SafetensorError, ValueError, AttributeError, UnicodeDecodeError) as error:
+        raise StoredFileError(f"cannot read statistics file {where}: {error}") from None
     stats = {}
     for name, class_name in classes.items():
         prefix = f"{name}/"
         state = {key[len(prefix):]: value for key, value in tensors.items() if key.startswith(prefix)}
-        stats[name] = statistic_class(class_name).from_state_dict(state).to(device)
+        try:
+            kind = statistic_class(class_name)
+        except KeyError:
+            raise StoredFileError(f"{where}: statistic {name} has unknown class {class_name!r}") from None
+        missing = [field for field in kind.fields if field not in state]
+        if missing:
+            raise StoredFileError(f"{where} lacks tensor {prefix}{missing[0]}: the file is damaged")
+        stats[name] = kind.from_state_dict(state).to(device)
     return stats, meta
 
 

@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from gandissect.core.errors import GandissectError
+from gandissect.engine.runfiles import RunFileError, Snapshot
 from gandissect.viz.painter.engine import Painter, Stroke, png_bytes
 from gandissect.viz.painter.guard import BODY_LIMIT, BodyGuard, HostGuard
 from gandissect.viz.painter.schema import ConceptPixels, Concepts, Error, Info, concepts_document, request_models
@@ -174,11 +175,18 @@ def create_app(painter: Painter, static: Path = STATIC, body_limit: int = BODY_L
         return static_file(static, name)
 
     @app.get("/report/{name}", include_in_schema=False)
-    def report(name: str) -> FileResponse:
-        if name != "report.html" or not (painter.run / "report.html").is_file():
-            raise HTTPException(404, "only the run's report.html is served here" if name != "report.html"
-                                else "the run has no report.html: run `gandissect report` on it")
-        return FileResponse(painter.run / "report.html", media_type="text/html")
+    def report(name: str) -> Response:
+        """The run's report.html as run.json lists it (a changed file is refused, 409)."""
+        if name != "report.html":
+            raise HTTPException(404, "only the run's report.html is served here")
+        try:
+            with Snapshot(painter.run) as files:
+                if name not in files.names(name):
+                    raise HTTPException(404, "the run has no report.html: run `gandissect report` on it")
+                content = files.read(name)
+        except RunFileError as error:
+            raise HTTPException(409, str(error)) from None
+        return Response(content, media_type="text/html", headers={"Cache-Control": "no-cache"})
 
     return app
 

@@ -123,13 +123,15 @@ def png_bytes(picture: np.ndarray) -> bytes:
 
 class Painter:
     """Edits images of `generator` with the units of the finished dissection `result` (run folder `run`).
-    `segmenter`: a segmenter, or a function that builds one (called on first use), or None."""
+    `segmenter`: a segmenter, or a function that builds one (called on first use), or None; `concepts`: the
+    run's concept units when already read (else read from `run`)."""
 
     def __init__(self, generator: nn.Module, result: Dissection, run: str | Path, *, model: str,
-                 segmenter: Any = None, device: str | torch.device = "cpu", limits: Limits | None = None) -> None:
+                 segmenter: Any = None, device: str | torch.device = "cpu", limits: Limits | None = None,
+                 concepts: dict[str, ConceptUnits] | None = None) -> None:
         self.generator, self.result, self.run, self.model = generator, result, Path(run), model
         self.device = torch.device(device)
-        self.concepts: dict[str, ConceptUnits] = concept_units(run, result)
+        self.concepts: dict[str, ConceptUnits] = concept_units(run, result) if concepts is None else concepts
         self.default: Tool | None = default_tool(self.concepts)
         self._segmenter = segmenter
         self._lock = threading.Lock()

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from gandissect.causal.interventions import check_units
-from gandissect.causal.outputs import causal_folder
 from gandissect.core.errors import GandissectError
 from gandissect.dissection.results import Dissection
+from gandissect.engine.runfiles import RunFiles, Snapshot
 
 CAP = 64
 SCHEMA = 2
@@ -156,13 +156,14 @@ class ConceptUnits:
         return chosen or next(iter(self.layers))
 
 
-def _read(path: Path) -> dict[str, Any]:
+def _read(files: RunFiles, name: str) -> dict[str, Any]:
+    """A JSON object among the run's files (checked against its manifest)."""
     try:
-        document = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise UnitFileError(f"{path}: cannot read it ({error})") from None
+        document = json.loads(files.read(name))
+    except ValueError as error:
+        raise UnitFileError(f"{files.root / name}: cannot read it ({error})") from None
     if not isinstance(document, dict):
-        raise UnitFileError(f"{path}: expected a JSON object")
+        raise UnitFileError(f"{files.root / name}: expected a JSON object")
     return document
 
 
@@ -224,35 +225,36 @@ def labelled(result: Dissection, layer: str, concept: str) -> bool:
     return bool((outcome.labels()[1] == result.concepts.index(concept)).any())
 
 
-def untested_evidence(folder: Path, result: Dissection, layer: str, concept: str) -> list[str]:
-    """What suggests units for `concept` at `layer` without a significance test."""
+def untested_evidence(files: RunFiles, folder: str, result: Dissection, layer: str, concept: str) -> list[str]:
+    """What suggests units for `concept` at `layer` (the run's causal `folder` for them) without a
+    significance test."""
     found = []
-    ace = folder / "ace.json"
-    if ace.is_file():
-        schema = _read(ace).get("schema")
+    present = files.names(folder)
+    if f"{folder}/ace.json" in present:
+        schema = _read(files, f"{folder}/ace.json").get("schema")
         found.append("an ace.json of an older gandissect, without significance tests" if schema is None
                      else f"an ace.json of schema {schema}, which this painter does not read")
-    if (folder / "units.json").is_file():
+    if f"{folder}/units.json" in present:
         found.append("an optimised unit set (units.json), not tested for significance")
     if labelled(result, layer, concept):
         found.append(f"units labelled {concept} by IoU")
     return found
 
 
-def layer_units(run: Path, result: Dissection, layer: str, concept: str) -> LayerUnits | None:
+def layer_units(files: RunFiles, result: Dissection, layer: str, concept: str) -> LayerUnits | None:
     """The concept's two directions at `layer`; None where there is no evidence there at all."""
-    folder = causal_folder(run, layer, concept)
-    ace = folder / "ace.json"
-    if ace.is_file():
-        document = _read(ace)
+    folder = f"causal/{layer}/{concept}"
+    ace = f"{folder}/ace.json"
+    if ace in files.names(folder):
+        document = _read(files, ace)
         if document.get("schema") == SCHEMA:
             width = int(result.layers[layer].shape[0])
-            return LayerUnits(layer, *(causal_direction(document, action, width, layer, concept, ace)
-                                       for action in ACTIONS))
-    evidence = untested_evidence(folder, result, layer, concept)
+            return LayerUnits(layer, *(causal_direction(document, action, width, layer, concept,
+                                                        files.root / ace) for action in ACTIONS))
+    evidence = untested_evidence(files, folder, result, layer, concept)
     if not evidence:
         return None
-    hint = f"gandissect causal {run.resolve().name} --layer {layer} --concept {concept}"
+    hint = f"gandissect causal {files.root.resolve().name} --layer {layer} --concept {concept}"
     reason = f"no causal ranking measured at {layer}"
     return LayerUnits(layer, *(Direction(action, "untested", "; ".join(evidence), reason=reason, hint=hint)
                                for action in ACTIONS))
@@ -263,14 +265,18 @@ def _default_layer(layers: dict[str, LayerUnits], action: str) -> str | None:
     return max(offered, key=lambda entry: entry.direction(action).rank()).layer if offered else None
 
 
-def concept_units(run: str | Path, result: Dissection) -> dict[str, ConceptUnits]:
+def concept_units(run: str | Path | RunFiles, result: Dissection) -> dict[str, ConceptUnits]:
     """Every concept with evidence at some layer, grouped by category (in the segmenter's order of categories),
-    offered concepts first within a category, else in the segmenter's order."""
+    offered concepts first within a category, else in the segmenter's order. Read from the run's checked
+    files (`run` a run folder, or its files already open)."""
+    if isinstance(run, (str, Path)):
+        with Snapshot(run) as files:
+            return concept_units(files, result)
     concepts = []
     for index, name in enumerate(result.concepts):
         layers = {}
         for layer in result.layers:
-            entry = layer_units(Path(run), result, layer, name)
+            entry = layer_units(run, result, layer, name)
             if entry is not None:
                 layers[layer] = entry
         if layers:

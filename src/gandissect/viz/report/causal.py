@@ -9,7 +9,8 @@
   measure are left out), how often each labelling rule agrees with those labels (with the chance level where
   given) and how the labels are defined.
 
-`load_causal` returns None when the folder is missing or holds nothing the report can show: the page is then
+The files are read through the run's manifest (`engine.runfiles`): only the files run.json lists, each
+checked. `load_causal` returns None when the folder is missing or holds nothing the report can show: the page is then
 exactly the one without causal results. Otherwise the header gets a summary and an agreement table, the
 gallery cards a "causal: <concept>" tag, and causal.js (with its JSON, `#causal-data`) adds the causal rows to
 the unit pages and, to the concept pages, the top units (by ACE; schema 2: by removal, insertion and ACE, with
@@ -26,10 +27,10 @@ import json
 import warnings
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from gandissect.engine.runfiles import RunFiles
 from gandissect.viz.report.data import fmt, rules
 from gandissect.viz.report.evidence import TOP_UNITS, compact, concept_evidence, definitions, integer, unit_effects
 from gandissect.viz.report.evidence import number as _number
@@ -67,18 +68,21 @@ def asset(name: str) -> str:
     return text
 
 
-def _read(path: Path) -> Any:
+def _read(files: RunFiles, name: str) -> Any:
+    """A JSON file of the run (checked against its manifest: a changed file is an error); None, with a
+    warning, when it is not JSON."""
     try:
-        return json.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        warnings.warn(f"report: skipping {path}: {error}", stacklevel=3)
+        return json.loads(files.read(name))
+    except (UnicodeDecodeError, ValueError) as error:
+        warnings.warn(f"report: skipping {files.root / name}: {error}", stacklevel=3)
         return None
 
 
-def _ace(path: Path, document: dict[str, Any], layer: str) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
+def _ace(files: RunFiles, path: str, document: dict[str, Any], layer: str
+         ) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
     """The units of an ace.json ranked by ACE (each with its rank; a unit without an ACE last) and its settings
     (with its schema-2 "evidence", see `evidence`)."""
-    record = _read(path)
+    record = _read(files, path)
     units = record.get("units") if isinstance(record, dict) else None
     width = len(document["layers"][layer]["units"])
     if not isinstance(units, list) or not all(
@@ -116,10 +120,11 @@ def _unit_label(unit: Any, concepts: set[str]) -> tuple[bool, str | None]:
     return value is None or isinstance(value, str), value
 
 
-def _labels(path: Path, document: dict[str, Any], layer: str) -> tuple[dict[int, dict], dict[str, Any], str] | None:
+def _labels(files: RunFiles, path: str, document: dict[str, Any], layer: str
+            ) -> tuple[dict[int, dict], dict[str, Any], str] | None:
     """A labels.json's labels of the units it measured, its agreement records, and how its labels are defined
     ("" when it does not say)."""
-    record = _read(path)
+    record = _read(files, path)
     units = record.get("units") if isinstance(record, dict) else None
     width = len(document["layers"][layer]["units"])
     concepts = {c["name"] for c in document["concepts"]}
@@ -139,53 +144,59 @@ def _labels(path: Path, document: dict[str, Any], layer: str) -> tuple[dict[int,
     return labels, agreement if isinstance(agreement, dict) else {}, definition
 
 
-def _figure(path: Path) -> str | None:
-    try:
-        if path.stat().st_size > FIGURE_LIMIT:
-            warnings.warn(f"report: skipping {path}: larger than {FIGURE_LIMIT >> 20} MiB", stacklevel=3)
-            return None
-        content = path.read_bytes()
-    except OSError as error:
-        warnings.warn(f"report: skipping {path}: {error}", stacklevel=3)
+def _figure(files: RunFiles, name: str) -> str | None:
+    content = files.read(name)
+    if len(content) > FIGURE_LIMIT:
+        warnings.warn(f"report: skipping {files.root / name}: larger than {FIGURE_LIMIT >> 20} MiB", stacklevel=3)
         return None
-    return f"data:{FIGURE_TYPES[path.suffix.lower()]};base64,{base64.b64encode(content).decode('ascii')}"
+    suffix = name[name.rfind("."):].lower()
+    return f"data:{FIGURE_TYPES[suffix]};base64,{base64.b64encode(content).decode('ascii')}"
 
 
-def load_causal(folder: str | Path, document: dict[str, Any]) -> Causal | None:
-    """The causal results in `folder` (a run's `causal/`) for `document`'s layers and concepts; None when the
-    folder does not exist or holds none."""
-    folder = Path(folder)
-    if not folder.is_dir():
+def _causal_tree(files: RunFiles) -> dict[str, dict[str, list[str]]]:
+    """The run's causal files by layer, then by concept ("" for the layer's own files), by file name."""
+    tree: dict[str, dict[str, list[str]]] = {}
+    for name in files.names("causal"):
+        parts = name.split("/")
+        if len(parts) in (3, 4):
+            tree.setdefault(parts[1], {}).setdefault(parts[2] if len(parts) == 4 else "", []).append(parts[-1])
+    return tree
+
+
+def load_causal(files: RunFiles | None, document: dict[str, Any]) -> Causal | None:
+    """The causal results among the run's `files` (its `causal/` folder) for `document`'s layers and
+    concepts; None when there are none."""
+    if files is None:
         return None
     concepts = {c["name"] for c in document["concepts"]}
     causal = Causal()
-    for layer_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
-        layer = layer_dir.name
+    for layer, folders in sorted(_causal_tree(files).items()):
         if layer not in document["layers"]:
             causal.ignored.append(layer)
             continue
-        if (layer_dir / "labels.json").is_file():
-            found = _labels(layer_dir / "labels.json", document, layer)
+        if "labels.json" in folders.get("", []):
+            found = _labels(files, f"causal/{layer}/labels.json", document, layer)
             if found is not None:
                 causal.labels[layer], causal.agreement[layer], definition = found
                 if definition:
                     causal.label_definition[layer] = definition
-        for concept_dir in sorted(p for p in layer_dir.iterdir() if p.is_dir()):
-            concept = concept_dir.name
+        for concept, names in sorted(folders.items()):
+            if not concept:
+                continue
             if concept not in concepts:
                 causal.ignored.append(f"{layer}/{concept}")
                 continue
-            ace_path = concept_dir / "ace.json"
-            found = _ace(ace_path, document, layer) if ace_path.is_file() else None
+            folder = f"causal/{layer}/{concept}"
+            found = _ace(files, f"{folder}/ace.json", document, layer) if "ace.json" in names else None
             schema = None
             if found is not None:
                 causal.ace.setdefault(layer, {})[concept], settings = found
                 causal.settings.setdefault(layer, {})[concept] = settings
                 causal.definitions = {**settings.pop("definitions", {}), **causal.definitions}
                 schema = 2 if "evidence" in settings else 0
-            names = order([p.name for p in concept_dir.iterdir() if p.is_file() and p.suffix.lower() in FIGURE_TYPES])
-            figures = [(n, uri, *figure_notes(concept_dir, n, concept, layer, schema)) for n in names
-                       if (uri := _figure(concept_dir / n))]
+            shown = order([n for n in names if n[n.rfind("."):].lower() in FIGURE_TYPES])
+            figures = [(n, uri, *figure_notes(files, folder, n, concept, layer, schema)) for n in shown
+                       if (uri := _figure(files, f"{folder}/{n}"))]
             if figures:
                 causal.figures.setdefault(layer, {})[concept] = figures
     return None if causal.empty() else causal

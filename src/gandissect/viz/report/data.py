@@ -11,30 +11,14 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from gandissect.core.errors import GandissectError
+from gandissect.dissection.document import SchemaError, check_document  # noqa: F401  (the report's checks)
 from gandissect.viz.report.charts import category_colors
 from gandissect.viz.report.images import threshold_key
 
 SCHEMA = 2
 CONCEPT_PAGE_UNITS = 8
 TOP_CONCEPTS_PER_UNIT = 5
-REQUIRED_KEYS = ("config", "concepts", "layers", "label_method")
 ImageKey = tuple[str, int, float]
-
-
-class SchemaError(GandissectError, ValueError):
-    """A dissect.json the report cannot read (a user-facing, one-line error)."""
-
-
-def check_document(document: Mapping[str, Any]) -> None:
-    """Refuse anything but schema 2, with what to do about it."""
-    schema = document.get("schema")
-    if schema != SCHEMA:
-        raise SchemaError(f"dissect.json has schema {schema!r}; the report reads schema {SCHEMA}: "
-                          "rerun `gandissect dissect` to rewrite it (see docs/dissect-schema.md)")
-    missing = [key for key in REQUIRED_KEYS if key not in document]
-    if missing:
-        raise SchemaError(f"dissect.json (schema {SCHEMA}) lacks {missing}")
 
 
 def clean(value: Any) -> Any:

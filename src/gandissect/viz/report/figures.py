@@ -12,9 +12,9 @@ keeps its file name as its caption. The JSON files are read defensively: a missi
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
+from gandissect.engine.runfiles import RunFiles
 from gandissect.viz.report.evidence import integer, number
 
 ORDER = ("curves.svg", "ablation-strip.png", "context.svg")
@@ -29,10 +29,13 @@ RANKINGS = {
 }
 
 
-def _read(path: Path) -> dict[str, Any]:
+def _read(files: RunFiles, name: str) -> dict[str, Any]:
+    """A JSON object from the run's files; {} when it is not there or not an object."""
+    if name not in files.names(name):
+        return {}
     try:
-        found = json.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
+        found = json.loads(files.read(name))
+    except (UnicodeDecodeError, ValueError):
         return {}
     return found if isinstance(found, dict) else {}
 
@@ -104,21 +107,23 @@ def _context(concept: str, layer: str, ranking: str | None, context: dict[str, A
             f"pixels gained near it (below 0: lost){on}{f' (seed {seed})' if seed is not None else ''}.")
 
 
-def figure_notes(folder: Path, name: str, concept: str, layer: str, schema: int | None) -> tuple[str, str]:
-    """(title, caption) of the figure `name` in a concept's causal `folder`, whose ace.json has `schema`
+def figure_notes(files: RunFiles, folder: str, name: str, concept: str, layer: str, schema: int | None
+                 ) -> tuple[str, str]:
+    """(title, caption) of the figure `name` in a concept's causal `folder` of the run's `files`, whose
+    ace.json has `schema`
     (0 for an older file, None for none: the rankings the strip and the context used are then unknown);
     ("", file name) for a figure of another name."""
     strip, inserted = ("removal", "insertion") if schema and schema >= 2 else ("ACE", "ACE") if schema == 0 \
         else (None, None)
     if name == "curves.svg":
         return (f"Ablation curves: switching off the top units for {concept}",
-                _curves(concept, layer, _read(folder / "curves.json")))
+                _curves(concept, layer, _read(files, f"{folder}/curves.json")))
     if name == "ablation-strip.png":
         return (f"Switching off the top {strip + ' ' if strip else ''}units for {concept}",
-                _strip(concept, layer, strip, _read(folder / "curves.json")))
+                _strip(concept, layer, strip, _read(files, f"{folder}/curves.json")))
     if name == "context.svg":
         return (f"Where inserting {concept} units draws {concept}",
-                _context(concept, layer, inserted, _read(folder / "context.json")))
+                _context(concept, layer, inserted, _read(files, f"{folder}/context.json")))
     return "", name
 
 

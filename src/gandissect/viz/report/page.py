@@ -1,8 +1,9 @@
 """The report page: the HTML skeleton (report.html) filled with the run's summary, a chart and a gallery per
 layer, the page's JSON data, and report.css and report.js inlined, so that it is one self-contained file.
 
-    document = json.loads((run / "dissect.json").read_text())
-    write_report(document, generator, run)        # -> run / "report.html"
+    with Snapshot(run) as files:
+        document = read_json_file(files, "dissect.json")
+        write_report(document, generator, staging, files=files)   # -> staging / "report.html"
 
 Galleries sort by IoU, crossfit IoU, unit number or concept. Clicking a unit opens its page
 (`#unit/<layer>/<unit>`), clicking a concept its page (`#concept/<name>`); report.js draws both from the
@@ -27,6 +28,7 @@ import torch
 from torch import nn
 
 from gandissect.core.images import data_uri
+from gandissect.engine.runfiles import RunFiles
 from gandissect.engine.storage import write_text_atomic
 from gandissect.viz.report.causal import Causal, body_html, card_tag, header_html, load_causal
 from gandissect.viz.report.charts import category_rank, concept_chart
@@ -39,7 +41,7 @@ from gandissect.viz.report.data import (
     page_data,
     rules,
 )
-from gandissect.viz.report.images import render_layer, threshold_key
+from gandissect.viz.report.images import picture_size, render_layer, strip_layout, threshold_key
 
 BELOW_CUT = '<span class="tag">not interpretable</span>'
 ACTIVE = ' class="active"'
@@ -65,6 +67,19 @@ def _title(document: dict[str, Any]) -> str:
 
 def _size(values: Any) -> str:
     return "×".join(str(v) for v in values or [])
+
+
+def layer_title(name: str) -> str:
+    """A layer's heading: its name, with "Layer" before a name that does not say it is one ("layer2", "0")."""
+    return name if name.lower().startswith("layer") else f"Layer {name}"
+
+
+def strip_html(picture: str, overlay: str, alt: str, layout: dict[str, Any]) -> str:
+    """A strip of top images under its region overlay, in layout["rows"] rows (report.js draws the other
+    rows from the first; report.css places them), at least layout["row_px"] wide."""
+    return (f'<div class="strip" style="--rows:{layout["rows"]};min-width:{layout["row_px"]}px">'
+            f'<div class="strip-row"><img class="picture" src="{picture}" alt="{alt}">'
+            f'<img class="overlay" src="{overlay}" alt=""></div></div>')
 
 
 def _extras(document: dict[str, Any]) -> list[tuple[str, str]]:
@@ -128,7 +143,7 @@ def _score(value: Any) -> float:
 
 
 def _card(layer_name: str, record: dict[str, Any], picture: str, overlay: tuple[int, str], color: str,
-          tag: str = "") -> str:
+          layout: dict[str, Any], tag: str = "") -> str:
     unit = int(record["unit"])
     interpretable = bool(record.get("interpretable"))
     alt = f"top images of {esc(layer_name)} unit {unit}"
@@ -142,15 +157,15 @@ def _card(layer_name: str, record: dict[str, Any], picture: str, overlay: tuple[
         f'<div class="card-head"><span class="unit-no">unit {unit}</span>'
         f'<span class="concept" style="background:{color}">{esc(record["concept"])}</span>'
         f'<span class="iou">IoU {fmt(record["iou"])} · crossfit {fmt(record.get("crossfit_iou"))}</span></div>'
-        f'<div class="strip"><img class="picture" src="{picture}" alt="{alt}">'
-        f'<img class="overlay" src="{overlay[1]}" alt=""></div>'
+        f'{strip_html(picture, overlay[1], alt, layout)}'
         f'<div class="card-foot"><span>{esc(record["category"])}</span>'
         f'<span>IQR {fmt(record.get("iqr"))}</span><span>threshold {fmt(record["threshold"])}</span>'
         f'{tag}{"" if interpretable else BELOW_CUT}</div></a>')
 
 
 def _layer_section(name: str, document: dict[str, Any], pictures: dict[int, str], overlays: list[str],
-                   index: dict[ImageKey, int], colors: dict[str, str], causal: Causal | None = None) -> str:
+                   index: dict[ImageKey, int], colors: dict[str, str], layout: dict[str, Any],
+                   causal: Causal | None = None) -> str:
     layer = document["layers"][name]
     records = sorted(layer["units"], key=lambda r: (-_score(r["iou"]), r["unit"]))
     cards = []
@@ -158,12 +173,12 @@ def _layer_section(name: str, document: dict[str, Any], pictures: dict[int, str]
         unit = int(record["unit"])
         overlay = index[name, unit, threshold_key(record["threshold"])]
         cards.append(_card(name, record, pictures[unit], (overlay, overlays[overlay]),
-                           colors.get(record["category"], "#888"), card_tag(causal, name, record)))
+                           colors.get(record["category"], "#888"), layout, card_tag(causal, name, record)))
     buttons = "".join(f'<button type="button" data-sort="{key}"{ACTIVE if key == "iou" else ""}>'
                       f'{label}</button>' for key, label in SORT_KEYS)
     return (
         f'<section class="layer-section" data-layer="{esc(name)}">'
-        f'<h2>Layer {esc(name)} <span class="muted">{_size(layer["shape"])}, '
+        f'<h2>{esc(layer_title(name))} <span class="muted">{_size(layer["shape"])}, '
         f'{layer["interpretable_units"]} of {len(layer["units"])} units interpretable</span></h2>'
         f'<div class="chart-box">{concept_chart(name, layer, document["concepts"], colors)}</div>'
         f'<div class="controls"><span>sort by</span>{buttons}'
@@ -182,25 +197,29 @@ def render_html(document: dict[str, Any], pictures: dict[str, dict[int, str]], o
     in_cards = {index[name, int(r["unit"]), threshold_key(r["threshold"])]
                 for name, layer in document["layers"].items() for r in layer["units"]}
     data["overlays"] = ["" if i in in_cards else uri for i, uri in enumerate(overlays)]  # report.js takes these
+    first = next((uri for layer in pictures.values() for uri in layer.values()), None)
+    width = picture_size(first)[1] // count - 1 if first else int((document.get("segmentation_size") or [64])[-1])
+    data["strip"] = layout = strip_layout(count, width)
     payload = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
-    sections = "".join(_layer_section(name, document, pictures[name], overlays, index, data["colors"], causal)
-                       for name in document["layers"])
+    sections = "".join(_layer_section(name, document, pictures[name], overlays, index, data["colors"], layout,
+                                      causal) for name in document["layers"])
     head, tail = body_html(causal, document)
     return Template(asset("report.html")).substitute(
-        title=esc(_title(document)), css=asset("report.css"), causal_css=head,
+        title=esc(_title(document)), css=asset("report.css") + f":root {{ --card-min: {layout['row_px'] + 14}px; }}",
+        causal_css=head,
         header=_header(document, data["colors"], header_html(causal, document)),
         sections=sections, data=payload, js=asset("report.js"), causal_js=tail)
 
 
 def write_report(document: dict[str, Any], generator: nn.Module, out_dir: str | Path,
                  device: str | torch.device = "cpu", images_per_unit: int = 8, batch_size: int = 32,
-                 quality: int = 75, causal_dir: str | Path | None = None) -> Path:
+                 quality: int = 75, files: RunFiles | None = None) -> Path:
     """Render every image the report's pages show and write `out_dir/report.html` atomically; returns its path.
     Each layer's top samples are generated once; a unit's pictures are stored once, and each threshold it is
-    drawn at adds only a small overlay. Causal results are read from `causal_dir` (default `out_dir/causal`,
-    the run folder's; pass the run's when `out_dir` is a staging folder) when it exists."""
+    drawn at adds only a small overlay. Causal results are read from the run's `files` (a checked snapshot,
+    or a command's staged update over it), when given."""
     check_document(document)
-    causal = load_causal(Path(out_dir) / "causal" if causal_dir is None else causal_dir, document)
+    causal = load_causal(files, document)
     pictures: dict[str, dict[int, str]] = {}
     overlays: list[str] = []
     index: dict[ImageKey, int] = {}

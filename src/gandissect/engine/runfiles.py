@@ -1,0 +1,366 @@
+"""A run folder's result files: checked on every read, changed only all at once.
+
+A run folder is untrusted input (people hand them around), and several commands write into one. So:
+- **Manifest.** run.json lists every result file with its SHA-256 (`files`). Readers see only the files it
+  lists, read each one once into memory and compare its digest before using it: a changed, truncated or
+  swapped file is refused in one line naming it. Names are checked (relative, no `..`, no dot-files) and
+  no path through a symbolic link is followed, so a folder cannot point a reader at a file elsewhere.
+- **Journalled commits.** A command writes its new files into a staging folder, then, holding the commit
+  lock, writes the new run.json and a journal (`COMMIT.json`: the files to move into place and the files to
+  remove) and only then moves them. Writing the journal is the moment of commit: a process killed after it
+  is rolled forward by the next process that opens the folder, and one killed before it leaves the old run.
+- **Readers lock out commits.** A reader holds the commit lock shared while it reads; a commit holds it
+  exclusively for the moves (milliseconds). A reader therefore sees one whole run: the old one or the new.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+from gandissect.core.errors import GandissectError
+from gandissect.engine.storage import read_json, write_json_atomic
+
+IDENTITY = "run.json"
+COMMIT_LOCK = ".commit.lock"
+JOURNAL = "COMMIT.json"
+STAGING = (".partial", ".staging")
+FILES = "files"
+NAME = re.compile(r"[^\x00-\x1f/\\.][^\x00-\x1f/\\]{0,199}")
+DIGEST = re.compile(r"[0-9a-f]{64}")
+MAX_FILE = 8 << 30
+
+
+class RunFileError(GandissectError):
+    """A run folder's file is missing, changed since it was written, or not one a reader may open."""
+
+
+class RunFiles(Protocol):
+    """Read access to a run's result files by relative name ("causal/layer4/tree/ace.json")."""
+
+    root: Path
+
+    def read(self, name: str) -> bytes: ...
+
+    def names(self, prefix: str = "") -> list[str]: ...
+
+
+def check_name(name: Any, where: str) -> str:
+    """`name` if it is a relative file name inside a run folder (parts without leading dots, no separators
+    of another kind); else a one-line error saying where it came from."""
+    if not isinstance(name, str) or not name or not valid(name):
+        raise RunFileError(f"{where}: {name!r} is not the name of a file in a run folder")
+    return name
+
+
+def valid(name: str) -> bool:
+    return all(NAME.fullmatch(part) for part in name.split("/"))
+
+
+def under(name: str, prefixes: Iterable[str]) -> bool:
+    """Whether `name` is one of `prefixes` or inside one of them (as folders)."""
+    return any(name == p or name.startswith(p.rstrip("/") + "/") for p in prefixes)
+
+
+def digest_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def inside(root: Path, name: str, link_ok: bool = False) -> Path:
+    """root/name, refusing a path that passes through a symbolic link (or a part that is not a folder);
+    with `link_ok`, the last part may be a link (to be removed, never followed)."""
+    path = root
+    parts = name.split("/")
+    for i, part in enumerate(parts):
+        path = path / part
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            return root.joinpath(*parts)
+        if stat.S_ISLNK(mode) and not (link_ok and i == len(parts) - 1):
+            raise RunFileError(f"{path} is a symbolic link: a run folder's files are read only where they are")
+        if i < len(parts) - 1 and not stat.S_ISDIR(mode):
+            raise RunFileError(f"{path} is not a folder")
+    return path
+
+
+def files_on_disk(root: Path, prefixes: Iterable[str]) -> list[str]:
+    """The result files now under `prefixes` in `root` (links are listed, never followed)."""
+    found = []
+    for prefix in prefixes:
+        path = root / prefix
+        if path.is_symlink() or path.is_file():
+            found.append(prefix)
+        elif path.is_dir():
+            for folder, dirs, names in os.walk(path):
+                dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(folder, d))]
+                relative = Path(folder).relative_to(root).as_posix()
+                found += [f"{relative}/{n}" for n in names]
+                found += [f"{relative}/{d}" for d in os.listdir(folder)
+                          if os.path.islink(os.path.join(folder, d)) and os.path.isdir(os.path.join(folder, d))]
+    return sorted(name for name in set(found) if valid(name))
+
+
+def manifest_of(identity: Any, where: Path) -> dict[str, str]:
+    """The checked `files` of a run.json document."""
+    files = identity.get(FILES) if isinstance(identity, dict) else None
+    if not isinstance(files, dict):
+        raise RunFileError(f"{where} lists no checksums of the run's files (a run from gandissect before "
+                           "checked run folders, or not a gandissect run): redo it with `gandissect dissect --force`")
+    for name, digest in files.items():
+        check_name(name, f"{where}: {FILES}")
+        if not isinstance(digest, str) or not DIGEST.fullmatch(digest):
+            raise RunFileError(f"{where}: {FILES}.{name} is not a SHA-256 digest")
+    return files
+
+
+class CommitLock:
+    """The lock readers hold shared and commits hold exclusively (see the module). In a folder where it
+    cannot be created (read-only), readers go without it: nothing can commit there either."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.fd: int | None = None
+
+    def take(self, exclusive: bool) -> CommitLock:
+        path = self.root / COMMIT_LOCK
+        try:
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            if error.errno not in (errno.EACCES, errno.EROFS, errno.EPERM) or exclusive:
+                raise RunFileError(f"cannot lock {path} ({error.strerror})") from None
+            try:
+                self.fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                return self
+        fcntl.flock(self.fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        return self
+
+    def exclusive(self, on: bool) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_EX if on else fcntl.LOCK_SH)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def pending(root: Path) -> list[Path]:
+    """Staging folders whose commit was decided (their journal is written) but not finished."""
+    return [root / name for name in STAGING if (root / name / JOURNAL).is_file()]
+
+
+def roll_forward(root: Path, staging: Path) -> None:
+    """Finish a decided commit: move the staged files into place, remove the old ones, put the new run.json
+    last, drop the staging folder. Every step can be repeated, so a second kill is harmless too."""
+    journal = read_json(staging / JOURNAL)
+    moves = journal.get("moves") if isinstance(journal, dict) else None
+    removes = journal.get("removes") if isinstance(journal, dict) else None
+    if not isinstance(moves, list) or not isinstance(removes, list):
+        raise RunFileError(f"{staging / JOURNAL} is not a commit journal: remove {staging} by hand")
+    for name in moves:
+        source = inside(staging, check_name(name, str(staging / JOURNAL)))
+        if source.is_file():
+            target = inside(root, name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+    for name in removes:
+        target = inside(root, check_name(name, str(staging / JOURNAL)), link_ok=True)
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+        _prune(root, target.parent)
+    if (staging / IDENTITY).is_file():
+        os.replace(staging / IDENTITY, root / IDENTITY)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _prune(root: Path, folder: Path) -> None:
+    """Remove folders left empty by removed files, up to the run folder."""
+    while folder != root and root in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent
+
+
+def recover(root: Path) -> None:
+    """Roll forward any decided commit (the caller holds the commit lock exclusively)."""
+    for staging in pending(root):
+        roll_forward(root, staging)
+
+
+def commit(root: Path, staging: Path, identity: dict[str, Any], replaces: Iterable[str]) -> dict[str, str]:
+    """Commit the files staged in `staging`: each gets its SHA-256 in the new run.json (`identity` plus
+    `files`); files now under `replaces` that were not staged are removed, and the manifest keeps the old
+    entries outside `replaces`. Returns the new manifest."""
+    replaces = list(replaces)
+    staged = [name for name in files_on_disk(staging, os.listdir(staging)) if under(name, replaces)]
+    old = identity.get(FILES) if isinstance(identity.get(FILES), dict) else {}
+    manifest = {name: digest for name, digest in old.items() if not under(name, replaces)}
+    manifest.update({name: digest_file(staging / name) for name in staged})
+    removes = [name for name in files_on_disk(root, replaces) if name not in manifest]
+    lock = CommitLock(root).take(exclusive=True)
+    try:
+        recover(root)
+        write_json_atomic(staging / IDENTITY, {**identity, FILES: dict(sorted(manifest.items()))})
+        write_json_atomic(staging / JOURNAL, {"moves": staged, "removes": removes})
+        roll_forward(root, staging)
+    finally:
+        lock.release()
+    return manifest
+
+
+class Snapshot:
+    """The committed files of a run, read under the shared commit lock and checked against run.json; use as
+    a context manager (the lock is held until it closes)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.lock = CommitLock(self.root)
+        self.files: dict[str, str] = {}
+        self.identity: dict[str, Any] = {}
+
+    def __enter__(self) -> Snapshot:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open(self) -> Snapshot:
+        if not self.root.is_dir():
+            raise RunFileError(f"{self.root} is not a run folder (no such folder)")
+        self.lock.take(exclusive=False)
+        try:
+            if pending(self.root):
+                if self.lock.fd is None or not os.access(self.root, os.W_OK):
+                    raise RunFileError(f"{self.root} holds an interrupted commit that needs write access to "
+                                       "finish: open it once with permission to write")
+                self.lock.exclusive(True)
+                recover(self.root)
+                self.lock.exclusive(False)
+            if not (self.root / IDENTITY).is_file():
+                raise RunFileError(f"{self.root} holds no finished run (no {IDENTITY}): run `gandissect dissect "
+                                   f"--out {self.root}` first")
+            self.identity = read_json(inside(self.root, IDENTITY))
+            self.files = manifest_of(self.identity, self.root / IDENTITY)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        self.lock.release()
+
+    def names(self, prefix: str = "") -> list[str]:
+        return sorted(name for name in self.files if not prefix or under(name, [prefix]))
+
+    def read(self, name: str) -> bytes:
+        if name not in self.files:
+            raise RunFileError(f"{self.root / name} is not one of the run's files (run.json does not list it)")
+        path = inside(self.root, name)
+        try:
+            if path.stat().st_size > MAX_FILE:
+                raise RunFileError(f"{path} is larger than any file gandissect writes")
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise RunFileError(f"{path} is missing: the run folder lost a file run.json lists") from None
+        except OSError as error:
+            raise RunFileError(f"cannot read {path} ({error.strerror})") from None
+        if hashlib.sha256(data).hexdigest() != self.files[name]:
+            raise RunFileError(f"{path} was changed after gandissect wrote it (its SHA-256 is not the one run.json "
+                               "records): restore it or redo the command that wrote it")
+        return data
+
+
+class Staged:
+    """A command's new files for a finished run, staged in `.staging/` and committed together; reads see the
+    staged files over the run's committed ones (outside `replaces`), so a report written before the commit
+    already shows them."""
+
+    def __init__(self, root: Path, replaces: Iterable[str]) -> None:
+        self.root = root
+        self.replaces = [check_name(p, "a staged update") for p in replaces]
+        self.staging = root / STAGING[1]
+        lock = CommitLock(root).take(exclusive=True)
+        try:
+            recover(root)
+        finally:
+            lock.release()
+        if self.staging.exists():
+            shutil.rmtree(self.staging)
+        self.staging.mkdir()
+
+    def path(self, name: str) -> Path:
+        """Where to write the new file `name` (its folders are made)."""
+        check_name(name, "a staged file")
+        if not under(name, self.replaces):
+            raise ValueError(f"{name} is outside what this update replaces ({', '.join(self.replaces)})")
+        path = self.staging / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _staged(self) -> list[str]:
+        return files_on_disk(self.staging, os.listdir(self.staging))
+
+    def names(self, prefix: str = "") -> list[str]:
+        with Snapshot(self.root) as committed:
+            old = [n for n in committed.names(prefix) if not under(n, self.replaces)]
+        return sorted(set(old) | {n for n in self._staged() if not prefix or under(n, [prefix])})
+
+    def read(self, name: str) -> bytes:
+        if name in self._staged():
+            return (self.staging / name).read_bytes()
+        if under(name, self.replaces):
+            raise RunFileError(f"{self.root / name} is not one of the run's files")
+        with Snapshot(self.root) as committed:
+            return committed.read(name)
+
+    def commit(self) -> None:
+        identity = read_json(self.root / IDENTITY)
+        manifest_of(identity, self.root / IDENTITY)
+        commit(self.root, self.staging, identity, self.replaces)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+class FolderFiles:
+    """The files of a folder this process wrote itself (a staging folder, a fixture), read as they are,
+    unchecked: never a folder handed over by someone else, which goes through `Snapshot`."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def names(self, prefix: str = "") -> list[str]:
+        if not self.root.is_dir():
+            return []
+        found = files_on_disk(self.root, [prefix] if prefix else os.listdir(self.root))
+        return [name for name in found if (self.root / name).is_file()]
+
+    def read(self, name: str) -> bytes:
+        return inside(self.root, check_name(name, str(self.root))).read_bytes()
+
+
+def read_json_file(files: RunFiles, name: str) -> Any:
+    """A run file's JSON, naming the file in any error."""
+    try:
+        return json.loads(files.read(name))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RunFileError(f"cannot read {name}: {error}") from None
