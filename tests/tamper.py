@@ -24,9 +24,9 @@ def rehash(run: Path, add: bool = False) -> None:
 
 
 def edit_json(run: Path, name: str, change) -> None:
-    """Apply `change` to the JSON document `name` of `run` (in place), then rehash."""
+    """Apply `change` (which edits the document in place) to the JSON document `name` of `run`, then rehash."""
     path = run / name
     document = json.loads(path.read_text())
-    result = change(document)
-    path.write_text(json.dumps(document if result is None else result))
+    change(document)
+    path.write_text(json.dumps(document))
     rehash(run)

@@ -305,6 +305,7 @@ class Staged:
             lock.release()
         if self.staging.exists():
             shutil.rmtree(self.staging)
+        self.check_kept()
         self.staging.mkdir()
 
     def path(self, name: str) -> Path:
@@ -332,10 +333,20 @@ class Staged:
         with Snapshot(self.root) as committed:
             return committed.read(name)
 
-    def commit(self) -> None:
+    def check_kept(self) -> dict[str, Any]:
+        """run.json, after checking that the files this update keeps are still the ones it lists (a damaged
+        run gets no new results)."""
         identity = read_json(self.root / IDENTITY)
-        manifest_of(identity, self.root / IDENTITY)
-        commit(self.root, self.staging, identity, self.replaces)
+        for name, digest in manifest_of(identity, self.root / IDENTITY).items():
+            if not under(name, self.replaces):
+                path = inside(self.root, name)
+                if not path.is_file() or digest_file(path) != digest:
+                    raise RunFileError(f"{path} was changed after gandissect wrote it (its SHA-256 is not the one "
+                                       "run.json records): restore it or redo the command that wrote it")
+        return identity
+
+    def commit(self) -> None:
+        commit(self.root, self.staging, self.check_kept(), self.replaces)
 
     def discard(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
