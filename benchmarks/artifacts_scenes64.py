@@ -28,7 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gandissect.causal.artifacts import SIGNALS, artifact_study, dissection_top, unit_realism
+from gandissect.causal.artifacts import SIGNALS, dissection_top, unit_realism
+from gandissect.causal.artifactstudy import artifact_study
 from gandissect.causal.cut import Cut
 from gandissect.causal.realism import concept_features, linear_head_patches
 from gandissect.core.images import from_uint8, grid, png_bytes, to_uint8

@@ -10,7 +10,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gandissect.causal.artifacts import artifact_study, dissection_top, top_samples, unit_realism
+from gandissect.causal.artifacts import dissection_top, top_samples, unit_realism
+from gandissect.causal.artifactstudy import (
+    ADVISED_ROWS,
+    artifact_study,
+    basic_interval,
+    bootstrap_distances,
+    check_counts,
+)
 from gandissect.causal.cut import Cut
 from gandissect.causal.realism import FeatureMoments, concept_features, linear_head_patches, nearest_real_ratio
 from gandissect.core.errors import ConfigError
@@ -209,6 +216,51 @@ def test_ablating_the_artifact_unit_lowers_the_models_distance_more_than_random_
     assert study.best_signal == "frechet"  # all signals ablate unit 4: ties go to the first
     report = json.loads(json.dumps(study.to_json()))
     assert report["best_signal"] == "frechet" and report["random"]["units"] == study.random_units
+    # every distance and gain has an interval around it; ablating the artifact helps beyond sampling noise
+    values = {"before": study.before, "after/frechet": study.after["frechet"], "gain/frechet": study.gain("frechet"),
+              "random_mean": study.random_mean, "random_gain": study.random_gain}
+    for name, value in values.items():
+        low, high = study.intervals[name]
+        assert low <= value <= high, (name, low, value, high)
+    assert study.intervals["gain/frechet"][0] > 0 and study.intervals["before"][0] >= 0
+    assert report["intervals"]["level"] == 0.95 and report["intervals"]["gain/frechet"] == list(
+        study.intervals["gain/frechet"])
+    assert study.warnings == []  # 128 samples and 256 real rows
+
+
+def test_basic_bootstrap_interval_covers_a_known_distance():
+    """Gaussian features N(0, I) against N(m, I) in 10 dimensions: the true distance is |m|^2 = 1. At 120 and
+    100 rows the estimate is biased upward; the basic interval covers the truth in most seeded tries, where the
+    percentile interval (the bootstrap quantiles themselves, above the biased estimate) would not."""
+    dim, truth = 10, 1.0
+    shift = torch.full((dim,), math.sqrt(truth / dim), dtype=torch.float64)
+    covered = above = percentile = 0
+    for trial in range(20):
+        g = torch.Generator().manual_seed(trial)
+        generated = torch.randn(120, dim, generator=g, dtype=torch.float64)
+        real = torch.randn(100, dim, generator=g, dtype=torch.float64) + shift
+        estimate = feature_frechet(generated, real)
+        draws = bootstrap_distances({"x": generated}, real, 100, seed=trial)["x"]
+        low, high = basic_interval(draws, estimate, 0.95, 0.0)
+        covered += low <= truth <= high
+        above += estimate > truth
+        percentile += bool(torch.quantile(draws, 0.025) <= truth <= torch.quantile(draws, 0.975))
+    assert above >= 18  # the bias the interval has to correct
+    assert covered >= 17 and percentile <= 5, (covered, percentile)
+
+
+def test_too_few_rows_are_refused_and_few_rows_warned():
+    with pytest.raises(ConfigError, match="12 generated samples cannot fit a Gaussian in 12 feature dimensions"):
+        check_counts(12, 500, 12)
+    with pytest.raises(ConfigError, match="5 real feature rows"):
+        check_counts(500, 5, 12)
+    warnings = check_counts(13, ADVISED_ROWS, 12)
+    assert len(warnings) == 1 and "only 13 generated samples" in warnings[0]
+    assert check_counts(ADVISED_ROWS, ADVISED_ROWS, 12) == []
+    scores_stub = None  # refused before any scoring is needed
+    with pytest.raises(ConfigError, match="cannot fit a Gaussian in 5 feature dimensions"):
+        artifact_study(ArtifactGenerator(), "features", scores_stub, colour_fractions, real_features(10, 5),
+                       count=1, samples=64, progress=False)
 
 
 # --- user-supplied extractors and helpers ---------------------------------------------------------------------------

@@ -211,7 +211,7 @@ def test_artifacts_command_writes_the_study(cli_run, tmp_path, capsys):
     for i, picture in enumerate(to_uint8(images)):
         Image.fromarray(picture).save(real / f"{i:02d}.png")
     assert main(["artifacts", str(cli_run), "--model", PLANTED_SPEC,
-                 "--real", str(real), "--count", "2", "--samples", "8", "--draws", "2",
+                 "--real", str(real), "--count", "2", "--samples", "16", "--draws", "2",
                  "--real-count", "24"]) == 0
     record = json.loads((cli_run / "causal" / "features" / "artifacts.json").read_text())
     assert {"scores", "study"} <= set(record) and "random" in capsys.readouterr().out
@@ -269,5 +269,5 @@ def test_artifacts_refuses_a_real_folder_with_a_file_that_is_no_picture(cli_run,
     (tmp_path / "real").mkdir()
     (tmp_path / "real" / "a.png").write_text("not a picture")
     assert main(["artifacts", str(cli_run), "--model", PLANTED_SPEC, "--real", str(tmp_path / "real"),
-                 "--count", "2", "--samples", "8"]) == 2
+                 "--count", "2", "--samples", "16"]) == 2
     assert "not a picture" in capsys.readouterr().err

@@ -115,3 +115,50 @@ def test_text_table_aligns_numbers_right_and_text_left():
     assert table[3] == "long name  -12.25"
     with pytest.raises(ValueError):
         text_table(["one"], [["a", "b"]])
+
+
+@pytest.fixture(scope="module")
+def planted_folder(tmp_path_factory) -> Path:
+    """A finished dissection of tests/planted.py's model with the colour segmenter, as a run folder."""
+    from conftest import PLANTED_CONFIG
+    from gandissect.dissection import DissectConfig, Dissector
+    from planted import PlantedGenerator
+
+    out = tmp_path_factory.mktemp("planted_folder")
+    dissector = Dissector(PlantedGenerator(), ColorSegmenter(), DissectConfig(**PLANTED_CONFIG), out, progress=False)
+    dissector.finish(dissector.run(), {"model": PLANTED, "segmenter": "color"})
+    return out
+
+
+def test_edit_png_names_rows_and_outlines_the_box(planted_folder, tmp_path):
+    from gandissect.viz.edits import REGION_COLOUR
+
+    assert main(["edit", str(planted_folder), "--model", PLANTED, "--units", "0", "--box", "4,8,20,24", "--count", "2",
+                 "--concept", "red", "--out", str(tmp_path)]) == 0
+    picture = np.asarray(Image.open(tmp_path / "edit.png").convert("RGB"))[::2, ::2]  # saved at scale 2
+    label_width = picture.shape[1] - (2 * 33 + 1)
+    assert picture.shape[0] == 4 * 33 + 1 and label_width > 20  # original, edited, red before, red after
+    cyan = (picture == REGION_COLOUR).all(-1)
+    for row in range(4):
+        for column in range(2):
+            top, left = 1 + row * 33, label_width + 1 + column * 33
+            cell = cyan[top:top + 32, left:left + 32]
+            assert cell[8, 4:20].all() and cell[23, 4:20].all() and cell[8:24, 4].all() and cell[8:24, 19].all()
+            assert not cell[12:20, 8:16].any() and not cell[:8].any()
+
+
+def test_artifacts_refuses_too_few_rows_and_prints_intervals(planted_folder, capsys):
+    base = ["artifacts", str(planted_folder), "--model", PLANTED, "--real", "world", "--count", "1", "--draws", "2"]
+    assert main([*base, "--samples", "11"]) == 2  # the colour segmenter gives 11 features
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot fit a Gaussian in 11 feature dimensions" in err
+    assert main([*base, "--samples", "24", "--real-count", "48"]) == 0
+    captured = capsys.readouterr()
+    assert "warning: only 24 generated samples" in captured.err and "only 24 real feature rows" in captured.err
+    record = json.loads((planted_folder / "causal" / "features" / "artifacts.json").read_text())["study"]
+    rows = {line.split("  ")[0]: line for line in captured.out.splitlines()}
+    model = rows["none (the model)"].split()
+    low, high = record["intervals"]["before"]
+    assert model[3:6] == [f"{record['before']:.2f}", f"{low:.2f}", "to"] and model[6] == f"{high:.2f}"
+    assert low <= record["before"] <= high and record["intervals"]["method"].startswith("basic bootstrap")
+    assert any(name.startswith("1 random (mean of 2)") for name in rows)

@@ -180,3 +180,43 @@ def test_bad_regions_and_values_are_refused_naming_shapes():
     assert "'layer3'" in str(info.value)
     with pytest.raises(ShapeError, match="feature map"):
         UnitEdit.ablate([0], region=torch.ones(4, 4))(torch.randn(2, 6), "fc")
+
+
+# --- edit.png: named rows and the edited region outlined ------------------------------------------------------------
+
+def test_edit_figure_names_its_rows_and_outlines_the_box():
+    from gandissect.viz.edits import REGION_COLOUR, edit_figure
+
+    before = torch.full((3, 3, 32, 32), -1.0)  # black images, so that only the outline is coloured
+    after = torch.full((3, 3, 32, 32), 1.0)  # white
+    box = torch.zeros(32, 32)
+    box[8:20, 4:28] = 1  # rows 8..19, columns 4..27
+    present = torch.zeros(3, 32, 32, dtype=torch.bool)
+    figure = edit_figure(before, after, present, present, region=box, concept="tree")
+    grid_width = 3 * 33 + 1
+    label_width = figure.shape[1] - grid_width
+    assert figure.shape[0] == 4 * 33 + 1 and label_width > 20
+    expected = torch.zeros(32, 32, dtype=torch.bool)  # the box's boundary, drawn by hand
+    expected[8, 4:28] = expected[19, 4:28] = expected[8:20, 4] = expected[8:20, 27] = True
+    for row in range(4):
+        band = figure[1 + row * 33:1 + row * 33 + 32]
+        assert (band[:, :label_width].max(-1) < 100).any(), row  # a name is written level with every row
+        for column in range(3):
+            left = label_width + 1 + column * 33
+            cell = torch.from_numpy(band[:, left:left + 32].copy())
+            outlined = (cell == torch.tensor(REGION_COLOUR, dtype=torch.uint8)).all(-1)
+            assert torch.equal(outlined, expected), (row, column)
+
+
+def test_edit_figure_outlines_a_feature_grid_mask_at_image_size():
+    from gandissect.viz.edits import region_outline
+
+    mask = torch.zeros(8, 8)
+    mask[2:4, 5] = 0.5  # a soft mask: any weight is edited
+    outline = torch.from_numpy(region_outline(mask, (32, 32)))
+    inside = torch.zeros(32, 32, dtype=torch.bool)
+    inside[8:16, 20:24] = True
+    assert outline[8, 20] and outline[15, 23] and not outline[12, 22]  # the boundary, not the inside
+    assert torch.equal(outline & ~inside, torch.zeros_like(outline))
+    assert torch.equal(torch.from_numpy(region_outline(torch.ones(4, 4), (8, 8)))[1:-1, 1:-1],
+                       torch.zeros(6, 6, dtype=torch.bool))  # the whole image: its edge is the boundary

@@ -27,15 +27,9 @@ from torch import nn
 
 from gandissect.causal.cut import Cut
 from gandissect.causal.interventions import check_layer
-from gandissect.causal.realism import (
-    FeatureMoments,
-    Features,
-    PatchRealism,
-    Realism,
-    nearest_real_ratio,
-)
+from gandissect.causal.realism import Features, PatchRealism, Realism, nearest_real_ratio
 from gandissect.core.errors import ConfigError
-from gandissect.core.frechet import feature_frechet, frechet_distance, gaussian_fit
+from gandissect.core.frechet import feature_frechet
 from gandissect.core.sampling import sample_z
 from gandissect.core.stats import Statistic, TopK
 from gandissect.dissection.results import Dissection
@@ -49,7 +43,7 @@ TOP_SEED = 5
 DEFAULT_COUNT = 20
 
 
-def _width(cut: Cut, generator: nn.Module, seed: int, device: str | torch.device) -> int:
+def layer_width(cut: Cut, generator: nn.Module, seed: int, device: str | torch.device) -> int:
     """The number of units of the cut's layer, from one sample."""
     with torch.no_grad():
         return int(cut.head(sample_z(generator, seed, range(1)).to(device)).shape[1])
@@ -79,7 +73,7 @@ def top_samples(generator: nn.Module, layer: str, samples: int = 1000, seed: int
             peaks = cut.head(batch.z).flatten(2).amax(2)
         stats["top"].add(peaks.cpu(), batch.indices)  # type: ignore[attr-defined]
 
-    stats: dict[str, Statistic] = {"top": TopK(_width(cut, generator, seed, device), k)}
+    stats: dict[str, Statistic] = {"top": TopK(layer_width(cut, generator, seed, device), k)}
     sample_pass = SamplePass(generator, seed=seed, samples=samples, batch_size=batch_size, generate=False,
                              device=device, collective=collective, description=f"top images {layer}",
                              progress=progress)
@@ -128,7 +122,8 @@ class UnitRealism:
                 "rankings": {name: self.ranking(name) for name in self.scores}}
 
 
-def _check_rows(what: str, out: object, n: int, dims: int) -> torch.Tensor:
+def check_rows(what: str, out: object, n: int, dims: int) -> torch.Tensor:
+    """A user callable's output for `n` images, checked to be a tensor with `dims` dimensions, as float64."""
     shapes = {1: "(N,)", 2: "(N, D)", 3: "(N, h, w)"}
     if not isinstance(out, torch.Tensor) or out.dim() != dims or out.shape[0] != n:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -136,7 +131,8 @@ def _check_rows(what: str, out: object, n: int, dims: int) -> torch.Tensor:
     return out.detach().double().cpu()
 
 
-def _check_real(features: Features | None, real: torch.Tensor | None, what: str) -> torch.Tensor | None:
+def check_real(features: Features | None, real: torch.Tensor | None, what: str) -> torch.Tensor | None:
+    """Real feature rows (M, D), M >= 2, as float64, given together with their extractor (or neither)."""
     if (features is None) != (real is None):
         raise ConfigError(f"give both a feature extractor and real features for {what}, or neither")
     if real is None:
@@ -155,7 +151,7 @@ def unit_realism(generator: nn.Module, layer: str, top: torch.Tensor, seed: int,
     `features` and `real_features`, "frechet" and "nearest_real" (and, with `ablation`, "ablation_frechet");
     with `realism`, "realism" (and "ablation_realism"); with `patch_realism`, "patch_realism". `units`
     restricts the scored units (default all); entries of `top` of -1 (fewer samples than k) are skipped."""
-    real = _check_real(features, real_features, "the frechet signal")
+    real = check_real(features, real_features, "the frechet signal")
     if features is None and realism is None and patch_realism is None:
         raise ConfigError("give at least one of features (with real_features), realism or patch_realism")
     cut = Cut(generator, layer)
@@ -183,14 +179,14 @@ def unit_realism(generator: nn.Module, layer: str, top: torch.Tensor, seed: int,
             images = cut.tail(acts, z)
         n = len(z)
         if features is not None:
-            feats.append(_check_rows("features", features(images), n, 2))
+            feats.append(check_rows("features", features(images), n, 2))
             if feats[-1].shape[1] != real.shape[1]:  # type: ignore[union-attr]
                 raise ConfigError(f"features give {feats[-1].shape[1]} dimensions but real features have "
                                   f"{real.shape[1]}: compute both with the same extractor")  # type: ignore[union-attr]
         if realism is not None:
-            scores.append(_check_rows("realism", realism(images), n, 1))
+            scores.append(check_rows("realism", realism(images), n, 1))
         if patch_realism is not None:
-            grid = _check_rows("patch_realism", patch_realism(images), n, 3)
+            grid = check_rows("patch_realism", patch_realism(images), n, 3)
             patches.append(grid)
             pooled.append(F.adaptive_avg_pool2d(acts.detach().float().clamp(min=0), grid.shape[-2:]).double().cpu())
 
@@ -240,9 +236,9 @@ def _ablation_signals(result: UnitRealism, cut: Cut, z_all: torch.Tensor, member
             acts[torch.arange(len(chunk)), torch.tensor([u for u, _ in chunk])] = 0
             images = cut.tail(acts, z)
         if feats:
-            new_feats.append(_check_rows("features", features(images), len(chunk), 2))  # type: ignore[misc]
+            new_feats.append(check_rows("features", features(images), len(chunk), 2))  # type: ignore[misc]
         if scores:
-            new_scores.append(_check_rows("realism", realism(images), len(chunk), 1))  # type: ignore[misc]
+            new_scores.append(check_rows("realism", realism(images), len(chunk), 1))  # type: ignore[misc]
     owner = torch.tensor([u for u, _ in pairs])
     source = torch.tensor([i for _, i in pairs])
     if feats:
@@ -262,131 +258,3 @@ def _progress(steps: range, progress: bool, description: str) -> Any:
     from tqdm import tqdm
 
     return tqdm(steps, desc=description, unit="batch", dynamic_ncols=True)
-
-
-# --- the study ------------------------------------------------------------------------------------------------------
-
-@dataclass
-class ArtifactStudy:
-    """The whole model's Frechet distance to real features on held-out samples: `before` any edit, `after`
-    ablating the worst `count` units by each signal (`ablated`), and after ablating `count` random units
-    (`random_after`, one per draw of `random_units`). `reference`: the distance of a second set of real
-    features to the real ones (sampling noise alone), when given."""
-
-    layer: str
-    count: int
-    samples: int
-    seed: int
-    before: float
-    after: dict[str, float]
-    ablated: dict[str, list[int]]
-    random_after: list[float]
-    random_units: list[list[int]]
-    reference: float | None = None
-
-    @property
-    def random_mean(self) -> float:
-        return sum(self.random_after) / len(self.random_after) if self.random_after else float("nan")
-
-    @property
-    def random_sd(self) -> float:
-        n = len(self.random_after)
-        if n < 2:
-            return 0.0
-        mean = self.random_mean
-        return math.sqrt(sum((v - mean) ** 2 for v in self.random_after) / (n - 1))
-
-    def gain(self, signal: str) -> float:
-        """How much ablating the signal's worst units lowered the distance (positive = closer to real)."""
-        if signal not in self.after:
-            raise ConfigError(f"no signal {signal!r} in this study; signals: {', '.join(self.after)}")
-        return self.before - self.after[signal]
-
-    @property
-    def random_gain(self) -> float:
-        return self.before - self.random_mean
-
-    @property
-    def best_signal(self) -> str | None:
-        """The signal whose ablation lowered the distance most (None without signals)."""
-        return max(self.after, key=lambda s: (self.gain(s), -list(self.after).index(s))) if self.after else None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"layer": self.layer, "count": self.count, "samples": self.samples, "seed": self.seed,
-                "before": self.before, "after": dict(self.after), "gain": {s: self.gain(s) for s in self.after},
-                "ablated": {s: list(u) for s, u in self.ablated.items()},
-                "random": {"after": list(self.random_after), "units": [list(u) for u in self.random_units],
-                           "mean": self.random_mean, "sd": self.random_sd, "gain": self.random_gain},
-                "reference": self.reference, "best_signal": self.best_signal}
-
-
-def artifact_study(generator: nn.Module, layer: str, scores: UnitRealism, features: Features,
-                   real_features: torch.Tensor, *, count: int = DEFAULT_COUNT, signals: Sequence[str] | None = None,
-                   draws: int = 5, random_seed: int = 0, samples: int = 500, seed: int = HELD_OUT_SEED,
-                   reference_features: torch.Tensor | None = None, batch_size: int = 32,
-                   device: str | torch.device = "cpu", collective: Collective | None = None,
-                   progress: bool = True) -> ArtifactStudy:
-    """Ablate the worst `count` units of `layer` by each of `signals` (default: every signal in `scores`) and
-    `count` random units (`draws` draws, from `random_seed`), everywhere on the feature map, and measure the
-    Frechet distance between `features` of `samples` generated images (seed `seed`, held out from the samples
-    that chose the units) and `real_features` (M, D)."""
-    real = _check_real(features, real_features, "the study")
-    assert real is not None
-    cut = Cut(generator, layer)
-    width = _width(cut, generator, seed, device)
-    if not 0 < count <= width:
-        raise ConfigError(f"count must lie in 1..{width} (the units of layer {layer!r}); got {count}")
-    if draws < 0:
-        raise ConfigError(f"draws must be a number of random draws >= 0; got {draws}")
-    signals = list(scores.scores) if signals is None else list(signals)
-    for signal in signals:
-        scores.check_signal(signal)
-    ablated = {s: scores.worst(s, count) for s in signals}
-    short = [s for s, u in ablated.items() if len(u) < count]
-    if short:
-        raise ConfigError(f"signals {short} scored fewer than count={count} units")
-    rng = torch.Generator().manual_seed(random_seed)
-    random_units = [sorted(torch.randperm(width, generator=rng)[:count].tolist()) for _ in range(draws)]
-    # one edit per distinct set of units (signals often agree; "before" ablates nothing)
-    key: dict[tuple[int, ...], str] = {}
-    for units in [[], *ablated.values(), *random_units]:
-        key.setdefault(tuple(sorted(units)), f"edit/{len(key)}")
-    edits = {name: list(units) for units, name in key.items()}
-    dim = real.shape[1]
-    stats: dict[str, Statistic] = {name: FeatureMoments(dim) for name in edits}
-
-    def update(batch: Batch, stats: dict[str, Statistic]) -> None:
-        with torch.no_grad():
-            acts = cut.head(batch.z)
-            for name, units in edits.items():
-                edited = acts
-                if units:
-                    edited = acts.clone()
-                    edited[:, units] = 0
-                images = cut.tail(edited, batch.z)
-                rows = _check_rows("features", features(images), len(images), 2)
-                if rows.shape[1] != dim:
-                    raise ConfigError(f"features give {rows.shape[1]} dimensions but real features have {dim}: "
-                                      "compute both with the same extractor")
-                stats[name].add(rows)  # type: ignore[attr-defined]
-
-    sample_pass = SamplePass(generator, seed=seed, samples=samples, batch_size=batch_size, generate=False,
-                             device=device, collective=collective, description=f"artifact study {layer}",
-                             progress=progress)
-    merged = sample_pass.run(stats, update)
-    target = gaussian_fit(real)
-
-    def distance(units: list[int]) -> float:
-        moments = merged[key[tuple(sorted(units))]]
-        assert isinstance(moments, FeatureMoments)
-        return frechet_distance(*moments.gaussian(), *target)
-
-    reference = None
-    if reference_features is not None:
-        other = torch.as_tensor(reference_features).double().cpu()
-        if other.dim() != 2 or other.shape[1] != dim:
-            raise ConfigError(f"reference features must be (M, {dim}) like the real features; got shape "
-                              f"{tuple(other.shape)}")
-        reference = feature_frechet(other, real)
-    return ArtifactStudy(layer, count, samples, seed, distance([]), {s: distance(u) for s, u in ablated.items()},
-                         ablated, [distance(u) for u in random_units], random_units, reference)

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import math
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from gandissect.cli.runs import common_arguments, open_run
+
+if TYPE_CHECKING:
+    from gandissect.causal.artifactstudy import ArtifactStudy
 
 
 def _add_artifacts(sub: argparse._SubParsersAction) -> None:
@@ -48,7 +54,8 @@ def real_images(spec: str, count: int, size: tuple[int, int]) -> torch.Tensor:
 
 
 def _run_artifacts(args: argparse.Namespace) -> int:
-    from gandissect.causal.artifacts import artifact_study, dissection_top, unit_realism
+    from gandissect.causal.artifacts import dissection_top, unit_realism
+    from gandissect.causal.artifactstudy import artifact_study, check_counts
     from gandissect.causal.interventions import check_layer
     from gandissect.causal.realism import concept_features, linear_head_patches
     from gandissect.core.errors import ConfigError
@@ -65,6 +72,15 @@ def _run_artifacts(args: argparse.Namespace) -> int:
     width = check_layer(run.result, layer)
     if not 0 < args.count < width:
         raise ConfigError(f"--count must lie in 1..{width - 1} for layer {layer!r}; got {args.count}")
+    real_rows = args.real_count - args.real_count // 2  # the first half scores units, the second the study
+    try:
+        warnings = check_counts(args.samples, real_rows, len(run.segmenter.concepts))
+    except ConfigError as error:
+        raise ConfigError(f"--samples {args.samples} and --real-count {args.real_count} (half for the study): "
+                          f"{error}") from None
+    for warning in warnings:
+        print(f"warning: {warning}; --samples {args.samples}, --real-count {args.real_count} (half of it for this "
+              "distance)", file=sys.stderr)
     with torch.no_grad():
         size = tuple(run.generator(sample_z(run.generator, 0, range(1)).to(run.device)).shape[-2:])
     features = concept_features(run.segmenter)
@@ -87,11 +103,33 @@ def _run_artifacts(args: argparse.Namespace) -> int:
                            draws=args.draws, samples=args.samples)
     write_json_atomic(run.folder / "causal" / layer / "artifacts.json",
                       {"scores": scores.to_json(), "study": study.to_json(), "real": args.real})
-    print(f"{layer}: model Frechet distance {study.before:.3f}; after ablating the worst {args.count} by "
-          + ", ".join(f"{name} {value:.3f}" for name, value in study.after.items())
-          + f"; after {args.count} random units {study.random_mean:.3f} (mean of {args.draws})")
+    print(study_table(study))
     print(f"results: {run.folder / 'causal' / layer / 'artifacts.json'}")
     return 0
+
+
+def study_table(study: ArtifactStudy) -> str:
+    """The study as a table: the model's Frechet distance, then after each ablation, with the gains and their
+    bootstrap intervals."""
+    from gandissect.cli.tables import text_table
+
+    def interval(name: str, sign: str = "") -> str:
+        low, high = study.intervals.get(name, (math.nan, math.nan))
+        return f"{low:{sign}.2f} to {high:{sign}.2f}"
+
+    rows = [["none (the model)", f"{study.before:.2f}", interval("before"), "", ""]]
+    for signal, after in study.after.items():
+        rows.append([f"worst {study.count} by {signal}", f"{after:.2f}", interval(f"after/{signal}"),
+                     f"{study.gain(signal):+.2f}", interval(f"gain/{signal}", "+")])
+    if study.random_after:
+        rows.append([f"{study.count} random (mean of {len(study.random_after)})", f"{study.random_mean:.2f}",
+                     interval("random_mean"), f"{study.random_gain:+.2f}", interval("random_gain", "+")])
+    level = f"{study.level:.0%}"
+    head = (f"{study.layer}: Frechet distance to real images, {study.samples} generated samples against "
+            f"{study.real_rows} real images; {level} basic bootstrap intervals ({study.bootstrap} draws, which "
+            "correct the distance's upward bias at small counts to first order)")
+    return head + "\n" + text_table(["units ablated", "distance", f"{level} interval", "gain", f"{level} interval"],
+                                    rows)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -127,7 +127,7 @@ def _run_edit(args: argparse.Namespace) -> int:
         record.update(concept=args.concept, share_before=shares[0].tolist(), share_after=shares[1].tolist())
         with torch.no_grad():
             present = tuple((run.segmenter.segment(images) == concept).any(1) for images in (before, after))
-    save_png(out / "edit.png", edit_figure(before, after, *present), scale=2)
+    save_png(out / "edit.png", edit_figure(before, after, *present, region=region, concept=args.concept), scale=2)
     write_json_atomic(out / "edit.json", record)
     summary = ""
     if concept is not None:

@@ -104,3 +104,16 @@ def with_legend(picture: np.ndarray, names: Sequence[str], colours: np.ndarray) 
     out[:picture.shape[0], :picture.shape[1]] = picture
     out[picture.shape[0]:, :key.shape[1]] = key
     return out
+
+
+def label_rows(picture: np.ndarray, labels: Sequence[str], height: int, pad: int = 1) -> np.ndarray:
+    """`picture` (a `grid` of rows `height` pixels high, `pad` apart) with a white column on its left naming each
+    row: `labels[i]` is written level with row i."""
+    font = ImageFont.load_default()
+    width = 6 + max((int(font.getlength(text)) for text in labels), default=0)
+    column = Image.new("RGB", (width, picture.shape[0]), (255, 255, 255))
+    draw = ImageDraw.Draw(column)
+    for i, text in enumerate(labels):
+        top, bottom = font.getbbox(text)[1::2]
+        draw.text((3, pad + i * (height + pad) + (height - top - bottom) // 2), text, fill=(0, 0, 0), font=font)
+    return np.concatenate([np.asarray(column), picture], axis=1)
