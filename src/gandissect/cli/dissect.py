@@ -35,6 +35,9 @@ def _add_dissect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label-method", default=defaults.label_method,
                    help=f"the labelling rule: {', '.join(RULES)}; every rule is recorded per unit "
                         f"({defaults.label_method})")
+    p.add_argument("--passes", default=defaults.passes, choices=("auto", "one", "two"),
+                   help="one pass over the IoU set, or thresholds from the threshold set first (auto: one pass "
+                        "when its histograms fit in a quarter of the free memory)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--resume", action="store_true", help="continue the unfinished run in --out")
     p.add_argument("--force", action="store_true", help="replace the run in --out (its results stay until the new "
@@ -59,7 +62,8 @@ def _run_dissect(args: argparse.Namespace) -> int:
     layers = args.layers.split(",") if args.layers else default_layers_for(args.model, generator)
     config = DissectConfig(layers=layers, samples=args.samples, batch_size=args.batch_size, quantile=args.quantile,
                            threshold_seed=args.threshold_seed, iou_seed=args.iou_seed, seg_size=args.seg_size,
-                           topk=args.topk, min_iou=args.min_iou, min_iqr=args.min_iqr, label_method=args.label_method)
+                           topk=args.topk, min_iou=args.min_iou, min_iqr=args.min_iqr, label_method=args.label_method,
+                           passes=args.passes)
     segmenter = resolve_segmenter(segmenter_spec, device)
     collective = collectives.init_from_env(args.device)
     dissector = Dissector(generator, segmenter, config, args.out, device=device, resume=args.resume,

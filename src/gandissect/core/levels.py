@@ -5,6 +5,10 @@ multiply-add (its histogram slot) and one table lookup, instead of a binary sear
 counts the pixels of fold f labelled c whose activation exceeds exactly b of unit u's levels; reverse
 cumulative sums then give |A_{u,l} and S_c| for every level l at once. From these come the IoU and the
 information-quality ratio I(A;S)/H(A,S) at every level, per fold or over all folds (cross-fitting).
+
+With every edge of the histogram as a level (`slot_histogram`), the counts are a joint histogram of slot and
+concept; `at_levels` then sums its slots into the counts at any chosen edges, exactly the counts a pass at
+those levels would have made. That lets a dissection choose its levels after the one pass that counts them.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ class LevelCounts(Statistic):
     fields = ("low", "high", "bin_count", "edges", "joint", "totals", "concept_area", "pixels")
 
     def __init__(self, low: torch.Tensor, high: torch.Tensor, bins: int, edges: torch.Tensor, num_concepts: int,
-                 folds: int = 1) -> None:
+                 folds: int = 1, dtype: torch.dtype = torch.long) -> None:
         units, num_levels = edges.shape
         device = edges.device
         if edges.numel() and (int(edges.min()) < 0 or int(edges.max()) > bins):
@@ -31,11 +35,40 @@ class LevelCounts(Statistic):
         self.low, self.high = low.double().to(device).clone(), high.double().to(device).clone()
         self.edges = edges.long().sort(1).values.contiguous()
         self.bin_count = torch.tensor(bins, device=device)
-        self.joint = torch.zeros(folds, units, num_levels + 1, num_concepts, dtype=torch.long, device=device)
+        self.joint = torch.zeros(folds, units, num_levels + 1, num_concepts, dtype=dtype, device=device)
         self.totals = torch.zeros(folds, units, num_levels + 1, dtype=torch.long, device=device)
         self.concept_area = torch.zeros(folds, num_concepts, dtype=torch.long, device=device)
         self.pixels = torch.zeros(folds, dtype=torch.long, device=device)
         self._lookup: torch.Tensor | None = None
+
+    @classmethod
+    def slot_histogram(cls, low: torch.Tensor, high: torch.Tensor, bins: int, num_concepts: int, folds: int = 1,
+                       dtype: torch.dtype = torch.long) -> LevelCounts:
+        """Counts at every edge 0..bins: a joint histogram of (fold, unit, slot, concept). int32 `dtype`
+        halves its memory; the caller makes sure that no cell can pass 2**31 - 1."""
+        edges = torch.arange(bins + 1, device=low.device).expand(len(low), -1)
+        return cls(low, high, bins, edges, num_concepts, folds, dtype)
+
+    @staticmethod
+    def slot_histogram_bytes(units: int, bins: int, num_concepts: int, folds: int, dtype: torch.dtype) -> int:
+        """Memory of `slot_histogram`'s joint counts, the bulk of its state."""
+        return folds * units * (bins + 2) * num_concepts * torch.empty((), dtype=dtype).element_size()
+
+    def at_levels(self, edges: torch.Tensor) -> LevelCounts:
+        """The counts at `edges` (U, L) of this slot histogram (every edge a level): sums of whole slots,
+        so equal to counting the same values at those levels directly."""
+        if self.edges.shape[1] != self.bins + 1:
+            raise ValueError("at_levels needs a slot histogram (every edge a level)")
+        counts = LevelCounts(self.low, self.high, self.bins, edges.to(self.edges.device), self.joint.shape[-1],
+                             self.folds)
+        index = counts._exceeded()  # (U, bins + 2): the level each slot lands at
+        folds, units, _, concepts = self.joint.shape
+        for u in range(units):  # one unit at a time: no second copy of the slot histogram
+            at = index[u][None, :].expand(folds, -1)
+            counts.totals[:, u].scatter_add_(1, at, self.totals[:, u])
+            counts.joint[:, u].scatter_add_(1, at[..., None].expand(-1, -1, concepts), self.joint[:, u].long())
+        counts.concept_area, counts.pixels = self.concept_area.clone(), self.pixels.clone()
+        return counts
 
     @classmethod
     def from_state_dict(cls, state: dict[str, torch.Tensor]) -> LevelCounts:

@@ -10,6 +10,11 @@ from gandissect.dissection.labels import RULES
 
 # Settings that change how results are read, not the statistics: a run may be resumed with other values.
 PRESENTATION_FIELDS = ("checkpoint_every", "min_iou", "min_iqr", "label_method")
+PASSES = {
+    "auto": "one pass when its slot histograms fit in a quarter of the free memory, else two",
+    "one": "thresholds, levels and IoU from one pass over the IoU set (slot histograms per unit and concept)",
+    "two": "thresholds and levels from the threshold set, IoU from a second pass over the IoU set",
+}
 
 
 @dataclass
@@ -31,6 +36,7 @@ class DissectConfig:
     min_iqr: float = 0.01
     label_method: str = "quantile"
     checkpoint_every: int = 8
+    passes: str = "auto"
 
     def __post_init__(self) -> None:
         self.layers = list(self.layers)
@@ -52,6 +58,8 @@ class DissectConfig:
                 raise ConfigError(f"{flag} is a ratio in [0, 1]; got {value}")
         if self.label_method not in RULES:
             raise ConfigError(f"--label-method must be one of {', '.join(RULES)}; got {self.label_method!r}")
+        if self.passes not in PASSES:
+            raise ConfigError(f"--passes must be one of {', '.join(PASSES)}; got {self.passes!r}")
         if self.threshold_seed == self.iou_seed:
             raise ConfigError("--threshold-seed and --iou-seed must differ: thresholds and IoU use separate samples")
         if self.levels < 2 or self.bins < 16 or self.folds < 1:

@@ -1,20 +1,35 @@
-"""Network dissection of a generator: two uses of the sample pass.
+"""Network dissection of a generator, in one pass over the IoU set or in two passes.
 
+Two passes (`passes="two"`, the design of the paper's code run on separate sets):
 1. Threshold set (seed `threshold_seed`): the generator runs only up to the deepest chosen layer; each unit's
    upsampled activations fill a `UnitQuantiles` histogram. Its edges give each unit's top-`quantile`
    threshold and `levels` candidate levels (top 0.1% ... 100%, log-spaced).
 2. IoU set (seed `iou_seed`): generator and segmenter run; `LevelCounts` counts, exactly and per fold of
    samples, each unit's pixels above each level against each concept; `TopK` keeps each unit's top samples;
    `Moments` and `ConditionalMean` keep what insertion values need.
+
+One pass (`passes="one"`): only the IoU set runs. Its `UnitQuantiles` histogram and, per fold, a joint
+histogram of (unit, histogram slot, concept) (`LevelCounts.slot_histogram`) are filled together; after the
+pass the thresholds and candidate levels come from the histogram exactly as in pass 1, and the slot counts
+are summed into the counts at those levels (`at_levels`), equal to what pass 2 would count on the same set.
+What changes is which samples choose the thresholds: the IoU set's own, not a separate set's. The quantile
+threshold sees only activations, never labels, so it cannot be tuned to a concept; the IQR thresholds were
+always chosen on the IoU set, and their cross-fitted IoU (chosen on one fold, counted on the others) stays
+as honest as before. `passes="auto"` (the default) runs one pass when the slot histograms fit in a quarter
+of the free memory (int32 counts when no cell can overflow), else two; `Dissector.passes` and dissect.json's
+`config.passes` say which ran.
+
 The labelling rules (`labels`) then read thresholds, IoU, IQR and cross-fitted IoU off the counts.
 
-Constructing a `Dissector` touches nothing; `check()` validates the models on one sample; `run()` takes the
-run folder (see `engine.runfolder`), checkpoints every few batches and resumes exactly; `finish()` writes
-the results and commits them to the folder.
+Constructing a `Dissector` touches nothing; `check()` validates the models on one sample and chooses the
+passes; `run()` takes the run folder (see `engine.runfolder`), checkpoints every few batches and resumes
+exactly; `finish()` writes the results and commits them to the folder.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +47,7 @@ from gandissect.dissection.results import Dissection, quantile_edges, to_csv, to
 from gandissect.engine.collectives import Collective, SingleProcess
 from gandissect.engine.runfolder import RunFolder, fingerprint
 from gandissect.engine.samplepass import Batch, SamplePass, check_device, check_image_range
+from gandissect.engine.speed import channels_last
 from gandissect.engine.storage import (
     load_statistics,
     read_checkpoint_meta,
@@ -44,6 +60,8 @@ RESULT_FILES = ("dissect.json", "dissect.csv", "statistics.safetensors", "report
 """What a dissection run folder holds; `causal/` (written later by the causal tools) belongs to the dissection
 it was measured on, so a forced new run removes it when it commits."""
 MEMORY_SHARE = 0.5
+ONE_PASS_SHARE = 0.25
+"""`passes="auto"` runs one pass when its slot histograms take at most this share of the free memory."""
 
 
 def log_fractions(count: int) -> torch.Tensor:
@@ -72,6 +90,8 @@ class Dissector:
         self.size: tuple[int, int] | None = None
         self._resumed: bool | None = None
         self.shapes: dict[str, tuple[int, ...]] = {}
+        self.passes = ""
+        """'one' or 'two' once `check()` has chosen."""
 
     # ------------------------------------------------------------------------------------------ checks
 
@@ -81,6 +101,7 @@ class Dissector:
             return
         self.device = check_device(self.device)
         self.generator.to(self.device).eval()
+        channels_last(self.generator, self.segmenter)  # faster convolutions, same function (see engine.speed)
         for layer in self.config.layers:
             get_layer(self.generator, layer)
         self.concepts, self.categories = check_segmenter(self.segmenter)
@@ -100,6 +121,9 @@ class Dissector:
             if len(shape) != 3:
                 raise ConfigError(f"layer {name!r} outputs shape {shape} per sample; dissection needs (units, h, w)")
         self._check_memory()
+        self.passes, why = self._choose_passes()
+        if self.progress and self.collective.rank == 0:
+            print(f"dissection in {self.passes} pass{'es' if self.passes == 'two' else ''}: {why}", file=sys.stderr)
 
     def _check_memory(self) -> None:
         units = sum(shape[0] for shape in self.shapes.values())
@@ -113,11 +137,38 @@ class Dissector:
                     f"about {need / 2**30:.1f} GiB per batch, more than half of this machine's {have / 2**30:.1f} "
                     "GiB: lower --batch-size or --seg-size")
 
+    def _slot_histograms(self) -> tuple[int, torch.dtype]:
+        """Bytes and count type of the one-pass slot histograms: int32 unless a cell could pass 2**31 - 1."""
+        assert self.size is not None
+        cells = -(-self.config.samples // self.config.folds) * self.size[0] * self.size[1]
+        dtype = torch.int32 if cells < 2**31 else torch.long
+        units = sum(shape[0] for shape in self.shapes.values())
+        return LevelCounts.slot_histogram_bytes(units, self.config.bins, len(self.concepts), self.config.folds,
+                                                dtype), dtype
+
+    def _choose_passes(self) -> tuple[str, str]:
+        """'one' or 'two' (the same on every rank: rank 0 decides), and why."""
+        need, _ = self._slot_histograms()
+        what = f"slot histograms of {need / 2**20:,.0f} MiB"
+        if self.config.passes != "auto":
+            if self.config.passes == "one" and self.device.type == "cpu":
+                have = _physical_memory()
+                if have and need > MEMORY_SHARE * have:
+                    raise ConfigError(f"--passes one needs {what}, more than half of this machine's {have / 2**30:.1f} "
+                                      "GiB: use --passes two, fewer --layers or a smaller --seg-size")
+            return self.config.passes, f"chosen ({what} for one pass)"
+        free = _free_memory(self.device)
+        one = torch.tensor(int(free > 0 and need <= ONE_PASS_SHARE * free))
+        one = self.collective.broadcast({"one": one})["one"]
+        if bool(one):
+            return "one", f"{what} fit in a quarter of the free {free / 2**30:.1f} GiB"
+        return "two", f"{what} would not fit in a quarter of the free {free / 2**30:.1f} GiB"
+
     def identity(self) -> dict[str, Any]:
         """What a resumed run must share with the run it continues."""
         return {"config": self.config.numbers_key(), "generator": fingerprint(self.generator),
                 "segmenter": fingerprint(self.segmenter), "segmentation_size": list(self.size or ()),
-                **self.identity_extra}
+                "passes": self.passes, **self.identity_extra}
 
     # ------------------------------------------------------------------------------------------ passes
 
@@ -127,7 +178,7 @@ class Dissector:
                           seg_size=self.size[0] if with_labels and self.size else None, images=with_labels,
                           device=self.device, collective=self.collective, description=description,
                           progress=self.progress, checkpoint=checkpoint,
-                          checkpoint_every=self.config.checkpoint_every,
+                          checkpoint_every=self.config.checkpoint_every, inference=True,
                           on_batch=(lambda done: self.on_batch(description, done)) if self.on_batch else None)
 
     def prepare(self) -> bool:
@@ -153,6 +204,12 @@ class Dissector:
 
     def _run(self) -> Dissection:
         stats, meta = self._load_checkpoint()
+        stats = self._one_pass(stats, meta) if self.passes == "one" else self._two_passes(stats, meta)
+        assert self.size is not None
+        config = dataclasses.replace(self.config, passes=self.passes)  # the results record which ran
+        return Dissection.from_statistics(config, self.concepts, self.categories, self.size, self.shapes, stats)
+
+    def _two_passes(self, stats: dict[str, Statistic], meta: dict[str, Any]) -> dict[str, Statistic]:
         phase = meta.get("pass", "thresholds")
         if phase == "thresholds":
             thresholds = self._pass(self.config.threshold_seed, False, "thresholds", self._checkpointer("thresholds"))
@@ -166,9 +223,20 @@ class Dissector:
         iou = self._pass(self.config.iou_seed, True, "iou", self._checkpointer("iou"))
         stats = iou.run(stats, self._add_counts, start=meta.get("next", 0), merge=False)
         iou_stats = {name: stat for name, stat in stats.items() if not name.startswith("quantiles/")}
-        stats = {**stats, **self.collective.merge(iou_stats)}  # the quantiles were merged after their own pass
-        assert self.size is not None
-        return Dissection.from_statistics(self.config, self.concepts, self.categories, self.size, self.shapes, stats)
+        return {**stats, **self.collective.merge(iou_stats)}  # the quantiles were merged after their own pass
+
+    def _one_pass(self, stats: dict[str, Statistic], meta: dict[str, Any]) -> dict[str, Statistic]:
+        """Histograms and slot counts over the IoU set; then thresholds, levels and their counts from them."""
+        iou = self._pass(self.config.iou_seed, True, "dissection", self._checkpointer("one"))
+        if not stats:
+            stats = self._start_one_pass(self._calibrate(iou))
+        stats = iou.run(stats, self._add_one_pass, start=meta.get("next", 0))
+        out = {name: stat for name, stat in stats.items() if not name.startswith("slots/")}
+        for name in self.config.layers:
+            slots = stats[f"slots/{name}"]
+            assert isinstance(slots, LevelCounts)
+            out[f"levels/{name}"] = slots.at_levels(self._candidate_edges(stats[f"quantiles/{name}"]))
+        return out
 
     def _calibrate(self, thresholds: SamplePass) -> dict[str, Statistic]:
         """Histogram ranges from the first batch, on rank 0, shared with every rank."""
@@ -189,32 +257,55 @@ class Dissector:
         for name in self.config.layers:
             stats[f"quantiles/{name}"].add(batch.features[name], self.size)  # type: ignore[attr-defined]
 
+    def _candidate_edges(self, histogram: Statistic) -> torch.Tensor:
+        """Candidate levels (U, L + 1) from a merged histogram: edges at log-spaced top fractions plus the
+        quantile threshold's edge."""
+        assert isinstance(histogram, UnitQuantiles)
+        edges = histogram.nearest_edges(histogram.quantiles(1.0 - log_fractions(self.config.levels)))
+        return torch.cat([edges, quantile_edges(histogram, self.config.quantile)[:, None]], 1)
+
     def _start_iou_pass(self, stats: dict[str, Statistic]) -> dict[str, Statistic]:
-        """Candidate levels from the merged histograms: edges at log-spaced top fractions plus the quantile."""
+        """Level counts at the candidate levels, and the other statistics of the IoU set."""
         out: dict[str, Statistic] = dict(stats)
-        fractions = log_fractions(self.config.levels)
         for name in self.config.layers:
             histogram = stats[f"quantiles/{name}"]
             assert isinstance(histogram, UnitQuantiles)
-            edges = histogram.nearest_edges(histogram.quantiles(1.0 - fractions))
-            edges = torch.cat([edges, quantile_edges(histogram, self.config.quantile)[:, None]], 1)
-            units = edges.shape[0]
-            out[f"levels/{name}"] = LevelCounts(histogram.low, histogram.high, histogram.bins, edges,
-                                                len(self.concepts), self.config.folds)
-            out[f"topk/{name}"] = TopK(units, self.config.topk, device=self.device)
-            out[f"moments/{name}"] = Moments(units, device=self.device)
-            out[f"condmean/{name}"] = ConditionalMean(units, len(self.concepts), device=self.device)
+            out[f"levels/{name}"] = LevelCounts(histogram.low, histogram.high, histogram.bins,
+                                                self._candidate_edges(histogram), len(self.concepts),
+                                                self.config.folds)
+            out.update(self._unit_statistics(name, histogram.low.shape[0]))
         return out
 
-    def _add_counts(self, batch: Batch, stats: dict[str, Statistic]) -> None:
+    def _start_one_pass(self, stats: dict[str, Statistic]) -> dict[str, Statistic]:
+        """Slot histograms per fold beside the calibrated quantile histograms, and the other statistics."""
+        out: dict[str, Statistic] = dict(stats)
+        _, dtype = self._slot_histograms()
+        for name in self.config.layers:
+            histogram = stats[f"quantiles/{name}"]
+            assert isinstance(histogram, UnitQuantiles)
+            out[f"slots/{name}"] = LevelCounts.slot_histogram(histogram.low, histogram.high, histogram.bins,
+                                                              len(self.concepts), self.config.folds, dtype)
+            out.update(self._unit_statistics(name, histogram.low.shape[0]))
+        return out
+
+    def _unit_statistics(self, name: str, units: int) -> dict[str, Statistic]:
+        return {f"topk/{name}": TopK(units, self.config.topk, device=self.device),
+                f"moments/{name}": Moments(units, device=self.device),
+                f"condmean/{name}": ConditionalMean(units, len(self.concepts), device=self.device)}
+
+    def _add_counts(self, batch: Batch, stats: dict[str, Statistic], counts: str = "levels") -> None:
         assert batch.labels is not None
         folds = batch.indices % self.config.folds
         for name in self.config.layers:
             acts = batch.features[name]
-            stats[f"levels/{name}"].add(acts, batch.labels, folds)  # type: ignore[attr-defined]
+            stats[f"{counts}/{name}"].add(acts, batch.labels, folds)  # type: ignore[attr-defined]
             stats[f"topk/{name}"].add(acts.flatten(2).amax(2), batch.indices)  # type: ignore[attr-defined]
             stats[f"moments/{name}"].add(acts)  # type: ignore[attr-defined]
             stats[f"condmean/{name}"].add(acts, batch.labels)  # type: ignore[attr-defined]
+
+    def _add_one_pass(self, batch: Batch, stats: dict[str, Statistic]) -> None:
+        self._add_thresholds(batch, stats)
+        self._add_counts(batch, stats, "slots")
 
     # ------------------------------------------------------------------------------------------ checkpoints
 
@@ -257,6 +348,23 @@ class Dissector:
         finally:
             self.folder.close()
         return document
+
+
+def _free_memory(device: torch.device) -> int:
+    """Bytes free for new tensors on `device`: the kernel's MemAvailable on a CPU (else all physical
+    memory), what CUDA reports free on a GPU, 0 when unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type != "cpu":
+        return 0
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return _physical_memory()
 
 
 def _physical_memory() -> int:

@@ -197,6 +197,8 @@ def to_json(result: Dissection, extra: dict[str, Any] | None = None) -> dict[str
         }
     baseline = next(iter(result.layers.values())).baseline if result.layers else torch.zeros(len(result.concepts))
     config = result.config
+    chosen_on = (f"the IoU set itself (seed {config.iou_seed}, one pass)" if config.passes == "one"
+                 else f"the threshold set (seed {config.threshold_seed})")
     return {
         "schema": SCHEMA_VERSION,
         "config": asdict(config),
@@ -206,9 +208,9 @@ def to_json(result: Dissection, extra: dict[str, Any] | None = None) -> dict[str
         "label_method": config.label_method,
         "label_rules": dict(RULES),
         "threshold_method": (
-            f"quantile: one level per unit, the top {config.quantile:g} of its upsampled activations on the "
-            f"threshold set (seed {config.threshold_seed}); iqr*: per (unit, concept), the level among {config.levels} "
-            f"candidates (top 0.1% to 100% of the threshold set, on histogram edges) maximising I(A;S)/H(A,S) on "
+            f"quantile: one level per unit, the top {config.quantile:g} of its upsampled activations on "
+            f"{chosen_on}; iqr*: per (unit, concept), the level among {config.levels} "
+            "candidates (top 0.1% to 100% of the same set, on histogram edges) maximising I(A;S)/H(A,S) on "
             f"the IoU set (seed {config.iou_seed}); crossfit_iou: that threshold chosen on one of {config.folds} "
             "folds of the IoU set and counted on the others; interpretable: IoU > min_iou, IQR > min_iqr and IoU "
             f"above the concept's whole-image IoU; units are labelled by the {config.label_method} rule"

@@ -99,7 +99,8 @@ def _header(document: dict[str, Any], colors: dict[str, str], causal: str = "") 
         ("segmenter", document.get("segmenter", "")),
         ("layers", ", ".join(document["layers"])),
         ("samples", f"{config.get('samples')} per set"),
-        ("seeds", f"thresholds {config.get('threshold_seed')}, IoU and images {config.get('iou_seed')}"),
+        ("seeds", f"thresholds, IoU and images {config.get('iou_seed')} (one pass)" if config.get("passes") == "one"
+         else f"thresholds {config.get('threshold_seed')}, IoU and images {config.get('iou_seed')}"),
         ("quantile", f"top {config.get('quantile')} of each unit's upsampled activations"),
         ("label method", f"{method}: {rules(document).get(method, '')}"),
         ("interpretable", f"IoU > {config.get('min_iou')}"
