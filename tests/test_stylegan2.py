@@ -107,6 +107,21 @@ def test_checkpoint_in_the_published_layout_reloads_to_identical_outputs(gen, z,
     assert torch.equal(load_stylegan2(stored).truncate.w_avg, torch.ones(64))
 
 
+def test_truncation_pulls_toward_the_checkpoints_latent_avg_and_says_which_mean(gen, z, tmp_path, capsys):
+    stored = gen.truncate.w_avg + torch.randn(64, generator=torch.Generator().manual_seed(5))  # not the estimate
+    torch.save(dict(published_checkpoint(gen), latent_avg=stored), tmp_path / "converted.pt")
+    loaded = resolve_generator(f"stylegan2:{tmp_path / 'converted.pt'},truncation=0.5")
+    assert loaded.w_avg_source == "the checkpoint's latent_avg" == loaded.checkpoint["w_avg"]
+    assert "stylegan2: mean w for truncation: the checkpoint's latent_avg" in capsys.readouterr().err
+    estimated = load_stylegan2(to_published(gen), truncation=0.5)  # a bare g_ema: no latent_avg
+    assert estimated.w_avg_source.startswith("estimated: the mean w of 4096 z drawn with seed 0")
+    with torch.no_grad():  # the reference: truncation by hand toward the stored mean, then synthesis from that w
+        w = gen.mapping(z)
+        reference = tiny().configure(space="w")(stored + 0.5 * (w - stored))
+        torch.testing.assert_close(loaded(z), reference, rtol=0, atol=1e-6)
+        assert (estimated(z) - reference).abs().max() > 1e-2
+
+
 def test_images_have_the_size_and_range(gen, z):
     with torch.no_grad():
         clamped = gen(z)
@@ -319,6 +334,7 @@ def test_cli_dissects_a_checkpoint_with_its_options(checkpoint, tmp_path):
     document = json.loads((out / "dissect.json").read_text())
     assert list(document["layers"]) == ["layer3", "layer5"] and document["layers"]["layer3"]["shape"] == [32, 8, 8]
     assert document["model_checkpoint"]["path"] == str(checkpoint)
+    assert document["model_checkpoint"]["w_avg"].startswith("estimated: the mean w of 4096 z")
     assert default_layers_for(spec, resolve_generator(spec)) == ["layer1", "layer3"]
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from gandissect.models import SPEC_FORMS
+
 
 def _add_layers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("layers", help="list a generator's layers with their output shapes")
-    p.add_argument("--model", required=True, help="shipped name, file.py:factory or package.module:factory")
+    p.add_argument("--model", required=True, help=f"the generator: {SPEC_FORMS}")
     p.add_argument("--all", action="store_true", help="list every module, nested ones included")
     p.set_defaults(handler=_run_layers)
 
@@ -74,6 +76,7 @@ def _loaders() -> list[dict]:
 
 def _print_loader(loader: dict) -> None:
     """One loader of real checkpoints: what it reads, its options, the files it knows and the command."""
+    from gandissect.core.errors import ConfigError
     from gandissect.models.loaders import cache_dir, extra_installed
 
     print(f"{loader['family']}:FILE ({loader['part']} loader): {loader['description']}")
@@ -91,24 +94,34 @@ def _print_loader(loader: dict) -> None:
         if known["note"]:
             print(f"      {known['note']}")
     if loader["known"]:
-        print(f"  (known names are looked for in {cache_dir()}, or $GANDISSECT_CACHE)")
+        try:
+            print(f"  (known names are looked for in {cache_dir()}, or $GANDISSECT_CACHE)")
+        except ConfigError as error:
+            print(f"  (known names are looked for in the cache folder, which is unusable: {error})")
     print(f"  tested with {loader['tested']}")
     print(f"  dissect: {loader['example']}")
 
 
 def _add_download(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("download", help="fetch a known checkpoint (see gandissect models) into the cache folder",
-                       description="The only command that downloads anything; loading a model never does.")
+                       description="The only command that downloads anything; loading a model never does. It "
+                                   "asks for https first (plain http, with a warning, only when the host does not "
+                                   "serve https), prints the file's sha256 and records it in the cache folder's "
+                                   "downloads.json; loading a cached file that no longer matches prints a warning.")
     p.add_argument("checkpoint", help="family:name, e.g. progan:churchoutdoor")
     p.set_defaults(handler=_run_download)
 
 
 def _run_download(args: argparse.Namespace) -> int:
-    from gandissect.models.loaders import checkpoint_record, download
+    from gandissect.models.files import RECORD, read_record
+    from gandissect.models.loaders import download
+    from gandissect.models.registry import sha256_file
 
     path = download(args.checkpoint)
-    record = checkpoint_record(path)
-    print(f"{path} ({record['bytes'] / 2 ** 20:.1f} MiB, sha256 {record['sha256']})")
+    entry = read_record(path.parent).get(path.name)
+    where = (f"downloaded from {entry.get('url')} on {entry.get('downloaded')}, recorded in {path.parent / RECORD}"
+             if entry else "already in the cache, put there by hand (no download is recorded)")
+    print(f"{path} ({path.stat().st_size / 2 ** 20:.1f} MiB, sha256 {sha256_file(path)}): {where}")
     return 0
 
 

@@ -29,11 +29,17 @@ from gandissect.models.registry import (
 )
 
 WEIGHTS = Path(__file__).parent / "weights"
+SPEC_FORMS = ("a shipped model name (`gandissect models` lists them); a checkpoint read as data by a loader: "
+              "progan:FILE or stylegan2:FILE for a generator, ade20k:NAME for a segmenter (options after commas, "
+              "e.g. stylegan2:FILE,truncation=0.7; a known name such as progan:churchoutdoor is looked for in the "
+              "cache folder); 'color' for a segmenter (join segmenters with '+'); or your own code, imported and "
+              "run: file.py:factory or package.module:callable")
+"""The forms of a `--model` / `--segmenter` spec, for command-line help and error messages."""
 
 __all__ = [
-    "WEIGHTS", "ModelBundle", "ModelSpec", "UnknownModelError", "WeightFile", "WeightFileError", "available",
-    "default_layers_for", "default_segmenter_for", "load", "load_weights", "loaders", "registry", "resolve_generator",
-    "resolve_segmenter",
+    "SPEC_FORMS", "WEIGHTS", "ModelBundle", "ModelSpec", "UnknownModelError", "WeightFile", "WeightFileError",
+    "available", "default_layers_for", "default_segmenter_for", "load", "load_weights", "loaders", "registry",
+    "resolve_generator", "resolve_segmenter",
 ]
 
 

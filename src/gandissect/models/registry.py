@@ -206,9 +206,14 @@ def user_models_folder() -> Path:
 
 def model_folders() -> list[Path]:
     """The folders searched for shipped models, first match wins: the package's weights (never shadowed),
-    the folders in $GANDISSECT_MODELS (os.pathsep-separated), then the user's models folder."""
+    the folders in $GANDISSECT_MODELS (os.pathsep-separated), then the user's models folder (left out when the
+    cache folder is unusable, which only the commands that need it report)."""
     extra = [Path(p) for p in os.environ.get("GANDISSECT_MODELS", "").split(os.pathsep) if p]
-    return [_weights_folder(), *extra, user_models_folder()]
+    try:
+        user = [user_models_folder()]
+    except ConfigError:
+        user = []
+    return [_weights_folder(), *extra, *user]
 
 
 def shipped_folder(name: str) -> Path | None:
