@@ -42,7 +42,7 @@ def test_ctrl_c_while_importing_is_one_line(monkeypatch, capsys):
     monkeypatch.undo()
     err = capsys.readouterr().err
     assert code == 130 and err.count("\n") == 1 and "Traceback" not in err
-    assert err.startswith("gandissect: interrupted")
+    assert err.startswith(("gandissect: interrupted", "gandissect models: interrupted"))
 
 
 def test_ctrl_c_before_the_first_batch_says_there_is_nothing_to_resume(tmp_path, monkeypatch, capsys):
