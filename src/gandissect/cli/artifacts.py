@@ -60,7 +60,7 @@ def _run_artifacts(args: argparse.Namespace) -> int:
     from gandissect.causal.realism import concept_features, linear_head_patches
     from gandissect.core.errors import ConfigError
     from gandissect.core.sampling import sample_z
-    from gandissect.engine.storage import read_json, write_json_atomic
+    from gandissect.engine.storage import write_json_atomic
     from gandissect.models import registry
 
     for flag, value, least in (("--real-count", args.real_count, 4), ("--samples", args.samples, 4),
@@ -86,7 +86,7 @@ def _run_artifacts(args: argparse.Namespace) -> int:
     features = concept_features(run.segmenter)
     real = torch.cat([features(batch) for batch in real_images(args.real, args.real_count, size).split(100)])
     half = len(real) // 2
-    model = args.model or read_json(run.folder / "dissect.json").get("model")
+    model = args.model or run.document.get("model")
     discriminator = None
     if model in registry.names() and registry.get(model).has("discriminator"):
         discriminator = registry.get(model).discriminator(run.device)
@@ -101,8 +101,10 @@ def _run_artifacts(args: argparse.Namespace) -> int:
                           patch_realism=linear_head_patches(discriminator) if discriminator is not None else None)
     study = artifact_study(run.generator, layer, scores, features, real[half:], count=args.count,
                            draws=args.draws, samples=args.samples)
-    write_json_atomic(run.folder / "causal" / layer / "artifacts.json",
+    update = run.holder.update([f"causal/{layer}/artifacts.json"])
+    write_json_atomic(update.path(f"causal/{layer}/artifacts.json"),
                       {"scores": scores.to_json(), "study": study.to_json(), "real": args.real})
+    update.commit()
     print(study_table(study))
     print(f"results: {run.folder / 'causal' / layer / 'artifacts.json'}")
     return 0
