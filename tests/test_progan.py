@@ -214,6 +214,9 @@ def test_a_256_file_in_netdissects_reference_layout_loads_with_the_papers_layer_
     assert shapes["output_256x256"] == (3, 256, 256)
     for key, tensor in published(generator).items():
         assert torch.equal(tensor, state[key]), key
+    plain = ProGANGenerator(256, clamp=False)  # PyTorch's own strict load takes the file too
+    plain.load_state_dict(state)
+    assert not plain.clamp and torch.equal(plain.layer7.conv.weight, state["layer7.conv.weight"])
 
 
 CHANNELS = {"netdissect": {4: 512, 8: 512, 16: 512, 32: 256},

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from gandissect.core.errors import ConfigError
-from gandissect.models.files import cache_dir, first_line, record_download, warn_if_changed
+from gandissect.models.files import RECORD, cache_dir, first_line, record_download, warn_if_changed
 from gandissect.models.registry import sha256_file
 
 LOADER_MODULES = {
@@ -294,7 +294,6 @@ def download(spec: str, timeout: float = 60.0, progress: bool = True) -> Path:
             raise ConfigError(f"{address} gave a file with sha256 {actual[:16]}…, not the published "
                               f"{entry.sha256[:16]}…: it was not kept")
         os.replace(partial, target)
-        record_download(target, address, actual)
     except (TimeoutError, ConnectionError, http.client.HTTPException) as error:
         raise ConfigError(f"cannot download {entry.url}: {first_line(error)}; {by_hand}") from None
     except OSError as error:
@@ -302,4 +301,9 @@ def download(spec: str, timeout: float = 60.0, progress: bool = True) -> Path:
                           "the problem and run the download again") from None
     finally:
         partial.unlink(missing_ok=True)
+    try:
+        record_download(target, address, actual)
+    except OSError as error:
+        print(f"gandissect: warning: {target} is downloaded (sha256 {actual}) but could not be recorded in "
+              f"{folder / RECORD} ({error.strerror})", file=sys.stderr)
     return target

@@ -133,6 +133,11 @@ class ProGANBlock(nn.Module):
         return x
 
 
+def _clamp_is_optional(module: nn.Module, incompatible: Any) -> None:
+    """Let `load_state_dict` take netdissect's files, which have no `clamp_images`: the option keeps its value."""
+    incompatible.missing_keys[:] = [key for key in incompatible.missing_keys if not key.endswith("clamp_images")]
+
+
 class ProGANGenerator(nn.Module):
     """A ProGAN generator with random weights (N(0, 1), zero biases, as ProGAN initialises them).
 
@@ -175,6 +180,7 @@ class ProGANGenerator(nn.Module):
         self.add_module(self.head_name, ProGANBlock(width, 3, 1, 0, gain=1.0, activation=False, norm_in=not after))
         self.layer_names = [f"layer{index + 1}" for index in range(len(blocks))] + [self.head_name]
         self.register_buffer("clamp_images", torch.tensor(bool(clamp)))
+        self.register_load_state_dict_post_hook(_clamp_is_optional)
 
     @property
     def clamp(self) -> bool:
