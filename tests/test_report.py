@@ -693,6 +693,13 @@ def test_browser_chart_and_gallery_render(page, report):
     picture, overlay = (p.locator(f".unit-card .strip img.{kind}").first.bounding_box() for kind in ("picture",
                                                                                                        "overlay"))
     assert picture == overlay, "the overlay lies exactly on the pictures"
+    assert p.locator("#unit-view").is_hidden() and p.locator("#concept-view").is_hidden()
+    target = os.environ.get("GANDISSECT_SCREENSHOT")
+    if target:
+        out = Path(target) if target.endswith(".png") else REPO / "docs" / "report-screenshot.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        p.screenshot(path=str(out))
+    check_card_strip(p, p.locator(".unit-card .strip").first, rows)
 
 
 def check_card_strip(p, strip, rows: int, per_row: int = IMAGES_PER_UNIT // 2) -> None:
@@ -709,20 +716,17 @@ def check_card_strip(p, strip, rows: int, per_row: int = IMAGES_PER_UNIT // 2) -
         assert tile >= 96 and box["height"] >= 96, f"row {r}: images drawn {tile:.0f}x{box['height']:.0f} px"
         clip = {k: round(box[k]) for k in ("x", "y", "width", "height")}
         shown = np.asarray(Image.open(io.BytesIO(p.screenshot(clip=clip))).convert("RGB")).astype(float)
-        part = expected[:, r * per_row * TILE:(r + 1) * per_row * TILE]
-        want = np.asarray(Image.fromarray(part).resize((clip["width"], clip["height"]), Image.NEAREST)).astype(float)
-        assert np.abs(shown - want).mean() < 10, f"row {r} does not show images {r * per_row} to {(r + 1) * per_row - 1}"
+        errors = []
+        for k in range(rows):
+            part = expected[:, k * per_row * TILE:(k + 1) * per_row * TILE]
+            want = Image.fromarray(part).resize((shown.shape[1], shown.shape[0]), Image.NEAREST)
+            errors.append(np.abs(shown - np.asarray(want).astype(float)).mean())
+        assert errors[r] < 10 and errors[r] < 0.5 * min(e for k, e in enumerate(errors) if k != r), \
+            f"row {r} does not show images {r * per_row} to {(r + 1) * per_row - 1}: {errors}"
 
 
 def decode_uri(uri: str) -> Image.Image:
     return Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
-    assert p.locator("#unit-view").is_hidden() and p.locator("#concept-view").is_hidden()
-    target = os.environ.get("GANDISSECT_SCREENSHOT")
-    if target:
-        out = Path(target) if target.endswith(".png") else REPO / "docs" / "report-screenshot.png"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        p.screenshot(path=str(out))
-    check_card_strip(p, p.locator(".unit-card .strip").first, rows)
 
 
 def _order(p, layer: str, attribute: str) -> list[str]:
@@ -777,11 +781,43 @@ def test_browser_unit_page_shows_rules_and_top_concepts(page, report):
     assert [tops.nth(i).get_attribute("data-concept") for i in range(tops.count())] == \
         [t["concept"] for t in record["top_concepts"]]
     assert p.evaluate(ALL_IMAGES_LOADED, "#unit-view img")
-    top = record["top_concepts"][-1]
-    uri = tops.last.locator("img.overlay").get_attribute("src")
+    # a strip only for a threshold not drawn before (the unit's own is the strip at the top)
+    drawn, own = {record["threshold"]}, []
+    for i, top in enumerate(record["top_concepts"]):
+        assert tops.nth(i).locator(".strip").count() == (top["threshold"] not in drawn), top
+        assert tops.nth(i).locator(".same-region").count() == (top["threshold"] in drawn)
+        if top["threshold"] not in drawn:
+            own.append(i)
+        drawn.add(top["threshold"])
+    assert own and len(own) < len(record["top_concepts"]), "the test needs top concepts of both kinds"
+    top = record["top_concepts"][own[-1]]
+    uri = tops.nth(own[-1]).locator("img.overlay").first.get_attribute("src")
     check_overlay(uri, brute_force(generator, document, "layer3", unit, top["threshold"]))
+    assert "each drawn at its own threshold" in view.locator("h3.top-concepts-title").inner_text()
     p.keyboard.press("Escape")
     view.wait_for(state="hidden")
+
+
+def test_browser_top_concepts_at_one_threshold_are_drawn_once(browser, report, tmp_path):
+    """Under a rule with one threshold per unit (quantile) the top concepts all outline the unit's own region:
+    the page says so once and draws no strip for them."""
+    generator, document, _ = report
+    single = json.loads(json.dumps(document))
+    single["label_method"] = "quantile"
+    for layer in single["layers"].values():
+        for record in layer["units"]:
+            record["top_concepts"] = [{**t, "threshold": record["threshold"]} for t in record["top_concepts"]]
+    path = write_report(single, generator, tmp_path, images_per_unit=IMAGES_PER_UNIT)
+    opened = Page(browser, path, "#unit/layer3/1")
+    view = opened.page.locator("#unit-view")
+    view.wait_for(state="visible")
+    threshold = single["layers"]["layer3"]["units"][1]["threshold"]
+    assert view.locator("h3.top-concepts-title").inner_text() == (
+        f"Top 5 concepts: all at the unit's threshold {js_fmt(threshold, 4)}, so all outline the region of the "
+        "strip above")
+    assert view.locator(".top-concept").count() == 5 and view.locator(".top-concepts .strip").count() == 0
+    assert view.locator(".strip").count() == 1
+    opened.close()
 
 
 def test_browser_concept_page_draws_units_at_its_threshold(page, report):
@@ -798,7 +834,8 @@ def test_browser_concept_page_draws_units_at_its_threshold(page, report):
         [u for u, iou in zip(ranking["units"], ranking["iou"], strict=True) if iou > 0][:shown.count()]
     assert "crossfit" in shown.first.inner_text()
     assert p.evaluate(ALL_IMAGES_LOADED, "#concept-view img")
-    uri = view.locator(f'.concept-unit[data-layer="{layer}"][data-unit="{unit}"] img.overlay').get_attribute("src")
+    shown_unit = view.locator(f'.concept-unit[data-layer="{layer}"][data-unit="{unit}"]')
+    uri = shown_unit.locator("img.overlay").first.get_attribute("src")
     check_overlay(uri, brute_force(generator, document, layer, unit, threshold))
     view.locator(".concept-unit").first.click()
     p.locator("#unit-view").wait_for(state="visible")

@@ -244,9 +244,10 @@
       var entry = layers[layer];
       var settings = entry.definition ? entry.definition + (entry.samples !== undefined ? " (" + entry.samples +
         " samples, seed " + entry.seed + ")" : "") : "";
-      var title = entry.evidence ? "Causal effects of the " + entry.of + " units measured in layer " + layer +
+      var where = /^layer/i.test(layer) ? layer : "layer " + layer;
+      var title = entry.evidence ? "Causal effects of the " + entry.of + " units measured in " + where +
         " on " + name : entry.of ? "Top " + entry.top.length + " of " + entry.of + " units by causal effect " +
-        "(ACE) in layer " + layer : "Causal results in layer " + layer;
+        "(ACE) in " + where : "Causal results in " + where;
       var body = entry.evidence ? evidenceBlock(name, layer, entry) : [
         settings ? el("p", {"class": "muted", text: settings}) : null,
         entry.top.length ? aceTable(layer, entry) : null];
@@ -259,9 +260,9 @@
       });
       if (target) {
         target.parentNode.insertBefore(block, target);
-        target.parentNode.insertBefore(el("h4", {text: "Best units by IoU in layer " + layer}), target);
+        target.parentNode.insertBefore(el("h4", {text: "Best units by IoU in " + where}), target);
       } else {
-        panel.appendChild(el("h3", {text: "Layer " + layer}));
+        panel.appendChild(el("h3", {text: window.gandissectReport.layerTitle(layer)}));
         panel.appendChild(block);
       }
     });

@@ -4,7 +4,9 @@
 top images and, per requested (unit, threshold), the region mask over that strip. The report shows a
 plain strip under a small transparent PNG overlay per threshold (`overlay_uri`), so drawing a unit at
 several thresholds costs a few hundred bytes each rather than another picture; `render_unit_images`
-composes the same highlight into pixels (`highlight`).
+composes the same highlight into pixels (`highlight`). The region's border is drawn twice: OUTLINE (yellow)
+just inside it and HALO (near black) just outside, so it stays visible on light concepts (sun, cloud) and on
+dark ones alike.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from gandissect.core.sampling import sample_z
 
 DIM = 0.35
 OUTLINE = (255, 230, 40)
+HALO = (16, 16, 24)
 GAP = 255
 OVERLAY_ALPHA = round(255 * (1 - DIM))  # black at this opacity over a picture dims it to DIM
 
@@ -44,27 +47,59 @@ def outline(mask: np.ndarray) -> np.ndarray:
     return mask & ~interior
 
 
+def halo(mask: np.ndarray) -> np.ndarray:
+    """Pixels outside `mask` (H, W) bool with a 4-neighbour inside it: a ring around the region."""
+    padded = np.pad(mask, 1, mode="constant", constant_values=False)
+    near = padded[:-2, 1:-1] | padded[2:, 1:-1] | padded[1:-1, :-2] | padded[1:-1, 2:]
+    return near & ~mask
+
+
 def highlight(picture: np.ndarray, mask: np.ndarray, content: np.ndarray | None = None) -> np.ndarray:
-    """Dim `picture` (H, W, 3) uint8 to DIM outside `mask` (H, W) bool and draw the mask's inner border in
-    OUTLINE; only where `content` (default: everywhere) is true, so a strip's white gaps stay white."""
+    """Dim `picture` (H, W, 3) uint8 to DIM outside `mask` (H, W) bool, draw the mask's inner border in
+    OUTLINE and the ring just outside it in HALO; only where `content` (default: everywhere) is true, so a
+    strip's white gaps stay white."""
     out = picture.copy()
-    outside = ~mask if content is None else content & ~mask
+    content = np.ones(mask.shape, bool) if content is None else content
+    outside = content & ~mask
     out[outside] = np.round(picture[outside].astype(np.float32) * DIM).astype(np.uint8)
+    out[halo(mask) & content] = HALO
     out[outline(mask)] = OUTLINE
     return out
 
 
 def overlay_uri(mask: np.ndarray, content: np.ndarray) -> str:
     """A PNG data URI that, laid over the plain strip, shows what `highlight(strip, mask, content)` shows:
-    black at OVERLAY_ALPHA outside the mask, OUTLINE on its border, transparent elsewhere."""
+    black at OVERLAY_ALPHA outside the mask, OUTLINE on its border, HALO on the ring around it, transparent
+    elsewhere."""
     index = np.zeros(mask.shape, np.uint8)
     index[content & ~mask] = 1
+    index[halo(mask) & content] = 3
     index[outline(mask)] = 2
     image = Image.fromarray(index, "P")
-    image.putpalette([0, 0, 0, 0, 0, 0, *OUTLINE])
+    image.putpalette([0, 0, 0, 0, 0, 0, *OUTLINE, *HALO])
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=True, transparency=bytes([0, OVERLAY_ALPHA, 255]))
+    image.save(buffer, format="PNG", optimize=True, transparency=bytes([0, OVERLAY_ALPHA, 255, 255]))
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+MIN_TILE = 96  # CSS pixels: the least width a top image is drawn at (a 64-px image at 1.5x)
+
+
+def strip_layout(count: int, width: int) -> dict[str, Any]:
+    """How the page draws a strip of `count` images `width` pixels wide (each followed by a 1-px gap): in
+    `rows` rows (two when `count` is even and at least 4, so a gallery card stays narrow) of `per_row` images,
+    each at `tile` CSS pixels, at least its own width and at least MIN_TILE; `row_px` and `line_px` are the
+    least widths of a row of `per_row` and of all `count` in one row."""
+    rows = 2 if count >= 4 and count % 2 == 0 else 1
+    scale = max(MIN_TILE, width) / width
+    return {"count": count, "rows": rows, "per_row": count // rows, "tile": round(width * scale, 2),
+            "row_px": math.ceil(count // rows * (width + 1) * scale), "line_px": math.ceil(count * (width + 1) * scale)}
+
+
+def picture_size(uri: str) -> tuple[int, int]:
+    """(height, width) of the picture in a data: URI."""
+    with Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))) as image:
+        return image.height, image.width
 
 
 @dataclass

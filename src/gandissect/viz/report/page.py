@@ -45,6 +45,7 @@ from gandissect.viz.report.images import picture_size, render_layer, strip_layou
 
 BELOW_CUT = '<span class="tag">not interpretable</span>'
 ACTIVE = ' class="active"'
+CARD_FRAME = 14  # px: a gallery card's padding and border, both sides (report.css)
 SORT_KEYS = (("iou", "IoU"), ("crossfit", "crossfit IoU"), ("unit", "unit"), ("concept", "concept"))
 KNOWN_KEYS = {"schema", "config", "model", "segmenter", "concepts", "segmentation_size", "label_method",
               "label_rules", "threshold_method", "layers"}
@@ -206,8 +207,8 @@ def render_html(document: dict[str, Any], pictures: dict[str, dict[int, str]], o
                                       causal) for name in document["layers"])
     head, tail = body_html(causal, document)
     return Template(asset("report.html")).substitute(
-        title=esc(_title(document)), css=asset("report.css") + f":root {{ --card-min: {layout['row_px'] + 14}px; }}",
-        causal_css=head,
+        title=esc(_title(document)), css=asset("report.css"), causal_css=head,
+        body_style=f"--card-min: {layout['row_px'] + CARD_FRAME}px",
         header=_header(document, data["colors"], header_html(causal, document)),
         sections=sections, data=payload, js=asset("report.js"), causal_js=tail)
 

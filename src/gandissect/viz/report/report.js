@@ -1,7 +1,8 @@
 // The report's interactivity: gallery sorting and filtering, and the unit and concept pages, drawn from the
 // JSON in #report-data. A strip is the unit's plain top images (taken from its gallery card) under the
 // overlay that highlights its region at one threshold (data.overlays; the cards' own overlays are taken
-// from the cards, not repeated in the data).
+// from the cards, not repeated in the data). A strip is drawn in data.strip.rows rows: the page holds the
+// first row, and the others show the same pictures shifted (report.css), so no picture is stored twice.
 (function () {
   "use strict";
   var data = JSON.parse(document.getElementById("report-data").textContent);
@@ -10,8 +11,23 @@
   document.querySelectorAll(".unit-card").forEach(function (card) {
     pictures[card.dataset.layer + "/" + card.dataset.unit] = card.querySelector("img.picture").src;
     data.overlays[Number(card.dataset.overlay)] = card.querySelector("img.overlay").src;
+    addRows(card.querySelector(".strip"));
   });
 
+  // The rows after the first: copies of the first row, each shifted one row's width further (--r).
+  function addRows(node) {
+    var rows = Number(node.style.getPropertyValue("--rows")) || 1;
+    var first = node.querySelector(".strip-row");
+    for (var r = 1; r < rows; r++) {
+      var row = first.cloneNode(true);
+      row.style.setProperty("--r", r);
+      row.setAttribute("aria-hidden", "true");
+      row.querySelector("img.picture").alt = "";
+      node.appendChild(row);
+    }
+    return node;
+  }
+  function layerTitle(name) { return /^layer/i.test(name) ? name : "Layer " + name; }
   function el(tag, attrs, children) {
     var node = document.createElement(tag);
     Object.keys(attrs || {}).forEach(function (k) {
@@ -30,12 +46,16 @@
     if (v !== 0 && Math.abs(v) < 1e-3) return v.toExponential(2);
     return String(Number(v.toPrecision(d || 3)));
   }
-  function strip(layer, unit, overlay, title) {
-    return el("div", {"class": "strip", title: title || ""}, [
-      el("img", {"class": "picture", src: pictures[layer + "/" + unit] || "", alt: "top images of " + layer +
-        " unit " + unit}),
-      el("img", {"class": "overlay", src: data.overlays[overlay], alt: ""})
-    ]);
+  // A strip in data.strip.rows rows (`line`: all images in one row, for a page's main strip).
+  function strip(layer, unit, overlay, title, line) {
+    var layout = data.strip, rows = line ? 1 : layout.rows;
+    return addRows(el("div", {"class": "strip", title: title || "", style: "--rows:" + rows + ";min-width:" +
+                              (line ? layout.line_px : layout.row_px) + "px"}, [
+      el("div", {"class": "strip-row"}, [
+        el("img", {"class": "picture", src: pictures[layer + "/" + unit] || "", alt: "top images of " + layer +
+          " unit " + unit}),
+        el("img", {"class": "overlay", src: data.overlays[overlay], alt: ""})])
+    ]));
   }
   function unitHref(layer, unit) { return "#unit/" + enc(layer) + "/" + unit; }
   function conceptHref(name) { return "#concept/" + enc(name); }
@@ -123,7 +143,7 @@
   function showUnit(layer, unit) {
     var layerData = data.layers[layer];
     var u = layerData && layerData.units[String(unit)];
-    if (!u) { open(unitView, [el("h2", {text: "No unit " + unit + " in layer " + layer})]); return; }
+    if (!u) { open(unitView, [el("h2", {text: "No unit " + unit + " in " + layerTitle(layer)})]); return; }
     var ids = Object.keys(layerData.units).map(Number).sort(function (a, b) { return a - b; });
     var at = ids.indexOf(unit);
     var nav = el("div", {"class": "nav-links"}, [
@@ -132,18 +152,29 @@
         el("a", {href: unitHref(layer, ids[at + 1]), text: "unit " + ids[at + 1] + " \u2192"}) : null,
       el("a", {href: conceptHref(u.concept), text: "best units for " + u.concept})
     ]);
+    // a strip only where the threshold (hence the region) differs from every one drawn before it
+    var coincide = u.top_concepts.every(function (t) { return t.threshold === u.threshold; });
+    var drawn = {};
+    drawn[u.threshold] = "the strip above";
     var tops = u.top_concepts.map(function (t) {
-      return el("div", {"class": "top-concept", "data-concept": t.concept, "data-threshold": t.threshold}, [
+      var same = drawn[t.threshold];
+      if (!same) drawn[t.threshold] = "the " + t.concept + " strip";
+      return el("div", {"class": "top-concept" + (same ? " same" : ""), "data-concept": t.concept,
+                        "data-threshold": t.threshold}, [
         el("div", {"class": "card-head"}, [conceptLink(t.concept), el("span", {text: t.category}),
           el("span", {text: "IQR " + fmt(t.iqr) + ", threshold " + fmt(t.threshold, 4)}),
           el("span", {"class": "iou", text: scores(t)})]),
-        strip(layer, unit, t.overlay, t.concept + " at threshold " + fmt(t.threshold, 4))]);
+        !same ? strip(layer, unit, t.overlay, t.concept + " at threshold " + fmt(t.threshold, 4)) : coincide ? null :
+          el("p", {"class": "muted same-region", text: "Same threshold, same region: see " + same + "."})]);
     });
+    var topsTitle = "Top " + u.top_concepts.length + " concepts" + (coincide ?
+      ": all at the unit's threshold " + fmt(u.threshold, 4) + ", so all outline the region of the strip above" :
+      ", each drawn at its own threshold (a strip only where it differs from one drawn before)");
     var samples = u.top_samples.map(function (s, i) { return s + " (" + fmt(u.top_values[i]) + ")"; }).join(", ");
     open(unitView, [
-      el("h2", {text: "Layer " + layer + ", unit " + unit}),
+      el("h2", {text: layerTitle(layer) + ", unit " + unit}),
       nav,
-      strip(layer, unit, u.overlay, u.concept + " at threshold " + fmt(u.threshold, 4)),
+      strip(layer, unit, u.overlay, u.concept + " at threshold " + fmt(u.threshold, 4), true),
       el("p", {"class": "muted", text: "Top " + u.top_samples.length + " images of the IoU sample set by peak" +
         " activation; outside the region above the labelling threshold the image is dimmed, the region is" +
         " outlined."}),
@@ -163,8 +194,8 @@
       ]),
       el("h3", {text: "Label by each rule"}),
       rulesTable(u),
-      el("h3", {text: "Top " + u.top_concepts.length + " concepts, each drawn at its own threshold"}),
-      el("div", {"class": "top-concepts"}, tops)
+      el("h3", {"class": "top-concepts-title", text: topsTitle}),
+      el("div", {"class": "top-concepts" + (coincide ? " coincide" : "")}, tops)
     ]);
   }
   function showConcept(name) {
@@ -173,7 +204,7 @@
     var counts = Object.keys(c.interpretable).map(function (l) { return l + ": " + c.interpretable[l]; }).join(", ");
     var sections = [];
     Object.keys(c.layers).forEach(function (layer) {
-      sections.push(el("h3", {text: "Layer " + layer}));
+      sections.push(el("h3", {text: layerTitle(layer)}));
       sections.push(el("div", {"class": "concept-units"}, c.layers[layer].map(function (b, i) {
         var u = data.layers[layer].units[String(b.unit)];
         return el("a", {"class": "concept-unit", href: unitHref(layer, b.unit), "data-layer": layer,
@@ -226,5 +257,5 @@
   });
   window.addEventListener("hashchange", route);
   route();
-  window.gandissectReport = { el: el };  // shared with the scripts that run after this one
+  window.gandissectReport = { el: el, layerTitle: layerTitle };  // shared with the scripts that run after this one
 })();
