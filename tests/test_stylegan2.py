@@ -315,6 +315,16 @@ def test_cut_continues_from_a_layer_and_edits_reach_the_image(gen, z):
     assert (ablated - full).abs().max() > 1e-3
 
 
+def test_channels_last_leaves_the_5d_modulated_weights_and_the_images(gen, z):
+    from gandissect.engine.speed import channels_last
+
+    faster = tiny()
+    channels_last(faster)
+    assert faster.layer3.conv.weight.dim() == 5 and faster.const.input.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        torch.testing.assert_close(faster(z), gen(z), rtol=0, atol=1e-5)
+
+
 def test_tiny_dissection_of_layer5(gen, tmp_path):
     config = DissectConfig(layers=["layer5"], samples=8, batch_size=4)
     dissector = Dissector(gen, ColorSegmenter(), config, tmp_path, progress=False)

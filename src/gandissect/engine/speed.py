@@ -15,7 +15,10 @@ from torch import nn
 
 
 def channels_last(*modules: Any) -> None:
-    """Store the 4-D weights of every `nn.Module` among `modules` (and their parts) channels-last, in place."""
+    """Store the 4-D weights of every `nn.Module` among `modules` (and their parts) channels-last, in place;
+    other ranks (StyleGAN2's 5-D modulated weights) stay as they are."""
     for module in modules:
         if isinstance(module, nn.Module):
-            module.to(memory_format=torch.channels_last)
+            for tensor in [*module.parameters(), *module.buffers()]:
+                if tensor.dim() == 4:
+                    tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
