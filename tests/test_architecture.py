@@ -10,7 +10,7 @@ import gandissect
 
 PACKAGE = Path(gandissect.__file__).parent
 # Lower layers first; a module may import its own layer and any layer before it.
-LAYERS = ["core", "engine", "dissection", "causal", "models", "scenes", "viz", "cli"]
+LAYERS = ["core", "engine", "dissection", "causal", "models", "scenes", "viz", "api", "cli"]
 LARGEST_MODULE = 400
 
 

@@ -8,4 +8,15 @@
 - `labels`: the concept each unit draws, found by interventions, and each labelling rule's agreement.
 - `artifacts` (with `realism`): units whose top images look unreal, and what ablating them does.
 - `outputs`: causal results written into the run folder.
+- `notebook`: all of that for a notebook, `gandissect.causal.effects(...)` (loaded on first use).
 """
+
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("effects", "CausalEffects"):
+        from gandissect.causal import notebook
+
+        return getattr(notebook, name)
+    raise AttributeError(f"module 'gandissect.causal' has no attribute {name!r}")

@@ -63,11 +63,11 @@ def _add_causal(sub: argparse._SubParsersAction) -> None:
 def chosen_concepts(result: Any, text: str) -> list[str]:
     """The concepts named by --concept: one, a comma-separated list, or 'all' (every concept that appeared in
     the run's IoU samples); a one-line error naming the unknown ones."""
+    from gandissect.causal.notebook import seen_concepts
     from gandissect.core.errors import ConfigError
 
     if text == "all":
-        seen = result.statistics[f"condmean/{result.config.layers[0]}"].coverage > 0
-        return [c for c, present in zip(result.concepts, seen.tolist(), strict=True) if present]
+        return seen_concepts(result)
     names = [c.strip() for c in text.split(",") if c.strip()]
     unknown = [c for c in names if c not in result.concepts]
     if unknown or not names:
