@@ -62,6 +62,7 @@ def test_tables_are_dataframes_with_pandas_and_tables_without():
 def test_a_unit_and_a_concept_draw_themselves(planted):
     picture = planted.unit("features", 2, count=4)
     (label, strip), = picture.rows
+    assert label == "top 4 images"
     assert "blue" in picture.caption and strip.dtype == np.uint8
     assert strip.shape == (32, 4 * 33, 3)  # 4 images of 32x32, each with a 1-px gap
     assert picture._repr_html_().count("data:image/") == 1
