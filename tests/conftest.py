@@ -4,6 +4,7 @@ headless browser of the report's and the painter's tests."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,10 @@ import torch
 from gandissect.core.segmenters import ColorSegmenter
 from gandissect.dissection import DissectConfig, Dissection, Dissector
 from gandissect.scenes.training import GanTrainConfig, SegmenterTrainConfig, train_gan, train_segmenter
+
+# The tests never see nor write the user's own cache and shipped models (tests that need a cache set their own).
+os.environ["GANDISSECT_CACHE"] = tempfile.mkdtemp(prefix="gandissect-test-cache-")
+os.environ.pop("GANDISSECT_MODELS", None)
 
 PLANTED_CONFIG = {"layers": ["features"], "samples": 64, "batch_size": 32, "quantile": 0.15, "checkpoint_every": 8}
 
