@@ -15,6 +15,7 @@ A run folder is untrusted input (people hand them around), and several commands 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -127,35 +128,59 @@ def manifest_of(identity: Any, where: Path) -> dict[str, str]:
     return files
 
 
+def flock_file(path: Path, operation: int, create: bool = True) -> int:
+    """An open descriptor of lock file `path` (made when missing and `create`) holding `operation` (a flock
+    LOCK_* value). A holder that releases an exclusive lock removes its file, so a lock taken on a file that
+    was removed meanwhile is dropped and taken again on the file now there."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT if create else os.O_RDONLY, 0o644)
+        try:
+            fcntl.flock(fd, operation)
+            held, now = os.fstat(fd), os.stat(path)
+            if (held.st_ino, held.st_dev) == (now.st_ino, now.st_dev):
+                return fd
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+def unlock_file(path: Path, fd: int, remove: bool) -> None:
+    """Release a lock from `flock_file`; the holder of an exclusive lock removes the file first (so no lock
+    file outlives its use), a shared holder leaves it."""
+    if remove:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    os.close(fd)
+
+
 class CommitLock:
     """The lock readers hold shared and commits hold exclusively (see the module). In a folder where it
     cannot be created (read-only), readers go without it: nothing can commit there either."""
 
     def __init__(self, root: Path) -> None:
-        self.root = root
+        self.path = root / COMMIT_LOCK
         self.fd: int | None = None
+        self.exclusive = False
 
     def take(self, exclusive: bool) -> CommitLock:
-        path = self.root / COMMIT_LOCK
+        self.exclusive = exclusive
         try:
-            self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            self.fd = flock_file(self.path, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         except OSError as error:
             if error.errno not in (errno.EACCES, errno.EROFS, errno.EPERM) or exclusive:
-                raise RunFileError(f"cannot lock {path} ({error.strerror})") from None
+                raise RunFileError(f"cannot lock {self.path} ({error.strerror})") from None
             try:
-                self.fd = os.open(path, os.O_RDONLY)
+                self.fd = flock_file(self.path, fcntl.LOCK_SH, create=False)
             except OSError:
-                return self
-        fcntl.flock(self.fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+                self.fd = None
         return self
-
-    def exclusive(self, on: bool) -> None:
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_EX if on else fcntl.LOCK_SH)
 
     def release(self) -> None:
         if self.fd is not None:
-            os.close(self.fd)
+            unlock_file(self.path, self.fd, remove=self.exclusive)
             self.fd = None
 
 
@@ -252,9 +277,11 @@ class Snapshot:
                 if self.lock.fd is None or not os.access(self.root, os.W_OK):
                     raise RunFileError(f"{self.root} holds an interrupted commit that needs write access to "
                                        "finish: open it once with permission to write")
-                self.lock.exclusive(True)
+                self.lock.release()
+                self.lock.take(exclusive=True)
                 recover(self.root)
-                self.lock.exclusive(False)
+                self.lock.release()
+                self.lock.take(exclusive=False)
             if not (self.root / IDENTITY).is_file():
                 raise RunFileError(f"{self.root} holds no finished run (no {IDENTITY}): run `gandissect dissect "
                                    f"--out {self.root}` first")

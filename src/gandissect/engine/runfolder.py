@@ -11,8 +11,8 @@ checkpoints. Rules:
   them all at once (a journalled commit, see `engine.runfiles`): old results the new run did not produce,
   causal results among them, go in the same commit;
 - every result file's SHA-256 is in run.json, and readers check it (`engine.runfiles.Snapshot`);
-- one writing process at a time: an exclusive lock on `.lock` (released when the process ends, even by
-  kill -9; it holds the writer's pid while held, and is empty after);
+- one writing process at a time: an exclusive lock on `.lock`, which holds the writer's pid and is removed
+  when the writer ends (a lock left by kill -9 is released by the system and taken over by the next one);
 - temporary files left by killed writes and stale checkpoints are cleaned up when a run starts.
 """
 
@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from gandissect.core.errors import GandissectError
-from gandissect.engine.runfiles import CommitLock, Staged, commit, manifest_of, recover
+from gandissect.engine.runfiles import CommitLock, Staged, commit, flock_file, manifest_of, recover, unlock_file
 from gandissect.engine.storage import read_json, write_json_atomic
 
 PARTIAL = ".partial"
@@ -211,8 +211,7 @@ class RunFolder:
 
     def close(self) -> None:
         if self._lock is not None:
-            os.ftruncate(self._lock, 0)
-            os.close(self._lock)
+            unlock_file(self.path / LOCK, self._lock, remove=True)
             self._lock = None
 
     def __enter__(self) -> RunFolder:
@@ -222,13 +221,14 @@ class RunFolder:
         self.close()
 
     def _take_lock(self) -> None:
-        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd = flock_file(self.path / LOCK, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
             if error.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                try:
+                    holder = (self.path / LOCK).read_text(errors="replace").strip() or "unknown"
+                except OSError:
+                    holder = "unknown"
                 raise RunFolderError(f"{self.path} is in use by another gandissect process (pid {holder}); "
                                      "wait for it to finish or choose another --out") from None
             raise
