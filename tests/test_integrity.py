@@ -330,3 +330,13 @@ def test_a_consistent_but_wrong_dissect_json_is_one_line_for_report_and_painter(
     for argv in (["report", str(copy), "--model", PLANTED_SPEC], ["paint", str(copy), "--model", PLANTED_SPEC]):
         assert main(argv) == 2
         one_line(capsys, "top_samples[0] is 5000")
+
+
+def test_no_lock_file_outlives_its_command(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["dissect", "--model", PLANTED_SPEC, "--segmenter", "color", "--layers", "features", "--samples",
+                 "32", "--quantile", "0.15", "--out", str(run)]) == 0
+    assert not any((run / name).exists() for name in LOCKS)
+    (run / ".lock").write_text("4242")  # as a writer killed by kill -9 leaves it: the lock itself is free
+    assert main(["causal", str(run), "--model", PLANTED_SPEC, "--concept", "blue", "--samples", "4"]) == 0
+    assert not any((run / name).exists() for name in LOCKS)
