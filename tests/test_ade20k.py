@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -252,7 +253,7 @@ def test_dissect_end_to_end(tmp_path, segformer_dir, capsys):
     assert record["path"] == str(segformer_dir)
     weights = next(p for p in segformer_dir.iterdir() if p.suffix == ".safetensors")
     assert record["sha256"][weights.name] == hashlib.sha256(weights.read_bytes()).hexdigest()
-    assert "features:" in capsys.readouterr().out
+    assert re.search(r"concept\s+features\n", capsys.readouterr().out)  # the summary table has the layer's column
 
 
 @pytest.mark.parametrize(("make", "message"), [
