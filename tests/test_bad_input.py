@@ -88,3 +88,32 @@ def test_a_dissect_json_without_layers_is_refused_before_any_work(painter_run, t
     for argv in (["report", str(run)], ["causal", str(run), "--layer", "layer4", "--concept", "tree"]):
         assert main(argv) == 2
         one_line(capsys, "dissect.json: layers is missing")
+
+
+FLAT_IMAGES = """
+import torch
+from torch import nn
+
+
+class Flat(nn.Module):
+    z_dim = 4
+
+    def __init__(self):
+        super().__init__()
+        self.layer1 = nn.Linear(4, 8 * 8)
+
+    def forward(self, z):
+        return torch.tanh(self.layer1(z)).view(-1, 8, 8)
+
+
+def make():
+    return Flat()
+"""
+
+
+def test_a_generator_returning_no_rgb_batch_is_told_what_it_returned(tmp_path, capsys):
+    (tmp_path / "g.py").write_text(FLAT_IMAGES)
+    assert main(["dissect", "--model", f"{tmp_path / 'g.py'}:make", "--segmenter", "color", "--layers", "layer1",
+                 "--samples", "8", "--out", str(tmp_path / "run")]) == 2
+    one_line(capsys, "Flat returned a tensor of shape (1, 8, 8)", "(N, 3, H, W)")
+    assert not (tmp_path / "run").exists()

@@ -121,9 +121,7 @@ class Dissector:
             if len(shape) != 3:
                 raise ConfigError(f"layer {name!r} outputs shape {shape} per sample; dissection needs (units, h, w)")
         self._check_memory()
-        self.passes, why = self._choose_passes()
-        if self.progress and self.collective.rank == 0:
-            print(f"dissection in {self.passes} pass{'es' if self.passes == 'two' else ''}: {why}", file=sys.stderr)
+        self.passes, self._why = self._choose_passes()
 
     def _check_memory(self) -> None:
         units = sum(shape[0] for shape in self.shapes.values())
@@ -189,6 +187,9 @@ class Dissector:
             resumed = False
             if self.collective.rank == 0:
                 resumed = self.folder.open(self.identity(), resume=self.resume, force=self.force)
+                if self.progress:  # said once the folder is taken: every refusal is one line before it
+                    print(f"dissection in {self.passes} pass{'es' if self.passes == 'two' else ''}: {self._why}",
+                          file=sys.stderr)
             self.collective.barrier()
             self._resumed = resumed
         return self._resumed

@@ -104,6 +104,15 @@ def check_device(device: str | torch.device) -> torch.device:
     return device
 
 
+def check_image_shape(generator: nn.Module, images: Any) -> None:
+    """Refuse generator output that is not a batch of RGB images, (N, 3, H, W) floats, naming what it is."""
+    shape = tuple(images.shape) if isinstance(images, torch.Tensor) else None
+    if shape is None or len(shape) != 4 or shape[1] != 3 or not images.is_floating_point():
+        what = f"a tensor of shape {shape} and dtype {images.dtype}" if shape is not None else type(images).__name__
+        raise GandissectError(f"{type(generator).__name__} returned {what}; a generator must return RGB images "
+                              "(N, 3, H, W) as floats")
+
+
 def check_image_range(generator: nn.Module, images: torch.Tensor, tolerance: float = 0.1) -> None:
     """Refuse images outside the generator's declared `output_range` (default (-1, 1)) by more than
     `tolerance` of its width: segmenters and pictures assume that range."""
@@ -175,6 +184,7 @@ class SamplePass:
             check_finite(f"layer {name!r}", trace[name], start)
         labels = None
         if self.images:
+            check_image_shape(self.generator, images)
             check_finite("the generator's images", images, start, per_unit=False)
             check_image_range(self.generator, images)
             if self.segmenter is not None:
