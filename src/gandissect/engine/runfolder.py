@@ -31,7 +31,8 @@ import torch
 from torch import nn
 
 from gandissect.core.errors import GandissectError
-from gandissect.engine.runfiles import CommitLock, Staged, commit, flock_file, manifest_of, recover, unlock_file
+from gandissect.engine.journal import CommitLock, commit, flock_file, manifest_of, recover, unlock_file
+from gandissect.engine.runfiles import Staged
 from gandissect.engine.storage import read_json, write_json_atomic
 
 PARTIAL = ".partial"
