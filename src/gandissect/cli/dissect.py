@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from gandissect.cli.runs import spec_help
+
 
 def _add_dissect(sub: argparse._SubParsersAction) -> None:
     from gandissect.dissection import RULES, DissectConfig
@@ -13,11 +15,8 @@ def _add_dissect(sub: argparse._SubParsersAction) -> None:
     defaults = DissectConfig(layers=["layer1"])
     p = sub.add_parser("dissect", help="match every unit of the chosen layers to a concept and write the report",
                        description="Runs under torchrun too: samples are sharded by rank and merged.")
-    p.add_argument("--model", default="scenes64", help="model name (gandissect models), file.py:factory or "
-                                                       "package.module:factory")
-    p.add_argument("--segmenter", default=None,
-                   help="model name, 'color', a factory spec, or several joined by '+' "
-                        "(default: the model's own, e.g. scenes64+color)")
+    p.add_argument("--model", default="scenes64", help=spec_help("generator", "scenes64"))
+    p.add_argument("--segmenter", default=None, help=spec_help("segmenter", "the model's own, e.g. scenes64+color"))
     p.add_argument("--layers", default=None, help="comma-separated layer names (default: the model's middle layers)")
     p.add_argument("--out", required=True, help="run folder for dissect.json, dissect.csv and report.html")
     p.add_argument("--samples", type=int, default=defaults.samples, help=f"samples per set ({defaults.samples})")
@@ -114,7 +113,7 @@ def dissect_summary(document: dict, rule: str) -> str:
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="(re)write report.html of a finished dissection run")
     p.add_argument("run", help="run folder holding dissect.json")
-    p.add_argument("--model", default=None, help="generator spec (default: the one the run recorded)")
+    p.add_argument("--model", default=None, help=spec_help("generator", "the one the run recorded"))
     p.add_argument("--device", default="cpu")
     p.set_defaults(handler=_run_report)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from gandissect.cli.runs import spec_help
 from gandissect.models import SPEC_FORMS
 
 
@@ -128,9 +129,8 @@ def _run_download(args: argparse.Namespace) -> int:
 def _add_sample(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="generate images (and segment them) and save both as grids: the quick check "
                                       "that a loaded checkpoint draws what it should")
-    p.add_argument("--model", default="scenes64", help="model name, loader spec (progan:FILE) or file.py:factory")
-    p.add_argument("--segmenter", default=None,
-                   help="segmenter spec (default: the model's own; none for other generators)")
+    p.add_argument("--model", default="scenes64", help=spec_help("generator", "scenes64"))
+    p.add_argument("--segmenter", default=None, help=spec_help("segmenter", "the model's own; none for others"))
     p.add_argument("--count", type=int, default=64, help="number of samples (default 64)")
     p.add_argument("--seed", type=int, default=0, help="sample set seed (default 0)")
     p.add_argument("--batch-size", type=int, default=8, help="(8)")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from gandissect.cli.runs import spec_help
+
 
 def _add_paint(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("paint", help="paint with units: a local web app that adds or removes concepts where you draw")
     p.add_argument("run", help="a finished dissection run folder (causal unit sets are used where they exist)")
-    p.add_argument("--model", default=None, help="generator spec (default: the one the run recorded)")
-    p.add_argument("--segmenter", default=None, help="segmenter spec for concept pixel counts (default: the run's)")
+    p.add_argument("--model", default=None, help=spec_help("generator", "the one the run recorded"))
+    p.add_argument("--segmenter", default=None, help=spec_help("segmenter for concept pixel counts", "the run's"))
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--allow-host", action="append", default=[], metavar="NAME",

@@ -65,11 +65,18 @@ def open_run(args: argparse.Namespace, hold: bool = True) -> OpenRun:
     return OpenRun(folder, result, generator, segmenter, device, holder, document)
 
 
+def spec_help(what: str, default: str) -> str:
+    """The help of a --model or --segmenter flag: what it is, its default, and every form a spec takes."""
+    from gandissect.models import SPEC_FORMS
+
+    return f"the {what} (default: {default}); a spec is {SPEC_FORMS}"
+
+
 def common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="a finished dissection run folder")
     p.add_argument("--layer", default=None, help="a dissected layer (default: the run's first)")
-    p.add_argument("--model", default=None, help="generator spec (default: the one the run recorded)")
-    p.add_argument("--segmenter", default=None, help="segmenter spec (default: the one the run recorded)")
+    p.add_argument("--model", default=None, help=spec_help("generator", "the one the run recorded"))
+    p.add_argument("--segmenter", default=None, help=spec_help("segmenter", "the one the run recorded"))
     p.add_argument("--device", default="cpu")
 
 
