@@ -340,3 +340,15 @@ def test_no_lock_file_outlives_its_command(tmp_path, capsys):
     (run / ".lock").write_text("4242")  # as a writer killed by kill -9 leaves it: the lock itself is free
     assert main(["causal", str(run), "--model", PLANTED_SPEC, "--concept", "blue", "--samples", "4"]) == 0
     assert not any((run / name).exists() for name in LOCKS)
+
+
+def test_models_lists_the_fingerprints_run_json_records(painter_run, capsys):
+    """`gandissect models` shows each weight file's own SHA-256 and, labelled as such, the fingerprints a run of
+    the model records in run.json (of the loaded weights): the same strings as a real run's."""
+    identity = json.loads((painter_run / "run.json").read_text())
+    assert main(["models"]) == 0
+    listing = capsys.readouterr().out
+    line = next(line for line in listing.splitlines() if "run.json fingerprints" in line)
+    assert f"generator {identity['generator']['sha256'][:12]}" in line
+    assert f"segmenter scenes64+color {identity['segmenter']['sha256'][:12]}" in line
+    assert "file sha256" in listing

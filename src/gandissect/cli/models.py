@@ -57,9 +57,12 @@ def _run_models(args: argparse.Namespace) -> int:
               f"default segmenter: {model['default_segmenter'] or 'none'}")
         for file in model["weights"]:
             size = "size unknown" if file["bytes"] is None else f"{file['bytes'] / 2 ** 10:,.0f} KiB"
-            checksum = f"sha256 {file['sha256'][:12]}" if file["sha256"] else "no checksum"
+            checksum = f"file sha256 {file['sha256'][:12]}" if file["sha256"] else "no checksum"
             print(f"  {file['part']:<14} {file['path']}  {size}  {checksum}  "
                   f"{'present' if file['present'] else 'MISSING'}")
+        if all(file["present"] for file in model["weights"]):
+            print(f"  run.json fingerprints (SHA-256 of the loaded weights, see docs/dissect-schema.md): "
+                  f"{_fingerprints(model['name'], model['default_segmenter'])}")
         print(f"  dissect: {model['dissect']}")
     if not described:
         print("no models are registered or shipped")
@@ -67,6 +70,17 @@ def _run_models(args: argparse.Namespace) -> int:
         _print_loader(loader)
     print(own)
     return 0
+
+
+def _fingerprints(name: str, segmenter: str | None) -> str:
+    """The generator's (and default segmenter's) fingerprint as a run records it in run.json."""
+    from gandissect.engine.runfolder import fingerprint
+    from gandissect.models import resolve_generator, resolve_segmenter
+
+    parts = [f"generator {fingerprint(resolve_generator(name))['sha256'][:12]}"]
+    if segmenter:
+        parts.append(f"segmenter {segmenter} {fingerprint(resolve_segmenter(segmenter))['sha256'][:12]}")
+    return ", ".join(parts)
 
 
 def _loaders() -> list[dict]:
