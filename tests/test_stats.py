@@ -10,7 +10,7 @@ import torch
 from gandissect.core import kernels
 from gandissect.core.features import upsample
 from gandissect.core.levels import LevelCounts
-from gandissect.core.stats import ConditionalMean, Moments, TopK, UnitQuantiles
+from gandissect.core.stats import ConditionalMean, Moments, TopK, UnitQuantiles, concept_coverage
 from gandissect.engine.storage import load_statistics, save_statistics
 
 
@@ -302,3 +302,14 @@ def test_fused_kernels_equal_the_pytorch_path(grid, monkeypatch):
     for a, b in zip(fused, plain, strict=True):
         for name in type(a).fields:
             assert torch.equal(getattr(a, name), getattr(b, name)), name
+
+
+@pytest.mark.parametrize("shape, size", [((5, 2, 16, 16), (4, 4)), ((4, 3, 12, 8), (3, 2)), ((3, 2, 10, 10), (4, 3))])
+def test_concept_coverage_equals_pooled_one_hot_masks(shape, size):
+    """Whole blocks are counted by one bincount, other grids pooled: both equal the mean of per-concept masks."""
+    g = torch.Generator().manual_seed(5)
+    labels = torch.randint(-2, 6, shape, generator=g)
+    labels[:, 1][labels[:, 0] == 3] = 3  # a concept in two channels covers a pixel once
+    masks = torch.stack([(labels == c).any(1) for c in range(6)], 1).double()
+    expected = torch.nn.functional.adaptive_avg_pool2d(masks, size)
+    assert torch.equal(concept_coverage(labels, 6, size), expected)

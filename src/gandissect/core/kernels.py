@@ -68,6 +68,30 @@ if numba is not None:
             minimum[u] = min(minimum[u], low_seen)
             maximum[u] = max(maximum[u], high_seen)
 
+    @numba.njit(cache=True, nogil=True)
+    def _prepare_labels(labels, folds, unknown, known, concept_area, pixels):  # pragma: no cover
+        """In place on labels (N, K, P): a concept repeated at a pixel in a later channel becomes -1; known
+        (N, P) marks pixels with no `unknown` label; concept areas (F, C) and pixels (F,) count known pixels."""
+        n, channels, size = labels.shape
+        for i in range(n):
+            f = folds[i]
+            for p in range(size):
+                ok = True
+                for k in range(channels):
+                    c = labels[i, k, p]
+                    if c == unknown:
+                        ok = False
+                    for earlier in range(k):
+                        if labels[i, earlier, p] == c:
+                            labels[i, k, p] = -1
+                known[i, p] = ok
+                if ok:
+                    pixels[f] += 1
+                    for k in range(channels):
+                        c = labels[i, k, p]
+                        if c >= 0:
+                            concept_area[f, c] += 1
+
     @numba.njit(parallel=True, cache=True, nogil=True)
     def _level_counts(acts, y0, y1, wy0, wy1, x0, x1, wx0, wx1, scale, bias, bins, exceeded, folds, labels, known,
                       joint, totals):  # pragma: no cover
@@ -125,15 +149,18 @@ def histogram(acts: torch.Tensor, size: tuple[int, int], low: torch.Tensor, high
 
 
 def level_counts(acts: torch.Tensor, low: torch.Tensor, high: torch.Tensor, bins: int, exceeded: torch.Tensor,
-                 folds: torch.Tensor, labels: torch.Tensor, known: torch.Tensor, joint: torch.Tensor,
-                 totals: torch.Tensor) -> None:
+                 folds: torch.Tensor, labels: torch.Tensor, unknown: int, joint: torch.Tensor, totals: torch.Tensor,
+                 concept_area: torch.Tensor, pixels: torch.Tensor) -> None:
     """Count feature maps (N, U, h, w), upsampled to the labels' (H, W), at their level (exceeded: (U, bins + 2)
-    levels below each slot) into joint (F, U, L + 1, C) by label (N, K, H * W; negatives skipped) and totals
-    (F, U, L + 1), for known pixels (N, H * W)."""
+    levels below each slot) into joint (F, U, L + 1, C) by label (N, K, H, W: -1 none, `unknown` for pixels left
+    out, a concept counted once per pixel) and totals (F, U, L + 1); known pixels also into concept_area (F, C)
+    and pixels (F,)."""
     scale, bias = slot_coefficients(low, high, bins)
+    codes = labels.flatten(2).to(torch.int32, copy=True).numpy()
+    known = np.empty((codes.shape[0], codes.shape[2]), np.bool_)
+    folds_array = folds.to(torch.int64).contiguous().numpy()
+    _prepare_labels(codes, folds_array, unknown, known, concept_area.numpy(), pixels.numpy())
     with _torch_threads():
         _level_counts(acts.float().contiguous().numpy(), *_taps(acts, tuple(labels.shape[-2:])), scale.numpy(),
-                      bias.numpy(), bins, exceeded.to(torch.int32).contiguous().numpy(),
-                      folds.to(torch.int64).contiguous().numpy(),
-                      labels.flatten(2).to(torch.int32).contiguous().numpy(),
-                      known.flatten(1).contiguous().numpy(), joint.numpy(), totals.numpy())
+                      bias.numpy(), bins, exceeded.to(torch.int32).contiguous().numpy(), folds_array, codes, known,
+                      joint.numpy(), totals.numpy())

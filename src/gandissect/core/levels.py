@@ -110,18 +110,17 @@ class LevelCounts(Statistic):
             raise ValueError(f"labels of shape {tuple(labels.shape)} do not align with activations of shape "
                              f"{tuple(acts.shape)}: expected (N, K, H, W) and (N, U, h, w) with the same N")
         size = tuple(labels.shape[-2:])
-        fused = kernels.available(acts, self.joint)
-        flat, flat_labels = _flat(acts if fused else upsample(acts.detach(), size), labels, aligned=not fused)
-        assert flat_labels is not None
-        n, p = flat_labels.shape[0], flat_labels.shape[2]
-        concepts = self.joint.shape[-1]
+        n = acts.shape[0]
         folds = torch.as_tensor(fold, device=acts.device).long().expand(n)
+        if kernels.available(acts, self.joint):  # labels prepared and counted inside the kernels
+            kernels.level_counts(acts.detach(), self.low, self.high, self.bins, self._exceeded(), folds, labels,
+                                 UNKNOWN, self.joint, self.totals, self.concept_area, self.pixels)
+            return
+        flat, flat_labels = _flat(upsample(acts.detach(), size), labels)
+        assert flat_labels is not None
+        p, concepts = flat_labels.shape[2], self.joint.shape[-1]
         known = ~(flat_labels == UNKNOWN).any(1)
-        if fused:
-            kernels.level_counts(acts.detach(), self.low, self.high, self.bins, self._exceeded(), folds,
-                                 flat_labels.view(n, -1, *size), known, self.joint, self.totals)
-        else:
-            self._add_by_bincount(flat, flat_labels, folds, known)
+        self._add_by_bincount(flat, flat_labels, folds, known)
         for k in range(flat_labels.shape[1]):
             label = flat_labels[:, k]
             present = (label >= 0) & known

@@ -41,9 +41,9 @@ def unique_channels(labels: torch.Tensor) -> torch.Tensor:
         return labels
     channels = [labels[:, 0]]
     for k in range(1, labels.shape[1]):
-        channel = labels[:, k].clone()
+        channel = labels[:, k]
         for earlier in channels:
-            channel[channel == earlier] = -1
+            channel = torch.where(channel == earlier, -1, channel)
         channels.append(channel)
     return torch.stack(channels, 1)
 
@@ -347,9 +347,18 @@ class SampleTable(Statistic):
 def concept_coverage(labels: torch.Tensor, num_concepts: int, size: tuple[int, int]) -> torch.Tensor:
     """Fraction (N, C, h, w) float64 of each cell of an (h, w) grid covered by each concept, from labels
     (N, K, H, W) (a concept counts once per pixel whatever the channel; unknown pixels cover nothing)."""
-    n, _, height, width = labels.shape
+    n, channels, height, width = labels.shape
+    (h, w), (sy, sx) = size, (height // size[0], width // size[1])
+    if sy * h == height and sx * w == width:  # whole blocks: integer counts per cell, one bincount
+        flat = unique_channels(labels.reshape(n, channels, -1).long()).view(n, channels, h, sy, w, sx)
+        cell = (torch.arange(h, device=labels.device)[:, None, None, None] * w
+                + torch.arange(w, device=labels.device)[None, None, :, None])
+        base = torch.arange(n, device=labels.device).view(n, 1, 1, 1, 1, 1) * ((num_concepts + 1) * h * w) + cell
+        index = flat.clamp(min=-1).add_(1).mul_(h * w).add_(base)
+        counts = torch.bincount(index.flatten(), minlength=n * (num_concepts + 1) * h * w)
+        return counts.view(n, num_concepts + 1, h, w)[:, 1:].double() / (sy * sx)
     present = torch.zeros(n, num_concepts + 1, height, width, dtype=torch.float64, device=labels.device)
-    for k in range(labels.shape[1]):
+    for k in range(channels):
         index = labels[:, k:k + 1].long().clamp(min=-1) + 1
         present.scatter_(1, index, 1.0)
     return F.adaptive_avg_pool2d(present[:, 1:], size)
