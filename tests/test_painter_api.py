@@ -242,7 +242,7 @@ def test_concepts_with_only_iou_evidence_are_listed_untested_with_the_command_th
             direction = entry[action]
             assert not direction["available"] and direction["units"] == [] and direction["max_strength"] == 0
             assert direction["hint"] == f"gandissect causal scenes64-run --layer {entry['layer']} --concept {name}"
-            assert "IoU" in direction["evidence"]
+            assert "IoU" in direction["evidence"] and direction["origins"][-1] == "IoU"  # shown beside the concept
     for concept in concepts:
         assert concept["available"] == any(e[a]["available"] for e in concept["layers"] for a in RANKING)
     # grouped by category in the segmenter's order, offered concepts first within a category
@@ -675,15 +675,18 @@ def test_only_a_significant_unit_set_of_a_schema_2_ace_json_is_painted_with(plan
     entry = blue(run, result)  # IoU only: shown, untested, with the command that measures it
     assert entry.remove.source == entry.add.source == "untested" and not entry.remove.available
     assert entry.remove.hint == command and "IoU" in entry.remove.evidence and entry.remove.units == ()
+    assert entry.remove.origins == entry.add.origins == ("IoU",)
     write_json(folder / "ace.json", {"units": [{"unit": 2, "ace": 0.5}]})  # an older gandissect's file
     write_json(folder / "units.json", {"ranking": [2, 0, 1, 3, 4], "alpha": [0.3, 0.9, 1.0, 0.0, 0.0]})
     entry = blue(run, result)
     assert entry.add.source == "untested" and "older gandissect" in entry.add.evidence
     assert "units.json" in entry.add.evidence and entry.add.hint == command
+    assert entry.add.origins == ("older causal ranking", "optimised", "IoU")
 
     write_json(folder / "ace.json", ace_document(5, {"removal": [2, 0, 4], "insertion": [2, 3]}, PLANTED_VALUES))
     entry = blue(run, result)  # schema 2 with significant sets: each direction its own ranking
     assert (entry.remove.source, entry.remove.top(3), entry.add.top(2)) == ("causal", [2, 0, 4], [2, 3])
+    assert entry.remove.origins == entry.add.origins == ("causal ranking",)  # units.json is ignored
     assert [c.value for c in entry.add.units] == [1.0, 0.25] and entry.remove.units[0].value is None
     assert entry.remove.default_strength == 2 and entry.add.default_strength == 2  # the best held-out set
     assert [s.strength for s in entry.remove.sets] == [1, 2, 3] and entry.remove.figure(1).strength == 1

@@ -387,7 +387,7 @@ def test_remove_tree_where_painted(painter, server, segmenter):
     painter.wait(seed, 1)
     assert np.array_equal(painter.image(), after)
     with p.expect_download() as download:
-        p.locator("#download").click()
+        p.locator("#download-native").click()
     assert np.array_equal(decode_png(Path(download.value.path()).read_bytes()), after)
 
     docs = _docs_folder()
@@ -595,6 +595,97 @@ def test_concepts_without_a_significant_set_are_marked_and_cannot_be_chosen(pain
     disabled = p.eval_on_selector_all("#layer-select option:disabled", "os => os.map(o => o.value)")
     concept = next(c for c in answer["concepts"] if c["name"] == tool["concept"])
     assert disabled == [e["layer"] for e in concept["layers"] if not e[tool["action"]]["available"]]
+
+
+def test_affordances_origins_grouping_views_downloads_and_strength(painter, server):
+    """Beside each concept where its units come from; every concept shown (none hidden in a scrolling box),
+    under its category; sample thumbnails square and at least the image's size at 800 px wide; the original
+    beside the edit; smooth scaling on request; downloads at 8x and at the image's own size; what strength
+    means, with the held-out figure of every measured strength."""
+    p = painter.page
+    answer = concepts_of(server)
+    p.check("#show-untested")
+    for concept in answer["concepts"]:
+        row = p.locator(f'#concepts li[data-concept="{concept["name"]}"]')
+        origins = list(dict.fromkeys(o for action in ("remove", "add")
+                                     for o in direction_of(answer, action, concept["name"])["origins"]))
+        assert origins, concept["name"]
+        assert row.locator(".origin").all_inner_texts() == origins
+    concepts = p.locator("#concepts")
+    assert concepts.evaluate("e => e.scrollHeight <= e.clientHeight + 1 && getComputedStyle(e).overflowY"
+                             " === 'visible'"), "the concept list scrolls"
+    box = concepts.bounding_box()
+    rows = p.locator("#concepts li[data-concept]")
+    assert rows.count() == len(answer["concepts"]) > 8
+    last = rows.last.bounding_box()
+    assert last["y"] + last["height"] <= box["y"] + box["height"] + 1, "the last concept lies inside the list"
+    items = p.eval_on_selector_all("#concepts > li", "items => items.map(i => [i.className, i.dataset.category])")
+    heads = [category for kind, category in items if kind == "category-head"]
+    assert heads == list(dict.fromkeys(heads)), "one heading per category"
+    under = None
+    for kind, category in items:
+        under = category if kind == "category-head" else under
+        assert category == under, "each concept under its category's heading"
+    tool = answer["default"]
+    direction = direction_of(answer, tool["action"], tool["concept"])
+    help_text = p.locator("#strength-help").inner_text()
+    assert "how many of the significant units are switched" in help_text
+    for figure in direction["sets"]:
+        share = f"{100 * figure['mean']:.{2 if 0 < figure['mean'] < 0.01 else 1}f}%"
+        assert f"{figure['strength']} → {share}" in help_text, (figure, help_text)
+
+    painter.paint([(20, 30), (44, 30)])
+    painter.wait(0, 1)
+    edited = painter.image()
+    original = sample(server, 0)
+    p.locator("#side-by-side").click()
+    before_box, after_box = p.locator("#before").bounding_box(), p.locator("#image").bounding_box()
+    assert p.locator("#before").is_visible() and before_box["x"] + before_box["width"] <= after_box["x"]
+    assert before_box["width"] == after_box["width"] >= 5 * painter.width, "both large, the same size"
+    assert abs(before_box["y"] - after_box["y"]) < 1
+    url = p.evaluate("document.getElementById('before').toDataURL('image/png')")
+    assert np.array_equal(decode_png(base64.b64decode(url.split(",", 1)[1])), original)
+    assert np.array_equal(painter.image(), edited)
+    layout = p.locator("#layout").bounding_box()
+    assert layout["width"] <= VIEWPORT["width"], "side by side, the page keeps its three columns"
+    painter.shot("side-by-side")
+
+    def shown() -> np.ndarray:
+        box = p.locator("#image").bounding_box()
+        clip = {k: round(box[k]) for k in ("x", "y", "width", "height")}
+        return decode_png(p.screenshot(clip=clip)).astype(float)
+
+    def blockiness(picture: np.ndarray) -> float:
+        """The share of neighbouring screen pixels that differ (hard edges: only where image pixels meet)."""
+        return float((np.abs(picture[:, 1:] - picture[:, :-1]).max(2) > 2).mean())
+
+    hard = shown()
+    p.check("#smooth")
+    soft = shown()
+    assert p.locator("#image").evaluate("e => getComputedStyle(e).imageRendering") == "auto"
+    assert blockiness(soft) > 1.5 * blockiness(hard), (blockiness(soft), blockiness(hard))
+    for button, size in (("#download-native", 1), ("#download", 8)):
+        with p.expect_download() as download:
+            p.locator(button).click()
+        picture = decode_png(Path(download.value.path()).read_bytes())
+        assert picture.shape == (size * painter.height, size * painter.width, 3)
+        if size > 1:
+            assert np.abs(picture[size // 2::size, size // 2::size].astype(float) - edited).mean() < 8
+    p.uncheck("#smooth")
+    with p.expect_download() as download:
+        p.locator("#download").click()
+    assert np.array_equal(decode_png(Path(download.value.path()).read_bytes())[::8, ::8], edited), "hard edges"
+    p.locator("#side-by-side").click()
+    assert p.locator("#before").is_hidden()
+
+    p.set_viewport_size({"width": 800, "height": 880})
+    thumbnails = p.eval_on_selector_all("#strip img", "imgs => imgs.map(i => {const b = i.getBoundingClientRect();"
+                                                      " return [b.width, b.height]})")
+    assert len(thumbnails) == 8
+    for width, height in thumbnails:
+        assert abs(width - height) <= 1 and width >= painter.width, thumbnails
+    assert p.evaluate("document.documentElement.scrollWidth") <= 800, "nothing wider than the window"
+    painter.shot("narrow")
 
 
 def test_api_errors_are_shown(painter, server):

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, create_model
 
 from gandissect.viz.painter.engine import Painter
-from gandissect.viz.painter.units import Direction
+from gandissect.viz.painter.units import ORIGINS, Direction
 
 
 class Error(BaseModel):
@@ -73,6 +73,7 @@ class DirectionEntry(Strict):
     sets: list[SetEntry]
     reason: str | None = Field(description="why it is not offered")
     hint: str | None = Field(description="the command that measures it, for untested ones")
+    origins: list[str] = Field(description="where its units come from, in short: " + ", ".join(ORIGINS))
 
 
 class LayerEntry(Strict):
@@ -239,7 +240,7 @@ def _direction(direction: Direction) -> dict[str, Any]:
             "default_strength": direction.default_strength, "checked": direction.sets is not None,
             "units": [asdict(choice) for choice in direction.units],
             "sets": [asdict(figure) for figure in direction.sets or ()],
-            "reason": direction.reason, "hint": direction.hint}
+            "reason": direction.reason, "hint": direction.hint, "origins": list(direction.origins)}
 
 
 def concepts_document(painter: Painter) -> dict[str, Any]:

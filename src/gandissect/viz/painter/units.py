@@ -32,6 +32,8 @@ SCHEMA = 2
 ACTIONS = {"remove": "removal", "add": "insertion"}
 MEASURE = {"removal": "removed", "insertion": "gained"}
 VERB = {"remove": "removes", "add": "adds"}
+CAUSAL, OLDER, UNREAD, OPTIMISED, IOU = "causal ranking", "older causal ranking", "unread ace.json", "optimised", "IoU"
+ORIGINS = (CAUSAL, OLDER, UNREAD, OPTIMISED, IOU)  # where a direction's units come from, as the painter names it
 
 
 class UnitFileError(GandissectError):
@@ -69,8 +71,9 @@ class SetFigure:
 
 @dataclass(frozen=True)
 class Direction:
-    """Remove or Add a concept at a layer: where its units come from, and whether it is offered (`reason`
-    None) or why not; `sets` None where the file measured no held-out sets."""
+    """Remove or Add a concept at a layer: where its units come from (`evidence`, and in short `origins`, each
+    one of ORIGINS), and whether it is offered (`reason` None) or why not; `sets` None where the file
+    measured no held-out sets."""
 
     action: str
     source: str
@@ -80,6 +83,7 @@ class Direction:
     sets: tuple[SetFigure, ...] | None = None
     reason: str | None = None
     hint: str | None = None
+    origins: tuple[str, ...] = ()
 
     @property
     def available(self) -> bool:
@@ -208,7 +212,7 @@ def causal_direction(document: dict[str, Any], action: str, width: int, layer: s
     except (KeyError, TypeError, ValueError, AttributeError, GandissectError) as error:
         raise UnitFileError(f"{path}: not an ace.json of gandissect schema {SCHEMA} ({error})") from None
     evidence = f"causal {key} ranking on {samples} held-out samples"
-    direction = Direction(action, "causal", evidence, tuple(units), len(significant), figures)
+    direction = Direction(action, "causal", evidence, tuple(units), len(significant), figures, origins=(CAUSAL,))
     if not units:
         reason = f"no unit of {layer} {VERB[action]} {concept} significantly ({samples} held-out samples)"
     elif figures is not None and direction.best() is None:
@@ -216,7 +220,7 @@ def causal_direction(document: dict[str, Any], action: str, width: int, layer: s
                   f"held-out samples (no significant set)")
     else:
         return direction
-    return Direction(action, "causal", evidence, tuple(units), len(significant), figures, reason)
+    return Direction(action, "causal", evidence, tuple(units), len(significant), figures, reason, origins=(CAUSAL,))
 
 
 def labelled(result: Dissection, layer: str, concept: str) -> bool:
@@ -225,19 +229,20 @@ def labelled(result: Dissection, layer: str, concept: str) -> bool:
     return bool((outcome.labels()[1] == result.concepts.index(concept)).any())
 
 
-def untested_evidence(files: RunFiles, folder: str, result: Dissection, layer: str, concept: str) -> list[str]:
+def untested_evidence(files: RunFiles, folder: str, result: Dissection, layer: str,
+                      concept: str) -> list[tuple[str, str]]:
     """What suggests units for `concept` at `layer` (the run's causal `folder` for them) without a
-    significance test."""
+    significance test: (origin, what it is)."""
     found = []
     present = files.names(folder)
     if f"{folder}/ace.json" in present:
         schema = _read(files, f"{folder}/ace.json").get("schema")
-        found.append("an ace.json of an older gandissect, without significance tests" if schema is None
-                     else f"an ace.json of schema {schema}, which this painter does not read")
+        found.append((OLDER, "an ace.json of an older gandissect, without significance tests") if schema is None
+                     else (UNREAD, f"an ace.json of schema {schema}, which this painter does not read"))
     if f"{folder}/units.json" in present:
-        found.append("an optimised unit set (units.json), not tested for significance")
+        found.append((OPTIMISED, "an optimised unit set (units.json), not tested for significance"))
     if labelled(result, layer, concept):
-        found.append(f"units labelled {concept} by IoU")
+        found.append((IOU, f"units labelled {concept} by IoU"))
     return found
 
 
@@ -256,8 +261,9 @@ def layer_units(files: RunFiles, result: Dissection, layer: str, concept: str) -
         return None
     hint = f"gandissect causal {files.root.resolve().name} --layer {layer} --concept {concept}"
     reason = f"no causal ranking measured at {layer}"
-    return LayerUnits(layer, *(Direction(action, "untested", "; ".join(evidence), reason=reason, hint=hint)
-                               for action in ACTIONS))
+    origins = tuple(origin for origin, _ in evidence)
+    return LayerUnits(layer, *(Direction(action, "untested", "; ".join(text for _, text in evidence), reason=reason,
+                                         hint=hint, origins=origins) for action in ACTIONS))
 
 
 def _default_layer(layers: dict[str, LayerUnits], action: str) -> str | None:

@@ -8,6 +8,7 @@
   const SEND_DELAY_MS = 120;       // least time between two /api/edit requests while painting
   const FRACTION_ROWS = 8;         // rows of the concept pixel table
   const HOLD_MS = 300;             // pressing "Before / after" longer than this shows the original only while held
+  const DOWNLOAD_SCALE = 8;        // the upscaled download: this many times the image's own size
   const STROKE_RGB = { add: '31, 157, 85', remove: '214, 69, 69', erase: '122, 131, 148' };
 
   const $ = (id) => document.getElementById(id);
@@ -16,7 +17,10 @@
     message: $('message'), messageText: $('message-text'), messageClose: $('message-close'),
     seedForm: $('seed-form'), seedInput: $('seed-input'), newRandom: $('new-random'), strip: $('strip'),
     undo: $('undo'), redo: $('redo'), reset: $('reset'), compare: $('compare'), showStrokes: $('show-strokes'),
-    download: $('download'), wrap: $('canvas-wrap'), image: $('image'), overlay: $('overlay'),
+    download: $('download'), downloadNative: $('download-native'), downloadSize: $('download-size'),
+    downloadNativeSize: $('download-native-size'), sideBySide: $('side-by-side'), smooth: $('smooth'),
+    layout: $('layout'), before: $('before'), beforeWrap: $('before-wrap'), strengthHelp: $('strength-help'),
+    wrap: $('canvas-wrap'), image: $('image'), overlay: $('overlay'),
     viewBadge: $('view-badge'), spinner: $('spinner'), status: $('status'),
     conceptFilter: $('concept-filter'), concepts: $('concepts'), eraser: $('eraser'),
     showUntested: $('show-untested'), untestedCount: $('untested-count'),
@@ -37,6 +41,7 @@
     original: null,                // ImageBitmap of the unedited sample
     edited: null,                  // ImageBitmap of the last edit for the current strokes, or null
     comparing: false,
+    side: false,                   // the original shown beside the edited image
     loading: true,                 // the current seed's sample is on its way
     request: null,                 // AbortController of the request in flight
     seq: 0,                        // number of the latest request; older answers are dropped
@@ -218,15 +223,20 @@
     }
   }
 
+  function paintCanvas(canvas, bitmap) {
+    const ctx = canvas.getContext('2d');
+    ctx.clearRect(0, 0, canvas.width, canvas.height);
+    if (bitmap) ctx.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+  }
+
   function drawImage() {
     const bitmap = state.comparing || !state.edited ? state.original : state.edited;
-    const ctx = el.image.getContext('2d');
-    ctx.clearRect(0, 0, el.image.width, el.image.height);
-    if (bitmap) ctx.drawImage(bitmap, 0, 0, el.image.width, el.image.height);
+    paintCanvas(el.image, bitmap);
+    if (state.side) paintCanvas(el.before, state.original);
     const before = state.comparing && !!state.edited;
     el.image.dataset.view = state.comparing ? 'before' : 'after';
-    el.viewBadge.hidden = !state.comparing;
-    el.viewBadge.textContent = before ? 'original' : 'original (no edits)';
+    el.viewBadge.hidden = !state.comparing && !state.side;
+    el.viewBadge.textContent = !state.comparing ? 'edited' : before ? 'original' : 'original (no edits)';
     el.compare.setAttribute('aria-pressed', String(state.comparing));
     drawOverlay();
   }
@@ -283,6 +293,16 @@
 
   function setComparing(on) {
     state.comparing = on;
+    drawImage();
+  }
+
+  // Side by side: the original left of the edited image, both smaller, so the page keeps its three columns.
+  function setSide(on) {
+    state.side = on;
+    el.layout.classList.toggle('side', on);
+    el.beforeWrap.hidden = !on;
+    el.sideBySide.setAttribute('aria-pressed', String(on));
+    if (on && state.comparing) state.comparing = false;
     drawImage();
   }
 
@@ -588,9 +608,27 @@
     drawOverlay();
   }
 
+  // What strength means for the current direction, and what each measured strength did on held-out samples:
+  // more units is not always more of the concept (on the demo run most directions do not rise steadily).
+  function describeStrength(direction) {
+    const parts = ['Strength: how many of the significant units are switched, strongest first. More units is '
+      + 'not always more effect.'];
+    const sets = direction && direction.available ? direction.sets : [];
+    if (sets.length) {
+      const best = sets.filter((s) => s.significant && s.mean !== null)
+        .reduce((a, b) => (a && a.mean >= b.mean ? a : b), null);
+      const what = direction.action === 'remove' ? 'of its pixels removed' : 'of the image added';
+      parts.push(`Held out (${what}): ${sets.map((s) => `${s.strength} → ${s.mean === null ? '–'
+        : percent(s.mean)}`).join(', ')}${best ? `; largest at ${best.strength}` : ''}.`);
+    }
+    el.strengthHelp.textContent = parts.join(' ');
+    el.strengthHelp.dataset.sets = sets.map((s) => s.strength).join(',');
+  }
+
   function describeTool() {
     const { action, concept } = state.tool;
     const direction = toolDirection();
+    describeStrength(direction ? { ...direction, action } : null);
     if (action === 'erase') {
       el.currentTool.textContent = 'Eraser: paint to take edits back.';
     } else if (!direction) {
@@ -623,6 +661,25 @@
     }
   }
 
+  const ORIGIN_TEXT = {
+    'causal ranking': 'the units that remove (Remove) or add (Add) it most when switched, measured with '
+      + 'significance tests (gandissect causal)',
+    'older causal ranking': 'an ace.json of an older gandissect, without significance tests',
+    'unread ace.json': 'an ace.json this painter does not read',
+    optimised: 'an optimised unit set (units.json), not tested for significance',
+    IoU: 'units labelled with it by IoU in the dissection (correlation, not tested for an effect)',
+  };
+
+  // Where a concept's units come from, at the layers its directions default to (else its first layer).
+  function conceptOrigins(concept) {
+    const origins = [];
+    for (const action of ['remove', 'add']) {
+      const direction = directionAt(concept, action, concept.default_layers[action] || concept.default_layer);
+      for (const origin of direction.origins || []) if (!origins.includes(origin)) origins.push(origin);
+    }
+    return origins;
+  }
+
   function conceptRow(concept) {
     const li = document.createElement('li');
     li.className = 'concept';
@@ -635,6 +692,14 @@
     name.className = 'name';
     name.textContent = concept.name;
     head.append(name);
+    for (const origin of conceptOrigins(concept)) {
+      const tag = document.createElement('span');
+      tag.className = 'origin';
+      tag.dataset.origin = origin;
+      tag.textContent = origin;
+      tag.title = `where its units come from: ${ORIGIN_TEXT[origin] || origin}`;
+      head.append(tag);
+    }
     if (!concept.available) {
       const untested = concept.layers.every((l) => l.remove.source === 'untested');
       const badge = document.createElement('span');
@@ -816,17 +881,23 @@
     button.addEventListener('click', (event) => { if (event.detail === 0) setComparing(!state.comparing); });
   }
 
-  function download() {
+  // The edited image (or the original) as PNG: at its own size, or `scale` times larger, with hard pixel
+  // edges or, when "Smooth" is ticked, scaled smoothly as the page shows it.
+  function download(scale = 1) {
     const bitmap = state.edited || state.original;
     if (!bitmap) return;
     const canvas = document.createElement('canvas');
-    [canvas.width, canvas.height] = [bitmap.width, bitmap.height];
-    canvas.getContext('2d').drawImage(bitmap, 0, 0);
+    [canvas.width, canvas.height] = [bitmap.width * scale, bitmap.height * scale];
+    const ctx = canvas.getContext('2d');
+    ctx.imageSmoothingEnabled = el.smooth.checked;
+    ctx.imageSmoothingQuality = 'high';
+    ctx.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
     canvas.toBlob((blob) => {
       if (!blob) { showMessage('could not encode the image as PNG'); return; }
       const a = document.createElement('a');
       a.href = URL.createObjectURL(blob);
-      a.download = `gandissect-seed${state.seed}${state.edited ? '-edited' : ''}.png`;
+      const size = scale === 1 ? '' : `-${canvas.width}x${canvas.height}`;
+      a.download = `gandissect-seed${state.seed}${state.edited ? '-edited' : ''}${size}.png`;
       document.body.append(a);
       a.click();
       a.remove();
@@ -869,7 +940,10 @@
     el.redo.addEventListener('click', redo);
     el.reset.addEventListener('click', reset);
     el.showStrokes.addEventListener('change', drawOverlay);
-    el.download.addEventListener('click', download);
+    el.download.addEventListener('click', () => download(DOWNLOAD_SCALE));
+    el.downloadNative.addEventListener('click', () => download(1));
+    el.sideBySide.addEventListener('click', () => setSide(!state.side));
+    el.smooth.addEventListener('change', () => el.body.classList.toggle('smooth', el.smooth.checked));
     el.conceptFilter.addEventListener('input', filterConcepts);
     el.showUntested.addEventListener('change', filterConcepts);
     el.eraser.addEventListener('click', toggleEraser);
@@ -898,6 +972,9 @@
     state.info = info;
     const [height, width] = info.image_size;
     [el.image.width, el.image.height] = [width, height];
+    [el.before.width, el.before.height] = [width, height];
+    el.downloadSize.textContent = `${DOWNLOAD_SCALE * width}×${DOWNLOAD_SCALE * height}`;
+    el.downloadNativeSize.textContent = `${width}×${height}`;
     el.modelInfo.textContent = `${info.model} · run ${info.run} · ${width}×${height}`;
     if (info.report) {
       el.reportLink.href = info.report;
