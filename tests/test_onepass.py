@@ -52,7 +52,7 @@ def run(out, capsys=None, **overrides):
 
 def test_auto_runs_one_pass_when_the_slot_histograms_fit_and_says_so(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(dissector, "_free_memory", lambda device: 2**30)
-    dissect, result, document = run(tmp_path / "one", capsys)
+    dissect, result, document = run(tmp_path / "one", capsys, passes="auto")
     need = 2 * 5 * (4096 + 2) * len(ColorSegmenter().concepts) * 4  # folds x units x slots x concepts x int32
     assert dissect.passes == "one" and document["config"]["passes"] == "one" and result.config.passes == "one"
     assert f"dissection in one pass: slot histograms of {need / 2**20:,.0f} MiB fit" in capsys.readouterr().err
@@ -61,7 +61,7 @@ def test_auto_runs_one_pass_when_the_slot_histograms_fit_and_says_so(tmp_path, c
     assert json.loads((tmp_path / "one" / "run.json").read_text())["passes"] == "one"
 
     monkeypatch.setattr(dissector, "_free_memory", lambda device: 4 * need - 1)
-    dissect, result, document = run(tmp_path / "two", capsys)
+    dissect, result, document = run(tmp_path / "two", capsys, passes="auto")
     assert dissect.passes == "two" and document["config"]["passes"] == "two"
     assert "dissection in two passes: slot histograms" in capsys.readouterr().err
 
@@ -76,7 +76,7 @@ def test_passes_one_that_cannot_fit_is_refused_before_work(tmp_path, monkeypatch
 @pytest.mark.parametrize("samples, dtype", [(4_194_302, torch.int32), (4_194_304, torch.long)])
 def test_slot_counts_are_int32_only_while_no_cell_can_overflow(tmp_path, samples, dtype):
     """A cell counts at most the pixels of one fold: 2,097,151 samples x 32 x 32 < 2**31 <= 2,097,152 x 1024."""
-    dissect = Dissector(PlantedGenerator(), ColorSegmenter(), DissectConfig(**{**CONFIG, "samples": samples}),
-                        tmp_path)
+    config = DissectConfig(**{**CONFIG, "samples": samples, "passes": "auto"})
+    dissect = Dissector(PlantedGenerator(), ColorSegmenter(), config, tmp_path)
     dissect.check()
     assert dissect._slot_histograms()[1] == dtype

@@ -34,9 +34,9 @@ def _add_dissect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label-method", default=defaults.label_method,
                    help=f"the labelling rule: {', '.join(RULES)}; every rule is recorded per unit "
                         f"({defaults.label_method})")
-    p.add_argument("--passes", default=defaults.passes, choices=("auto", "one", "two"),
-                   help="one pass over the IoU set, or thresholds from the threshold set first (auto: one pass "
-                        "when its histograms fit in a quarter of the free memory)")
+    p.add_argument("--passes", default="auto", choices=("auto", "one", "two"),
+                   help="one pass over the IoU set, or thresholds from the threshold set first (auto, the default: "
+                        "one pass when its histograms fit in a quarter of the free memory)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--resume", action="store_true", help="continue the unfinished run in --out")
     p.add_argument("--force", action="store_true", help="replace the run in --out (its results stay until the new "

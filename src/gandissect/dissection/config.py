@@ -36,7 +36,9 @@ class DissectConfig:
     min_iqr: float = 0.01
     label_method: str = "quantile"
     checkpoint_every: int = 8
-    passes: str = "auto"
+    passes: str = "two"
+    """'auto', 'one' or 'two' (PASSES). The API keeps two passes unless asked, so that scripts keep their
+    numbers; `gandissect dissect` runs 'auto'."""
 
     def __post_init__(self) -> None:
         self.layers = list(self.layers)

@@ -15,9 +15,9 @@ are summed into the counts at those levels (`at_levels`), equal to what pass 2 w
 What changes is which samples choose the thresholds: the IoU set's own, not a separate set's. The quantile
 threshold sees only activations, never labels, so it cannot be tuned to a concept; the IQR thresholds were
 always chosen on the IoU set, and their cross-fitted IoU (chosen on one fold, counted on the others) stays
-as honest as before. `passes="auto"` (the default) runs one pass when the slot histograms fit in a quarter
-of the free memory (int32 counts when no cell can overflow), else two; `Dissector.passes` and dissect.json's
-`config.passes` say which ran.
+as honest as before. `passes="auto"` (the command line's default; the API's is "two") runs one pass when the
+slot histograms fit in a quarter of the free memory (int32 counts when no cell can overflow), else two;
+`Dissector.passes` and dissect.json's `config.passes` say which ran.
 
 The labelling rules (`labels`) then read thresholds, IoU, IQR and cross-fitted IoU off the counts.
 
@@ -294,8 +294,9 @@ class Dissector:
                 f"moments/{name}": Moments(units, device=self.device),
                 f"condmean/{name}": ConditionalMean(units, len(self.concepts), device=self.device)}
 
-    def _add_counts(self, batch: Batch, stats: dict[str, Statistic], counts: str = "levels") -> None:
+    def _add_counts(self, batch: Batch, stats: dict[str, Statistic]) -> None:
         assert batch.labels is not None
+        counts = "slots" if self.passes == "one" else "levels"
         folds = batch.indices % self.config.folds
         for name in self.config.layers:
             acts = batch.features[name]
@@ -306,7 +307,7 @@ class Dissector:
 
     def _add_one_pass(self, batch: Batch, stats: dict[str, Statistic]) -> None:
         self._add_thresholds(batch, stats)
-        self._add_counts(batch, stats, "slots")
+        self._add_counts(batch, stats)
 
     # ------------------------------------------------------------------------------------------ checkpoints
 

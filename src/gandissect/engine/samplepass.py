@@ -7,13 +7,16 @@ The set is cut into fixed batches; under torchrun batch b goes to rank b % world
 statistics are merged over the process group in rank order, so any number of processes gives the results
 of one. Edits (see `core.edits`) apply while the generator runs. With a `checkpoint` the pass saves its
 statistics atomically every `checkpoint_every` batches and on Ctrl-C, and `run(..., start=k)` resumes
-after this rank's k-th batch with exactly the statistics of an uninterrupted pass.
+after this rank's k-th batch with exactly the statistics of an uninterrupted pass. A due checkpoint is
+skipped while saving has taken more than CHECKPOINT_SHARE of the pass's time so far, so that large
+statistics (a one-pass dissection's slot histograms) cost at most about that share however fast the batches.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +33,8 @@ from gandissect.core.sampling import sample_z
 from gandissect.core.segmenters import Segmenter, check_labels
 from gandissect.core.stats import Statistic
 from gandissect.engine.collectives import Collective, SingleProcess
+
+CHECKPOINT_SHARE = 0.05
 
 
 class NonFiniteError(GandissectError, FloatingPointError):
@@ -213,15 +218,19 @@ class SamplePass:
         batches, mine = self.batches(), self.mine()
         bar = tqdm(total=len(mine), initial=start, unit="batch", desc=self.description, disable=not self.progress,
                    dynamic_ncols=True)
+        began, saving = time.perf_counter(), 0.0
         with _deferred_interrupt() as interrupted:
             for position in range(start, len(mine)):
                 first, last = batches[mine[position]]
                 update(self.batch(first, last, position), stats)
                 bar.update(1)
                 done = position + 1
-                if self.checkpoint is not None and (interrupted() or (done % self.checkpoint_every == 0
-                                                                      and done < len(mine))):
+                due = (done % self.checkpoint_every == 0 and done < len(mine)
+                       and saving <= CHECKPOINT_SHARE * (time.perf_counter() - began))
+                if self.checkpoint is not None and (interrupted() or due):
+                    saved = time.perf_counter()
                     self.checkpoint(stats, done)
+                    saving += time.perf_counter() - saved
                 if self.on_batch is not None:
                     self.on_batch(done)
                 if interrupted():
