@@ -82,6 +82,7 @@ def overlay_uri(mask: np.ndarray, content: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+REPORT_SIDE = 128  # pixels: the longest side a top image is stored at in the report (larger ones are reduced)
 MIN_TILE = 96  # CSS pixels: the least width a top image is drawn at (a 64-px image at 1.5x)
 
 
@@ -130,12 +131,24 @@ class LayerImages:
         return overlay_uri(self.mask(unit, threshold), self.content(unit))
 
 
+def reduced(pictures: np.ndarray, side: int | None) -> np.ndarray:
+    """(N, H, W, 3) uint8 pictures with the longer side at most `side` (area-averaged), as they are when
+    already small enough or `side` is None."""
+    height, width = pictures.shape[1:3]
+    if side is None or max(height, width) <= side:
+        return pictures
+    size = (max(1, round(width * side / max(height, width))), max(1, round(height * side / max(height, width))))
+    return np.stack([np.asarray(Image.fromarray(p).resize(size, Image.Resampling.BOX)) for p in pictures])
+
+
 def render_layer(generator: nn.Module, document: dict[str, Any], layer: str,
                  requests: Iterable[tuple[int, float | None]], count: int = 8,
-                 device: str | torch.device = "cpu", batch_size: int = 32) -> LayerImages:
+                 device: str | torch.device = "cpu", batch_size: int = 32, side: int | None = None) -> LayerImages:
     """Strips of the top `count` images of the requested units of `layer` and their masks at the requested
     thresholds. Images come from the IoU sample set (seed `config.iou_seed`); each distinct sample is
-    generated once, in batches of `batch_size`, whatever the number of units and thresholds using it."""
+    generated once, in batches of `batch_size`, whatever the number of units and thresholds using it. With
+    `side`, pictures and masks are drawn with the longer side at most that (the report's display size), so a
+    large generator's report stays small and quick to make."""
     records = {int(r["unit"]): r for r in document["layers"][layer]["units"]}
     wanted: dict[int, set[float]] = {}
     for unit, threshold in requests:
@@ -154,8 +167,8 @@ def render_layer(generator: nn.Module, document: dict[str, Any], layer: str,
     for start in range(0, len(samples), batch_size):
         batch = samples[start:start + batch_size]
         with torch.no_grad(), Trace(generator, [layer]) as trace:
-            pictures = to_uint8(generator(sample_z(generator, int(document["config"]["iou_seed"]),
-                                                   torch.tensor(batch)).to(device)))
+            pictures = reduced(to_uint8(generator(sample_z(generator, int(document["config"]["iou_seed"]),
+                                                           torch.tensor(batch)).to(device))), side)
         acts = trace[layer].float()
         height, width = pictures.shape[1:3]
         images.width = width

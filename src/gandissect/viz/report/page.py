@@ -26,6 +26,7 @@ from urllib.parse import quote
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from gandissect.core.images import data_uri
 from gandissect.engine.runfiles import RunFiles
@@ -41,7 +42,7 @@ from gandissect.viz.report.data import (
     page_data,
     rules,
 )
-from gandissect.viz.report.images import picture_size, render_layer, strip_layout, threshold_key
+from gandissect.viz.report.images import REPORT_SIDE, picture_size, render_layer, strip_layout, threshold_key
 
 BELOW_CUT = '<span class="tag">not interpretable</span>'
 ACTIVE = ' class="active"'
@@ -215,22 +216,28 @@ def render_html(document: dict[str, Any], pictures: dict[str, dict[int, str]], o
 
 def write_report(document: dict[str, Any], generator: nn.Module, out_dir: str | Path,
                  device: str | torch.device = "cpu", images_per_unit: int = 8, batch_size: int = 32,
-                 quality: int = 75, files: RunFiles | None = None) -> Path:
+                 quality: int = 75, files: RunFiles | None = None, progress: bool = True) -> Path:
     """Render every image the report's pages show and write `out_dir/report.html` atomically; returns its path.
-    Each layer's top samples are generated once; a unit's pictures are stored once, and each threshold it is
-    drawn at adds only a small overlay. Causal results are read from the run's `files` (a checked snapshot,
+    Each layer's top samples are generated once; a unit's pictures are stored once, at most REPORT_SIDE
+    pixels on a side, and each threshold it is drawn at adds only a small overlay (a progress bar counts
+    them). Causal results are read from the run's `files` (a checked snapshot,
     or a command's staged update over it), when given."""
     check_document(document)
     causal = load_causal(files, document)
     pictures: dict[str, dict[int, str]] = {}
     overlays: list[str] = []
     index: dict[ImageKey, int] = {}
-    for name, wanted in image_requests(document, concept_units(document)).items():
-        images = render_layer(generator, document, name, sorted(wanted), images_per_unit, device, batch_size)
-        pictures[name] = {unit: data_uri(picture, quality) for unit, picture in images.pictures.items()}
-        for unit, key in sorted(wanted):
-            index[name, unit, key] = len(overlays)
-            overlays.append(images.overlay(unit, key))
+    requests = image_requests(document, concept_units(document))
+    with tqdm(total=sum(len(wanted) for wanted in requests.values()), desc="report", unit="picture",
+              disable=not progress, dynamic_ncols=True) as bar:
+        for name, wanted in requests.items():
+            images = render_layer(generator, document, name, sorted(wanted), images_per_unit, device, batch_size,
+                                  side=REPORT_SIDE)
+            pictures[name] = {unit: data_uri(picture, quality) for unit, picture in images.pictures.items()}
+            for unit, key in sorted(wanted):
+                index[name, unit, key] = len(overlays)
+                overlays.append(images.overlay(unit, key))
+                bar.update(1)
     path = Path(out_dir) / "report.html"
     write_text_atomic(path, render_html(document, pictures, overlays, index, images_per_unit, causal))
     return path
