@@ -49,7 +49,7 @@ def _run_dissect(args: argparse.Namespace) -> int:
     from gandissect.core.errors import ConfigError
     from gandissect.dissection import DissectConfig, Dissector
     from gandissect.engine import collectives
-    from gandissect.engine.samplepass import check_device
+    from gandissect.engine.samplepass import RANGE, check_device
     from gandissect.models import default_layers_for, default_segmenter_for, resolve_generator, resolve_segmenter
     from gandissect.viz import report
 
@@ -90,6 +90,9 @@ def _run_dissect(args: argparse.Namespace) -> int:
     document = dissector.finish(result, provenance, write_report)
     if document is not None:
         print(dissect_summary(document, config.label_method))
+        clipped = result.statistics.get(RANGE)
+        if clipped is not None and int(clipped.values):  # type: ignore[attr-defined]
+            print(f"note: {clipped.describe()}", file=sys.stderr)  # type: ignore[attr-defined]
         print(f"results: {Path(args.out).resolve()}" + ("" if args.no_report else "/report.html"))
     collectives.shutdown(collective)
     return 0

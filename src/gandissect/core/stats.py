@@ -379,7 +379,7 @@ for _cls in (UnitQuantiles, TopK, Moments, ConditionalMean, Tally, SampleTable):
 
 def statistic_class(name: str) -> type[Statistic]:
     """The registered statistic class called `name` (for loading saved or gathered state)."""
-    from gandissect.core import levels  # noqa: F401  (registers LevelCounts)
+    from gandissect.core import levels, ranges  # noqa: F401  (register LevelCounts and RangeCounts)
 
     if name not in STATISTICS:
         raise KeyError(f"no statistic class {name!r}; known: {sorted(STATISTICS)}")

@@ -40,13 +40,14 @@ from torch import nn
 from gandissect.core.errors import ConfigError
 from gandissect.core.hooks import get_layer
 from gandissect.core.levels import LevelCounts
+from gandissect.core.ranges import RangeCounts, declared_range
 from gandissect.core.segmenters import Segmenter, check_segmenter
 from gandissect.core.stats import ConditionalMean, Moments, Statistic, TopK, UnitQuantiles
 from gandissect.dissection.config import DissectConfig
-from gandissect.dissection.results import Dissection, quantile_edges, to_csv, to_json
+from gandissect.dissection.results import Dissection, output_range, quantile_edges, to_csv, to_json
 from gandissect.engine.collectives import Collective, SingleProcess
 from gandissect.engine.runfolder import RunFolder, fingerprint
-from gandissect.engine.samplepass import Batch, SamplePass, check_device, check_image_range
+from gandissect.engine.samplepass import RANGE, Batch, SamplePass, check_device
 from gandissect.engine.speed import channels_last
 from gandissect.engine.storage import (
     load_statistics,
@@ -108,8 +109,7 @@ class Dissector:
         self.folder.check_writable()
         probe = self._pass(self.config.iou_seed, with_labels=True, description="probe")
         batch = probe.batch(0, 1)
-        assert batch.images is not None and batch.labels is not None
-        check_image_range(self.generator, batch.images)
+        assert batch.images is not None and batch.labels is not None  # checked: shape, finite, range (wild)
         image_size = tuple(batch.images.shape[-2:])
         label_size = tuple(batch.labels.shape[-2:])
         if self.config.seg_size is None:
@@ -275,7 +275,7 @@ class Dissector:
                                                 self._candidate_edges(histogram), len(self.concepts),
                                                 self.config.folds)
             out.update(self._unit_statistics(name, histogram.low.shape[0]))
-        return out
+        return {**out, **self._image_statistics()}
 
     def _start_one_pass(self, stats: dict[str, Statistic]) -> dict[str, Statistic]:
         """Slot histograms per fold beside the calibrated quantile histograms, and the other statistics."""
@@ -287,7 +287,11 @@ class Dissector:
             out[f"slots/{name}"] = LevelCounts.slot_histogram(histogram.low, histogram.high, histogram.bins,
                                                               len(self.concepts), self.config.folds, dtype)
             out.update(self._unit_statistics(name, histogram.low.shape[0]))
-        return out
+        return {**out, **self._image_statistics()}
+
+    def _image_statistics(self) -> dict[str, Statistic]:
+        """How many image values the IoU set's images had outside the generator's range (clipped to it)."""
+        return {RANGE: RangeCounts(*declared_range(self.generator), device=self.device)}
 
     def _unit_statistics(self, name: str, units: int) -> dict[str, Statistic]:
         return {f"topk/{name}": TopK(units, self.config.topk, device=self.device),
@@ -345,7 +349,7 @@ class Dissector:
                 write_text_atomic(self.folder.stage("dissect.csv"), to_csv(document))
                 if before_commit is not None:
                     before_commit(document, self.folder.partial)
-                self.folder.commit()
+                self.folder.commit(output_range(result))
             self.collective.barrier()
         finally:
             self.folder.close()

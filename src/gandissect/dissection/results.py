@@ -14,10 +14,12 @@ import torch
 
 from gandissect.core.errors import GandissectError
 from gandissect.core.levels import LevelCounts
+from gandissect.core.ranges import RangeCounts
 from gandissect.core.stats import Statistic, TopK, UnitQuantiles
 from gandissect.dissection.config import DissectConfig
 from gandissect.dissection.labels import RULES, RuleResult, apply_rules, baseline_iou
 from gandissect.engine.runfiles import RunFiles, Snapshot
+from gandissect.engine.samplepass import RANGE
 from gandissect.engine.storage import statistics_from_bytes
 
 SCHEMA_VERSION = 2
@@ -179,6 +181,13 @@ def concept_rankings(result: Dissection, name: str) -> dict[str, dict[str, Any]]
     return rankings
 
 
+def output_range(result: Dissection) -> dict[str, Any]:
+    """{"output_range": how many image values of the IoU set were clipped to the generator's range} when the
+    run counted them (see core.ranges), else {}."""
+    counts = result.statistics.get(RANGE)
+    return {"output_range": counts.to_json()} if isinstance(counts, RangeCounts) else {}
+
+
 def to_json(result: Dissection, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The dissect.json document (schema in docs/dissect-schema.md)."""
     layers = {}
@@ -215,6 +224,7 @@ def to_json(result: Dissection, extra: dict[str, Any] | None = None) -> dict[str
             "folds of the IoU set and counted on the others; interpretable: IoU > min_iou, IQR > min_iqr and IoU "
             f"above the concept's whole-image IoU; units are labelled by the {config.label_method} rule"
         ),
+        **output_range(result),
         **(extra or {}),
         "layers": layers,
     }

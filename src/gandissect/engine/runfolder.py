@@ -203,11 +203,12 @@ class RunFolder:
         """Where a result file of the new run is written before `commit`."""
         return self.partial / name
 
-    def commit(self) -> list[Path]:
-        """Replace the run's results by the staged ones, all at once, with the identity and its manifest;
-        old results the run did not make and the partial folder with its checkpoints go too. Returns the
-        result paths."""
-        manifest = commit(self.path, self.partial, read_json(self.partial / IDENTITY), self.results)
+    def commit(self, facts: dict[str, Any] | None = None) -> list[Path]:
+        """Replace the run's results by the staged ones, all at once, with the identity (plus `facts` about
+        how the run went, such as the images it clipped) and its manifest; old results the run did not make
+        and the partial folder with its checkpoints go too. Returns the result paths."""
+        identity = {**read_json(self.partial / IDENTITY), **(facts or {})}
+        manifest = commit(self.path, self.partial, identity, self.results)
         return [self.path / name for name in manifest]
 
     def close(self) -> None:

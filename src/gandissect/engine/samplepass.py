@@ -29,12 +29,14 @@ from tqdm import tqdm
 
 from gandissect.core.errors import GandissectError
 from gandissect.core.hooks import Trace
+from gandissect.core.ranges import STRICT_BATCHES, check_wild, clip_to_range, declared_range
 from gandissect.core.sampling import sample_z
 from gandissect.core.segmenters import Segmenter, check_labels
 from gandissect.core.stats import Statistic
 from gandissect.engine.collectives import Collective, SingleProcess
 
 CHECKPOINT_SHARE = 0.05
+RANGE = "range/images"  # a RangeCounts in a pass's statistics counts the image values clipped to the range
 
 
 class NonFiniteError(GandissectError, FloatingPointError):
@@ -52,6 +54,7 @@ class Batch:
     features: dict[str, torch.Tensor]
     images: torch.Tensor | None
     labels: torch.Tensor | None
+    clipped: tuple[torch.Tensor, int, float] | None = None  # per sample the values clipped, values per sample, largest
 
     @property
     def indices(self) -> torch.Tensor:
@@ -118,18 +121,6 @@ def check_image_shape(generator: nn.Module, images: Any) -> None:
                               "(N, 3, H, W) as floats")
 
 
-def check_image_range(generator: nn.Module, images: torch.Tensor, tolerance: float = 0.1) -> None:
-    """Refuse images outside the generator's declared `output_range` (default (-1, 1)) by more than
-    `tolerance` of its width: segmenters and pictures assume that range."""
-    low, high = (float(v) for v in getattr(generator, "output_range", (-1.0, 1.0)))
-    margin = tolerance * (high - low)
-    seen_low, seen_high = float(images.min()), float(images.max())
-    if seen_low < low - margin or seen_high > high + margin:
-        raise GandissectError(
-            f"the generator's images lie in [{seen_low:.3g}, {seen_high:.3g}], outside its declared range "
-            f"[{low:g}, {high:g}]: rescale its output, or declare `output_range` on the generator")
-
-
 class SamplePass:
     """Generator (and optionally segmenter) over the fixed batches of one seeded sample set; with
     generate=False only the latents, for tools that run the generator their own way (interventions). With
@@ -187,14 +178,18 @@ class SamplePass:
             images = self.generator(z)
         for name in self.layers:
             check_finite(f"layer {name!r}", trace[name], start)
-        labels = None
+        labels, clipped = None, None
         if self.images:
             check_image_shape(self.generator, images)
             check_finite("the generator's images", images, start, per_unit=False)
-            check_image_range(self.generator, images)
+            low, high = declared_range(self.generator)
+            if position < STRICT_BATCHES:
+                check_wild(images, low, high)
+            images, outside, largest = clip_to_range(images, low, high)
+            clipped = (outside, images[0].numel(), largest)
             if self.segmenter is not None:
                 labels = self.segment(images)
-        return Batch(position, start, stop, z, dict(trace.outputs), images if self.images else None, labels)
+        return Batch(position, start, stop, z, dict(trace.outputs), images if self.images else None, labels, clipped)
 
     def _no_grad(self) -> Any:
         """inference_mode with `inference` (a little faster; its tensors refuse in-place changes and autograd
@@ -222,7 +217,10 @@ class SamplePass:
         with _deferred_interrupt() as interrupted:
             for position in range(start, len(mine)):
                 first, last = batches[mine[position]]
-                update(self.batch(first, last, position), stats)
+                batch = self.batch(first, last, position)
+                if RANGE in stats and batch.clipped is not None:
+                    stats[RANGE].add(*batch.clipped)  # type: ignore[call-arg]
+                update(batch, stats)
                 bar.update(1)
                 done = position + 1
                 due = (done % self.checkpoint_every == 0 and done < len(mine)

@@ -49,7 +49,7 @@ ACTIVE = ' class="active"'
 CARD_FRAME = 14  # px: a gallery card's padding and border, both sides (report.css)
 SORT_KEYS = (("iou", "IoU"), ("crossfit", "crossfit IoU"), ("unit", "unit"), ("concept", "concept"))
 KNOWN_KEYS = {"schema", "config", "model", "segmenter", "concepts", "segmentation_size", "label_method",
-              "label_rules", "threshold_method", "layers"}
+              "label_rules", "threshold_method", "layers", "output_range"}
 esc = html.escape
 
 
@@ -84,6 +84,21 @@ def strip_html(picture: str, overlay: str, alt: str, layout: dict[str, Any]) -> 
             f'<img class="overlay" src="{overlay}" alt=""></div></div>')
 
 
+def _clipped(counts: Any) -> list[tuple[str, str]]:
+    """The header row saying how many image values were outside the generator's range and clipped to it."""
+    keys = ("clipped_values", "of_values", "clipped_samples", "of_samples")
+    if not isinstance(counts, dict) or not all(isinstance(counts.get(k), int) for k in keys):
+        return []
+    declared = counts.get("declared") or ["?", "?"]
+    span = f"[{fmt(declared[0])}, {fmt(declared[-1])}]"
+    if not counts["clipped_values"]:
+        return [("output range", f"every image value in {span}")]
+    share = counts["clipped_values"] / max(counts["of_values"], 1)
+    return [("output range", f"{share:.2%} of image values, in {counts['clipped_samples']} of {counts['of_samples']} "
+                             f"samples, were outside {span} and clipped to it (largest overshoot "
+                             f"{fmt(counts.get('largest_overshoot'))})")]
+
+
 def _extras(document: dict[str, Any]) -> list[tuple[str, str]]:
     rows = []
     for key, value in document.items():
@@ -109,6 +124,7 @@ def _header(document: dict[str, Any], colors: dict[str, str], causal: str = "") 
                           + (f", IQR > {config['min_iqr']}" if "min_iqr" in config else "")
                           + " and IoU above the concept's whole-image IoU"),
         ("segmentation", _size(document.get("segmentation_size"))),
+        *_clipped(document.get("output_range")),
         ("concepts", f"{len(document['concepts'])} in {len({c['category'] for c in document['concepts']})} "
                      "categories"),
         ("threshold method", document.get("threshold_method", "")),
