@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+from tqdm import tqdm
 
 from gandissect.core.features import upsample
 from gandissect.core.hooks import Trace
@@ -143,12 +144,13 @@ def reduced(pictures: np.ndarray, side: int | None) -> np.ndarray:
 
 def render_layer(generator: nn.Module, document: dict[str, Any], layer: str,
                  requests: Iterable[tuple[int, float | None]], count: int = 8,
-                 device: str | torch.device = "cpu", batch_size: int = 32, side: int | None = None) -> LayerImages:
+                 device: str | torch.device = "cpu", batch_size: int = 32, side: int | None = None,
+                 progress: bool = False) -> LayerImages:
     """Strips of the top `count` images of the requested units of `layer` and their masks at the requested
     thresholds. Images come from the IoU sample set (seed `config.iou_seed`); each distinct sample is
     generated once, in batches of `batch_size`, whatever the number of units and thresholds using it. With
     `side`, pictures and masks are drawn with the longer side at most that (the report's display size), so a
-    large generator's report stays small and quick to make."""
+    large generator's report stays small and quick to make. With `progress`, a bar counts the samples drawn."""
     records = {int(r["unit"]): r for r in document["layers"][layer]["units"]}
     wanted: dict[int, set[float]] = {}
     for unit, threshold in requests:
@@ -164,6 +166,8 @@ def render_layer(generator: nn.Module, document: dict[str, Any], layer: str,
     images = LayerImages(width)
     generator = generator.to(device).eval()
     samples = sorted(uses)
+    bar = tqdm(total=len(samples), desc=f"report: {layer} images", unit="sample", disable=not progress,
+               dynamic_ncols=True)
     for start in range(0, len(samples), batch_size):
         batch = samples[start:start + batch_size]
         with torch.no_grad(), Trace(generator, [layer]) as trace:
@@ -183,6 +187,8 @@ def render_layer(generator: nn.Module, document: dict[str, Any], layer: str,
             for key in wanted[unit]:
                 mask = images.masks.setdefault((unit, key), np.zeros(strip.shape[:2], bool))
                 mask[:, x:x + width] = values > key
+        bar.update(len(batch))
+    bar.close()
     for unit, keys in wanted.items():
         strip = images.pictures.setdefault(unit, np.full((height, count * (width + 1), 3), GAP, np.uint8))
         images.filled[unit] = len(records[unit]["top_samples"][:count])

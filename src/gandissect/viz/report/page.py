@@ -235,20 +235,20 @@ def write_report(document: dict[str, Any], generator: nn.Module, out_dir: str | 
                  quality: int = 75, files: RunFiles | None = None, progress: bool = True) -> Path:
     """Render every image the report's pages show and write `out_dir/report.html` atomically; returns its path.
     Each layer's top samples are generated once; a unit's pictures are stored once, at most REPORT_SIDE
-    pixels on a side, and each threshold it is drawn at adds only a small overlay (a progress bar counts
-    them). Causal results are read from the run's `files` (a checked snapshot,
-    or a command's staged update over it), when given."""
+    pixels on a side, and each threshold it is drawn at adds only a small overlay (progress bars count the
+    samples drawn and the pictures made). Causal results are read from the run's `files` (a checked
+    snapshot, or a command's staged update over it), when given."""
     check_document(document)
     causal = load_causal(files, document)
     pictures: dict[str, dict[int, str]] = {}
     overlays: list[str] = []
     index: dict[ImageKey, int] = {}
     requests = image_requests(document, concept_units(document))
-    with tqdm(total=sum(len(wanted) for wanted in requests.values()), desc="report", unit="picture",
-              disable=not progress, dynamic_ncols=True) as bar:
-        for name, wanted in requests.items():
-            images = render_layer(generator, document, name, sorted(wanted), images_per_unit, device, batch_size,
-                                  side=REPORT_SIDE)
+    for name, wanted in requests.items():
+        images = render_layer(generator, document, name, sorted(wanted), images_per_unit, device, batch_size,
+                              side=REPORT_SIDE, progress=progress)
+        with tqdm(total=len(wanted), desc=f"report: {name} pictures", unit="picture", disable=not progress,
+                  dynamic_ncols=True) as bar:
             pictures[name] = {unit: data_uri(picture, quality) for unit, picture in images.pictures.items()}
             for unit, key in sorted(wanted):
                 index[name, unit, key] = len(overlays)
