@@ -3,7 +3,7 @@
 Convolutions on a CPU run several times faster in channels-last (NHWC) memory format, where PyTorch uses
 oneDNN: on scenes64, the segmenter 2.3x and the generator's upper layers 4.5x (batch 128). Outputs equal the
 default format's up to float rounding (about 1e-5), so tools that run a model thousands of times
-(interventions) opt in; the dissection keeps the default format.
+(interventions, the dissection) opt in.
 """
 
 from __future__ import annotations
