@@ -94,7 +94,7 @@ def painter_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     run = tmp_path_factory.mktemp("painter") / "scenes64-run"
     assert main(["dissect", "--model", "scenes64", "--layers", "layer3,layer4", "--samples", "32", "--topk", "4",
-                 "--out", str(run)]) == 0
+                 "--passes", "two", "--out", str(run)]) == 0  # two passes: the tests name what each layer shows
     assert main(["causal", str(run), "--layer", "layer4", "--concept", "tree,door,sky", "--samples", "16",
                  "--set-samples", "8", "--no-report"]) == 0
     result = Dissection.load(run)

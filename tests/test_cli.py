@@ -25,7 +25,10 @@ def run_dissect(out: Path, *extra: str) -> int:
 def test_dissect_writes_results_and_report(tmp_path, capsys):
     assert run_dissect(tmp_path / "run") == 0
     printed = capsys.readouterr().out
-    assert "features: 3 of 5 units interpretable (quantile rule)" in printed
+    assert "interpretable units (quantile rule):" in printed
+    rows = {line.split()[0]: line.split()[1:] for line in printed.splitlines()[2:] if line.strip()}
+    assert rows["all"] == ["3", "of", "5"] and {c: rows[c] for c in ("red", "green", "blue")} == \
+        {"red": ["1"], "green": ["1"], "blue": ["1"]}
     assert f"results: {(tmp_path / 'run').resolve()}/report.html" in printed
     document = json.loads((tmp_path / "run" / "dissect.json").read_text())
     assert document["model"] == PLANTED and document["segmenter"] == "color"
@@ -41,7 +44,7 @@ def test_report_is_rewritten_from_a_finished_run(tmp_path, capsys):
     assert main(["report", str(tmp_path), "--model", PLANTED]) == 0
     assert "unit-card" in (tmp_path / "report.html").read_text()
     assert main(["report", str(tmp_path / "missing")]) == 2
-    assert "gandissect dissect" in capsys.readouterr().err
+    assert f"{tmp_path / 'missing'} does not exist: run `gandissect dissect --out" in capsys.readouterr().err
 
 
 def test_existing_run_is_refused_then_forced(tmp_path, capsys):

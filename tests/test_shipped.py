@@ -41,7 +41,7 @@ def test_shipped_segmenter_agrees_with_rendered_ground_truth():
 def test_dissect_command_on_the_shipped_model(tmp_path, capsys):
     assert main(["dissect", "--model", "scenes64", "--layers", "layer4", "--samples", "32", "--batch-size", "16",
                  "--out", str(tmp_path)]) == 0
-    assert "layer4:" in capsys.readouterr().out
+    assert "concept     layer4" in capsys.readouterr().out
     document = json.loads((tmp_path / "dissect.json").read_text())
     assert document["segmenter"] == "scenes64+color"
     assert [c["name"] for c in document["concepts"]][:12] == list(world.CONCEPTS)

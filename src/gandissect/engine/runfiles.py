@@ -71,7 +71,7 @@ class Snapshot:
 
     def open(self) -> Snapshot:
         if not self.root.is_dir():
-            raise RunFileError(f"{self.root} is not a run folder (no such folder)")
+            raise RunFileError(f"{self.root} does not exist: run `gandissect dissect --out {self.root}` first")
         self.lock.take(exclusive=False)
         try:
             if pending(self.root):

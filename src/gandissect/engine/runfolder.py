@@ -131,7 +131,7 @@ class RunFolder:
         (the fingerprints in run.json; a command without a segmenter passes None), so results of different
         models never mix in one folder; an interrupted commit is finished first."""
         if not self.path.is_dir():
-            raise RunFolderError(f"{self.path} is not a run folder (no such folder)")
+            raise RunFolderError(f"{self.path} does not exist: run `gandissect dissect --out {self.path}` first")
         if self.rank == 0:
             self._take_lock()
             try:
