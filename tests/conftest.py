@@ -4,6 +4,7 @@ headless browser of the report's and the painter's tests."""
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from pathlib import Path
 
@@ -19,6 +20,16 @@ os.environ["GANDISSECT_CACHE"] = tempfile.mkdtemp(prefix="gandissect-test-cache-
 os.environ.pop("GANDISSECT_MODELS", None)
 
 PLANTED_CONFIG = {"layers": ["features"], "samples": 64, "batch_size": 32, "quantile": 0.15, "checkpoint_every": 8}
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to open a network connection fails the test (the loaders work offline)."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 @pytest.fixture(scope="session")

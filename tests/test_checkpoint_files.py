@@ -12,7 +12,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import urllib.error
 from pathlib import Path
@@ -36,15 +35,6 @@ def error_line(capsys: pytest.CaptureFixture[str], command: str, *words: str) ->
     assert "weights_only=False" not in err and "--resume" not in err, err
     assert all(word in errors[0] for word in words), errors[0]
     return errors[0]
-
-
-@pytest.fixture
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args, **kwargs):
-        raise AssertionError("tried to open a network connection")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 @pytest.fixture(scope="module")
