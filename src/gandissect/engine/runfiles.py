@@ -133,7 +133,7 @@ class Staged:
             lock.release()
         if self.staging.exists():
             shutil.rmtree(self.staging)
-        self.check_kept()
+        self.committed = self._kept()  # the writer holds the run's lock: nothing else commits meanwhile
         self.staging.mkdir()
 
     def path(self, name: str) -> Path:
@@ -149,35 +149,32 @@ class Staged:
         return files_on_disk(self.staging, os.listdir(self.staging))
 
     def names(self, prefix: str = "") -> list[str]:
-        with Snapshot(self.root) as committed:
-            old = [n for n in committed.names(prefix) if not under(n, self.replaces)]
-        return sorted(set(old) | {n for n in self._staged() if not prefix or under(n, [prefix])})
+        staged = {n for n in self._staged() if not prefix or under(n, [prefix])}
+        return sorted(set(self.committed.names(prefix)) | staged)
 
     def read(self, name: str) -> bytes:
         if name in self._staged():
             return (self.staging / name).read_bytes()
-        if under(name, self.replaces):
-            raise RunFileError(f"{self.root / name} is not one of the run's files")
-        with Snapshot(self.root) as committed:
-            return committed.read(name)
+        return self.committed.read(name)
 
-    def check_kept(self) -> dict[str, Any]:
-        """run.json, after checking that the files this update keeps are still the ones it lists (a damaged
-        run gets no new results)."""
+    def _kept(self) -> Snapshot:
+        """The run's files this update keeps, each checked against run.json now (a damaged run gets no new
+        results), as a snapshot to read them from."""
         identity = read_json(self.root / IDENTITY)
+        kept = Snapshot(self.root)
+        kept.identity = identity
         for name, digest in manifest_of(identity, self.root / IDENTITY).items():
             if not under(name, self.replaces):
                 path = inside(self.root, name)
                 if not path.is_file() or digest_file(path) != digest:
                     raise RunFileError(f"{path} was changed after gandissect wrote it (its SHA-256 is not the one "
                                        "run.json records): restore it or redo the command that wrote it")
-        return identity
+                kept.files[name] = digest
+        return kept
 
     def commit(self) -> None:
-        commit(self.root, self.staging, self.check_kept(), self.replaces)
-
-    def discard(self) -> None:
-        shutil.rmtree(self.staging, ignore_errors=True)
+        """Commit the staged files, the kept ones checked once more."""
+        commit(self.root, self.staging, self._kept().identity, self.replaces)
 
 
 class FolderFiles:
