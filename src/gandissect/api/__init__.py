@@ -63,9 +63,10 @@ def dissect(generator: nn.Module | str, segmenter: Any = None, layers: Sequence[
             **settings: Any) -> Dissection:
     """Dissect `layers` of `generator` (an nn.Module with `z_dim`, or a model spec such as "scenes64") with
     `segmenter` (default: the shipped model's), on `samples` samples per set; `settings` are DissectConfig's
-    (quantile, batch_size, label_method, passes: "auto" by default, as on the command line, ...). With `out`, the run folder is kept there (with report.html
-    unless report=False; `force`/`resume` as on the command line); without it, a temporary folder is used
-    and removed. Returns the results, able to draw themselves."""
+    (quantile, batch_size, label_method, passes: "auto" by default, as on the command line, ...). With
+    `out`, the run folder is kept there (with report.html unless report=False; `force`/`resume` as on the
+    command line); without it, a temporary folder is used and removed. Returns the results, able to draw
+    themselves."""
     model, spec = _generator(generator, device)
     built, segmenter_spec = _segmenter(segmenter, spec, device)
     chosen = list(layers) if layers is not None else default_layers_for(spec or "", model)

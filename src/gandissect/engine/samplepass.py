@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from gandissect.core.errors import GandissectError
 from gandissect.core.hooks import Trace
-from gandissect.core.ranges import STRICT_BATCHES, check_wild, clip_to_range, declared_range
+from gandissect.core.ranges import STRICT_BATCHES, clip_to_range, declared_range
 from gandissect.core.sampling import sample_z
 from gandissect.core.segmenters import Segmenter, check_labels
 from gandissect.core.stats import Statistic
@@ -183,9 +183,7 @@ class SamplePass:
             check_image_shape(self.generator, images)
             check_finite("the generator's images", images, start, per_unit=False)
             low, high = declared_range(self.generator)
-            if position < STRICT_BATCHES:
-                check_wild(images, low, high)
-            images, outside, largest = clip_to_range(images, low, high)
+            images, outside, largest = clip_to_range(images, low, high, strict=position < STRICT_BATCHES)
             clipped = (outside, images[0].numel(), largest)
             if self.segmenter is not None:
                 labels = self.segment(images)
