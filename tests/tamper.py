@@ -1,11 +1,15 @@
 """Run folders changed the way someone handing one over could: files edited and run.json's checksums updated
-to match (a consistent folder that must still be refused for what it holds, not for its checksums)."""
+to match (a consistent folder that must still be refused for what it holds, not for its checksums); and a
+fixture's plain folder read as a run's files."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
+
+from gandissect.engine.journal import check_name, files_on_disk, inside
 
 RESULTS = ("dissect.json", "dissect.csv", "statistics.safetensors", "report.html")
 
@@ -30,3 +34,20 @@ def edit_json(run: Path, name: str, change) -> None:
     change(document)
     path.write_text(json.dumps(document))
     rehash(run)
+
+
+class FolderFiles:
+    """A test fixture's folder as a run's files (`engine.runfiles.RunFiles`), read as they are, unchecked:
+    what the report reads from a run, without the manifest a real run has."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def names(self, prefix: str = "") -> list[str]:
+        if not self.root.is_dir():
+            return []
+        found = files_on_disk(self.root, [prefix] if prefix else os.listdir(self.root))
+        return [name for name in found if (self.root / name).is_file()]
+
+    def read(self, name: str) -> bytes:
+        return inside(self.root, check_name(name, str(self.root))).read_bytes()

@@ -34,13 +34,12 @@ from gandissect.core.hooks import Trace
 from gandissect.core.images import to_uint8
 from gandissect.core.sampling import sample_z
 from gandissect.core.segmenters import ColorSegmenter
-from gandissect.engine.runfiles import FolderFiles
 from gandissect.models.scenegan import GeneratorConfig, SceneGenerator
 from gandissect.viz.report import DIM, OUTLINE, render_unit_images, write_report
 from gandissect.viz.report.causal import TOP_UNITS, Causal, load_causal, page_json
 from gandissect.viz.report.data import fmt
 from gandissect.viz.report.images import HALO, OVERLAY_ALPHA, highlight, render_layer
-from tamper import rehash
+from tamper import FolderFiles, rehash
 
 IMAGES_PER_UNIT = 6
 TILE = 65  # a 64-px image and its 1-px gap

@@ -41,7 +41,7 @@ from gandissect.engine.journal import (
 )
 from gandissect.engine.storage import read_json
 
-__all__ = ["FolderFiles", "RunFileError", "RunFiles", "Snapshot", "Staged", "read_json_file"]
+__all__ = ["RunFileError", "RunFiles", "Snapshot", "Staged", "read_json_file"]
 
 
 class RunFiles(Protocol):
@@ -175,23 +175,6 @@ class Staged:
     def commit(self) -> None:
         """Commit the staged files, the kept ones checked once more."""
         commit(self.root, self.staging, self._kept().identity, self.replaces)
-
-
-class FolderFiles:
-    """The files of a folder this process wrote itself (a staging folder, a fixture), read as they are,
-    unchecked: never a folder handed over by someone else, which goes through `Snapshot`."""
-
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-
-    def names(self, prefix: str = "") -> list[str]:
-        if not self.root.is_dir():
-            return []
-        found = files_on_disk(self.root, [prefix] if prefix else os.listdir(self.root))
-        return [name for name in found if (self.root / name).is_file()]
-
-    def read(self, name: str) -> bytes:
-        return inside(self.root, check_name(name, str(self.root))).read_bytes()
 
 
 def read_json_file(files: RunFiles, name: str) -> Any:
