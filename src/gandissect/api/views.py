@@ -89,10 +89,14 @@ class Dissection(Results):
 
 
 
-    def _pictures(self, layer: str, thresholds: dict[int, float], count: int) -> dict[int, np.ndarray]:
+    def _drawing(self) -> nn.Module:
+        """The generator to draw with (one line when these results have none)."""
         if self.generator is None:
             raise ConfigError("these results have no generator to draw with: gandissect.load(run, generator=...)")
-        return render_unit_images(self.generator, self.document, layer, list(thresholds), count=count,
+        return self.generator
+
+    def _pictures(self, layer: str, thresholds: dict[int, float], count: int) -> dict[int, np.ndarray]:
+        return render_unit_images(self._drawing(), self.document, layer, list(thresholds), count=count,
                                   device=self.device, thresholds=thresholds)
 
     def unit(self, layer: str, unit: int, count: int = 8) -> Picture:
@@ -124,16 +128,13 @@ class Dissection(Results):
                  seed: int | None = None) -> Picture:
         """Images of `samples` (indices of sample set `seed`, default the IoU set) unedited and, with `edit`
         ({layer: UnitEdit or function}, as `Trace` takes), edited, one strip each."""
-        if self.generator is None:
-            raise ConfigError("these results have no generator to draw with: gandissect.load(run, generator=...)")
+        generator = self._drawing()
         chosen = torch.tensor(list(samples))
-        z = sample_z(self.generator, self.config.iou_seed if seed is None else seed, chosen).to(self.device)
+        z = sample_z(generator, self.config.iou_seed if seed is None else seed, chosen).to(self.device)
         rows = []
-        for label, edits in (("unedited", None), ("edited", edit)):
-            if label == "edited" and not edit:
-                break
-            with torch.no_grad(), Trace(self.generator, edit=edits):
-                rows.append((label, grid(to_uint8(self.generator(z)), columns=len(chosen))))
+        for label, edits in [("unedited", None), *([("edited", edit)] if edit else [])]:
+            with torch.no_grad(), Trace(generator, edit=edits):
+                rows.append((label, grid(to_uint8(generator(z)), columns=len(chosen))))
         return Picture(f"samples {chosen.tolist()}" + (f", edited at {', '.join(edit)}" if edit else ""), rows)
 
     def effects(self, layer: str, concepts: Any = "all", **options: Any) -> Any:
