@@ -30,6 +30,7 @@ class OpenRun:
     device: torch.device
     holder: Any = None
     document: dict = field(default_factory=dict)
+    has_report: bool = False
 
 
 def open_run(args: argparse.Namespace, hold: bool = True) -> OpenRun:
@@ -49,6 +50,7 @@ def open_run(args: argparse.Namespace, hold: bool = True) -> OpenRun:
     with Snapshot(folder) as files:
         document = read_json_file(files, "dissect.json") if "dissect.json" in files.names() else {}
         result = Dissection.load(files)
+        has_report = "report.html" in files.names()
     if document:
         check_document(document)  # the report is rewritten at the end: refuse a broken document before the work
     model = recorded_spec(document, "model", args.model, "--model")
@@ -62,7 +64,7 @@ def open_run(args: argparse.Namespace, hold: bool = True) -> OpenRun:
     if holder is not None:
         HELD.append(holder)
     channels_last(generator, segmenter)
-    return OpenRun(folder, result, generator, segmenter, device, holder, document)
+    return OpenRun(folder, result, generator, segmenter, device, holder, document, has_report)
 
 
 def spec_help(what: str, default: str) -> str:
@@ -84,22 +86,18 @@ def common_arguments(p: argparse.ArgumentParser) -> None:
 def staged_update(run: OpenRun, args: argparse.Namespace, replaces: list[str]) -> Any:
     """The update a causal command stages its files in (rank 0, which holds the run): it replaces
     `replaces`, and report.html when the run has one that is rewritten (not --no-report)."""
-    from gandissect.engine.runfiles import Snapshot
-
-    with Snapshot(run.folder) as files:
-        report = "report.html" in files.names() and not args.no_report
+    report = run.has_report and not args.no_report
     return run.holder.update([*replaces, *(["report.html"] if report else [])])
 
 
 def commit_update(run: OpenRun, update: Any) -> None:
     """Write the report (when the update replaces it) from the staged and committed files, then commit all
     of the command's files at once."""
-    from gandissect.engine.runfiles import read_json_file
     from gandissect.viz import report
 
     if "report.html" in update.replaces:
-        report.write_report(read_json_file(update, "dissect.json"), run.generator, update.path("report.html").parent,
-                            files=update, device=run.device)
+        report.write_report(run.document, run.generator, update.path("report.html").parent, files=update,
+                            device=run.device)
     update.commit()
     if "report.html" in update.replaces:
         print(f"report: {run.folder / 'report.html'}")
