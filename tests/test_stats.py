@@ -282,6 +282,7 @@ def test_fused_kernels_equal_the_pytorch_path(grid, monkeypatch):
     acts[0, 0, 0, 0] = 9.0  # above the histogram's range
     labels = torch.randint(-1, 4, (7, 2, 8, 8), generator=g)
     labels[2, :, 3:5] = -2
+    labels[3, 0, 1, 1], labels[3, 1, 1, 1] = -2, 2  # unknown in one channel, a concept in the other
     folds = torch.arange(7) % 2
 
     def fill():
@@ -289,6 +290,12 @@ def test_fused_kernels_equal_the_pytorch_path(grid, monkeypatch):
         quantiles.add(acts, (8, 8))
         counts = counts_of(grid, folds=2)
         counts.add(acts, labels, folds)
+        together, with_counts = UnitQuantiles(grid[0], grid[1], BINS), counts_of(grid, folds=2)
+        with_counts.add(acts, labels, folds, quantiles=together)  # one pass over the values fills both
+        for name in UnitQuantiles.fields:
+            assert torch.equal(getattr(together, name), getattr(quantiles, name)), name
+        for name in LevelCounts.fields:
+            assert torch.equal(getattr(with_counts, name), getattr(counts, name)), name
         return quantiles, counts
 
     for threads in (1, 2):  # the kernels run on torch's thread count and leave it as it was (they share OpenMP)
@@ -299,6 +306,8 @@ def test_fused_kernels_equal_the_pytorch_path(grid, monkeypatch):
     monkeypatch.setattr(kernels, "numba", None)
     assert not kernels.available()
     plain = fill()
+    with pytest.raises(ValueError, match="range and bins"):
+        counts_of(grid).add(acts, labels, quantiles=UnitQuantiles(grid[0], grid[1] * 2, BINS))
     for a, b in zip(fused, plain, strict=True):
         for name in type(a).fields:
             assert torch.equal(getattr(a, name), getattr(b, name)), name

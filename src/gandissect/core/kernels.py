@@ -69,12 +69,14 @@ if numba is not None:
             maximum[u] = max(maximum[u], high_seen)
 
     @numba.njit(cache=True, nogil=True)
-    def _prepare_labels(labels, folds, unknown, known, concept_area, pixels):  # pragma: no cover
-        """In place on labels (N, K, P): a concept repeated at a pixel in a later channel becomes -1; known
-        (N, P) marks pixels with no `unknown` label; concept areas (F, C) and pixels (F,) count known pixels."""
+    def _prepare_labels(labels, folds, unknown, known, partly_known, concept_area, pixels):  # pragma: no cover
+        """In place on labels (N, K, P): a concept repeated at a pixel in a later channel, and every label of
+        a pixel with an `unknown` label, become -1; known (N, P) marks pixels with no `unknown` label and
+        partly_known (N,) the samples with any other; concept areas (F, C) and pixels (F,) count known pixels."""
         n, channels, size = labels.shape
         for i in range(n):
             f = folds[i]
+            partly_known[i] = False
             for p in range(size):
                 ok = True
                 for k in range(channels):
@@ -91,27 +93,57 @@ if numba is not None:
                         c = labels[i, k, p]
                         if c >= 0:
                             concept_area[f, c] += 1
+                else:
+                    partly_known[i] = True
+                    for k in range(channels):
+                        labels[i, k, p] = -1
 
     @numba.njit(parallel=True, cache=True, nogil=True)
     def _level_counts(acts, y0, y1, wy0, wy1, x0, x1, wx0, wx1, scale, bias, bins, exceeded, folds, labels, known,
-                      joint, totals):  # pragma: no cover
+                      partly_known, joint, totals, counts, minimum, maximum):  # pragma: no cover
+        """Per unit and sample: upsample, find each value's level (and, when `counts` has rows, count its slot
+        and extremes as `_histogram` does), then count the known pixels' levels, then each label channel's
+        (labels of unknown pixels are -1 by `_prepare_labels`). Separate loops keep each one simple."""
         n, units = acts.shape[0], acts.shape[1]
         channels = labels.shape[1]
+        with_histogram = counts.shape[0] > 0
         for u in numba.prange(units):
             rows = np.empty((y0.size, acts.shape[3]), np.float32)
             values = np.empty(y0.size * x0.size, np.float32)
+            levels = np.empty(values.size, np.int32)
+            level_of = exceeded[u]
+            low_seen, high_seen = np.inf, -np.inf
             for i in range(n):
-                f = folds[i]
                 _upsample_into(values, acts, i, u, y0, y1, wy0, wy1, x0, x1, wx0, wx1, rows)
-                for p in range(values.size):
-                    if not known[i, p]:
-                        continue
-                    b = exceeded[u, _slot(values[p], scale[u], bias[u], bins)]
-                    totals[f, u, b] += 1
-                    for k in range(channels):
-                        c = labels[i, k, p]
+                if with_histogram:
+                    for p in range(values.size):
+                        v = values[p]
+                        s = _slot(v, scale[u], bias[u], bins)
+                        counts[u, s] += 1
+                        levels[p] = level_of[s]
+                        low_seen = min(low_seen, v)
+                        high_seen = max(high_seen, v)
+                else:
+                    for p in range(values.size):
+                        levels[p] = level_of[_slot(values[p], scale[u], bias[u], bins)]
+                total = totals[folds[i], u]
+                if partly_known[i]:
+                    for p in range(values.size):
+                        if known[i, p]:
+                            total[levels[p]] += 1
+                else:
+                    for p in range(values.size):
+                        total[levels[p]] += 1
+                counted = joint[folds[i], u]
+                for k in range(channels):
+                    label = labels[i, k]
+                    for p in range(values.size):
+                        c = label[p]
                         if c >= 0:
-                            joint[f, u, b, c] += 1
+                            counted[levels[p], c] += 1
+            if with_histogram:
+                minimum[u] = min(minimum[u], low_seen)
+                maximum[u] = max(maximum[u], high_seen)
 
 
 def slot_coefficients(low: torch.Tensor, high: torch.Tensor, bins: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,17 +182,25 @@ def histogram(acts: torch.Tensor, size: tuple[int, int], low: torch.Tensor, high
 
 def level_counts(acts: torch.Tensor, low: torch.Tensor, high: torch.Tensor, bins: int, exceeded: torch.Tensor,
                  folds: torch.Tensor, labels: torch.Tensor, unknown: int, joint: torch.Tensor, totals: torch.Tensor,
-                 concept_area: torch.Tensor, pixels: torch.Tensor) -> None:
+                 concept_area: torch.Tensor, pixels: torch.Tensor,
+                 histogram: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> None:
     """Count feature maps (N, U, h, w), upsampled to the labels' (H, W), at their level (exceeded: (U, bins + 2)
     levels below each slot) into joint (F, U, L + 1, C) by label (N, K, H, W: -1 none, `unknown` for pixels left
     out, a concept counted once per pixel) and totals (F, U, L + 1); known pixels also into concept_area (F, C)
-    and pixels (F,)."""
+    and pixels (F,). `histogram` (counts, minimum, maximum) of the same bins over (low, high], if given, gets
+    every value as `histogram()` would add it, from the same pass."""
     scale, bias = slot_coefficients(low, high, bins)
     codes = labels.flatten(2).to(torch.int32, copy=True).numpy()
     known = np.empty((codes.shape[0], codes.shape[2]), np.bool_)
+    partly_known = np.empty(codes.shape[0], np.bool_)
     folds_array = folds.to(torch.int64).contiguous().numpy()
-    _prepare_labels(codes, folds_array, unknown, known, concept_area.numpy(), pixels.numpy())
+    _prepare_labels(codes, folds_array, unknown, known, partly_known, concept_area.numpy(), pixels.numpy())
+    if histogram is None:
+        extremes = np.empty(0, np.float64)
+        counts, minimum, maximum = np.empty((0, bins + 2), np.int64), extremes, extremes
+    else:
+        counts, minimum, maximum = (t.numpy() for t in histogram)
     with _torch_threads():
         _level_counts(acts.float().contiguous().numpy(), *_taps(acts, tuple(labels.shape[-2:])), scale.numpy(),
                       bias.numpy(), bins, exceeded.to(torch.int32).contiguous().numpy(), folds_array, codes, known,
-                      joint.numpy(), totals.numpy())
+                      partly_known, joint.numpy(), totals.numpy(), counts, minimum, maximum)

@@ -17,7 +17,7 @@ import torch
 
 from gandissect.core import kernels
 from gandissect.core.features import upsample
-from gandissect.core.stats import UNKNOWN, Statistic, _flat, histogram_slots, register_statistic
+from gandissect.core.stats import UNKNOWN, Statistic, UnitQuantiles, _flat, histogram_slots, register_statistic
 
 
 @register_statistic
@@ -103,19 +103,27 @@ class LevelCounts(Statistic):
             self._lookup = torch.searchsorted(self.edges, slots.contiguous(), right=False)
         return self._lookup
 
-    def add(self, acts: torch.Tensor, labels: torch.Tensor, fold: torch.Tensor | int = 0) -> None:
+    def add(self, acts: torch.Tensor, labels: torch.Tensor, fold: torch.Tensor | int = 0,
+            quantiles: UnitQuantiles | None = None) -> None:
         """Feature maps (N, U, h, w), counted as upsampled to the labels' (N, K, H, W) size, and each sample's
-        fold (N,) or one fold for all."""
+        fold (N,) or one fold for all. `quantiles`, a histogram over the same range and bins, is given the same
+        upsampled values too (`UnitQuantiles.add`), by the fused kernel in the same pass over them."""
         if acts.dim() != 4 or labels.dim() != 4 or labels.shape[0] != acts.shape[0]:
             raise ValueError(f"labels of shape {tuple(labels.shape)} do not align with activations of shape "
                              f"{tuple(acts.shape)}: expected (N, K, H, W) and (N, U, h, w) with the same N")
         size = tuple(labels.shape[-2:])
         n = acts.shape[0]
         folds = torch.as_tensor(fold, device=acts.device).long().expand(n)
+        if quantiles is not None and (quantiles.bins != self.bins or not torch.equal(quantiles.low, self.low)
+                                      or not torch.equal(quantiles.high, self.high)):
+            raise ValueError("the quantile histogram must have the counts' range and bins")
         if kernels.available(acts, self.joint):  # labels prepared and counted inside the kernels
+            histogram = None if quantiles is None else (quantiles.counts, quantiles.minimum, quantiles.maximum)
             kernels.level_counts(acts.detach(), self.low, self.high, self.bins, self._exceeded(), folds, labels,
-                                 UNKNOWN, self.joint, self.totals, self.concept_area, self.pixels)
+                                 UNKNOWN, self.joint, self.totals, self.concept_area, self.pixels, histogram)
             return
+        if quantiles is not None:
+            quantiles.add(acts, size)
         flat, flat_labels = _flat(upsample(acts.detach(), size), labels)
         assert flat_labels is not None
         p, concepts = flat_labels.shape[2], self.joint.shape[-1]

@@ -298,20 +298,25 @@ class Dissector:
                 f"moments/{name}": Moments(units, device=self.device),
                 f"condmean/{name}": ConditionalMean(units, len(self.concepts), device=self.device)}
 
-    def _add_counts(self, batch: Batch, stats: dict[str, Statistic]) -> None:
+    def _add_counts(self, batch: Batch, stats: dict[str, Statistic], with_quantiles: bool = False) -> None:
+        """The IoU set's statistics; `with_quantiles` (one pass) fills the quantile histograms in the same
+        pass over the upsampled values as the slot counts, when both are at the labels' size."""
         assert batch.labels is not None
         counts = "slots" if self.passes == "one" else "levels"
         folds = batch.indices % self.config.folds
+        together = with_quantiles and tuple(batch.labels.shape[-2:]) == self.size
+        if with_quantiles and not together:
+            self._add_thresholds(batch, stats)
         for name in self.config.layers:
             acts = batch.features[name]
-            stats[f"{counts}/{name}"].add(acts, batch.labels, folds)  # type: ignore[attr-defined]
+            quantiles = stats[f"quantiles/{name}"] if together else None
+            stats[f"{counts}/{name}"].add(acts, batch.labels, folds, quantiles=quantiles)  # type: ignore[attr-defined]
             stats[f"topk/{name}"].add(acts.flatten(2).amax(2), batch.indices)  # type: ignore[attr-defined]
             stats[f"moments/{name}"].add(acts)  # type: ignore[attr-defined]
             stats[f"condmean/{name}"].add(acts, batch.labels)  # type: ignore[attr-defined]
 
     def _add_one_pass(self, batch: Batch, stats: dict[str, Statistic]) -> None:
-        self._add_thresholds(batch, stats)
-        self._add_counts(batch, stats)
+        self._add_counts(batch, stats, with_quantiles=True)
 
     # ------------------------------------------------------------------------------------------ checkpoints
 
