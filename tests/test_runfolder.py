@@ -181,11 +181,11 @@ def sigint_in_first_iou_batch(monkeypatch) -> None:
     original = Dissector._add_counts
     fired = []
 
-    def add_counts(self, batch, stats):
+    def add_counts(self, batch, stats, **options):
         if not fired:
             fired.append(True)
             signal.raise_signal(signal.SIGINT)
-        original(self, batch, stats)
+        original(self, batch, stats, **options)
 
     monkeypatch.setattr(Dissector, "_add_counts", add_counts)
 

@@ -48,7 +48,7 @@ from gandissect.dissection.results import Dissection, output_range, quantile_edg
 from gandissect.engine.collectives import Collective, SingleProcess
 from gandissect.engine.runfolder import RunFolder, fingerprint
 from gandissect.engine.samplepass import RANGE, Batch, SamplePass, check_device
-from gandissect.engine.speed import channels_last
+from gandissect.engine.speed import inference_copy
 from gandissect.engine.storage import (
     load_statistics,
     read_checkpoint_meta,
@@ -93,6 +93,8 @@ class Dissector:
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.passes = ""
         """'one' or 'two' once `check()` has chosen."""
+        self._running: tuple[Any, Any] = (generator, segmenter)
+        """The models the passes run: `check()` makes inference copies."""
 
     # ------------------------------------------------------------------------------------------ checks
 
@@ -102,9 +104,10 @@ class Dissector:
             return
         self.device = check_device(self.device)
         self.generator.to(self.device).eval()
-        channels_last(self.generator, self.segmenter)  # faster convolutions, same function (see engine.speed)
         for layer in self.config.layers:
             get_layer(self.generator, layer)
+        # the passes run on copies: batch norms folded, channels-last; same function (see engine.speed)
+        self._running = (inference_copy(self.generator, keep=self.config.layers), inference_copy(self.segmenter))
         self.concepts, self.categories = check_segmenter(self.segmenter)
         self.folder.check_writable()
         probe = self._pass(self.config.iou_seed, with_labels=True, description="probe")
@@ -171,8 +174,9 @@ class Dissector:
     # ------------------------------------------------------------------------------------------ passes
 
     def _pass(self, seed: int, with_labels: bool, description: str, checkpoint: Any = None) -> SamplePass:
-        return SamplePass(self.generator, seed=seed, samples=self.config.samples, batch_size=self.config.batch_size,
-                          layers=self.config.layers, segmenter=self.segmenter if with_labels else None,
+        generator, segmenter = self._running
+        return SamplePass(generator, seed=seed, samples=self.config.samples, batch_size=self.config.batch_size,
+                          layers=self.config.layers, segmenter=segmenter if with_labels else None,
                           seg_size=self.size[0] if with_labels and self.size else None, images=with_labels,
                           device=self.device, collective=self.collective, description=description,
                           progress=self.progress, checkpoint=checkpoint,
