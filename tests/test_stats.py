@@ -290,13 +290,17 @@ def test_fused_kernels_equal_the_pytorch_path(grid, monkeypatch):
         quantiles.add(acts, (8, 8))
         counts = counts_of(grid, folds=2)
         counts.add(acts, labels, folds)
-        together, with_counts = UnitQuantiles(grid[0], grid[1], BINS), counts_of(grid, folds=2)
-        with_counts.add(acts, labels, folds, quantiles=together)  # one pass over the values fills both
+        slots = LevelCounts.slot_histogram(grid[0], grid[1], BINS, 4, 2)
+        slots.add(acts, labels, folds)
+        together = UnitQuantiles(grid[0], grid[1], BINS)
+        with_slots = LevelCounts.slot_histogram(grid[0], grid[1], BINS, 4, 2)
+        with_slots.add(acts[:3], labels[:3], folds[:3], quantiles=together)  # one pass over the values fills both
+        with_slots.add(acts[3:], labels[3:], folds[3:], quantiles=together)
         for name in UnitQuantiles.fields:
             assert torch.equal(getattr(together, name), getattr(quantiles, name)), name
         for name in LevelCounts.fields:
-            assert torch.equal(getattr(with_counts, name), getattr(counts, name)), name
-        return quantiles, counts
+            assert torch.equal(getattr(with_slots, name), getattr(slots, name)), name
+        return quantiles, counts, slots
 
     for threads in (1, 2):  # the kernels run on torch's thread count and leave it as it was (they share OpenMP)
         torch.set_num_threads(threads)
@@ -308,6 +312,8 @@ def test_fused_kernels_equal_the_pytorch_path(grid, monkeypatch):
     plain = fill()
     with pytest.raises(ValueError, match="range and bins"):
         counts_of(grid).add(acts, labels, quantiles=UnitQuantiles(grid[0], grid[1] * 2, BINS))
+    with pytest.raises(ValueError, match="only with a slot histogram"):
+        counts_of(grid).add(acts, labels, quantiles=UnitQuantiles(grid[0], grid[1], BINS))
     for a, b in zip(fused, plain, strict=True):
         for name in type(a).fields:
             assert torch.equal(getattr(a, name), getattr(b, name)), name

@@ -38,6 +38,10 @@ def _add_dissect(sub: argparse._SubParsersAction) -> None:
                    help="one pass over the IoU set, or thresholds from the threshold set first (auto, the default: "
                         "one pass when its histograms fit in a quarter of the free memory)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--workers", type=int, default=None,
+                   help="on a CPU, threads that compute batches ahead, each with its own copy of the models and "
+                        "one share of torch's threads (default: torch's thread count, at most 4; 1: one batch at "
+                        "a time on all threads); the results are the same")
     p.add_argument("--resume", action="store_true", help="continue the unfinished run in --out")
     p.add_argument("--force", action="store_true", help="replace the run in --out (its results stay until the new "
                                                         "ones are complete)")
@@ -66,7 +70,7 @@ def _run_dissect(args: argparse.Namespace) -> int:
     segmenter = resolve_segmenter(segmenter_spec, device)
     collective = collectives.init_from_env(args.device)
     dissector = Dissector(generator, segmenter, config, args.out, device=device, resume=args.resume,
-                          force=args.force, collective=collective)
+                          force=args.force, collective=collective, workers=args.workers)
     resumed = dissector.prepare()
     assert dissector.size is not None
     if args.resume and not resumed and collective.rank == 0:

@@ -100,48 +100,72 @@ if numba is not None:
 
     @numba.njit(parallel=True, cache=True, nogil=True)
     def _level_counts(acts, y0, y1, wy0, wy1, x0, x1, wx0, wx1, scale, bias, bins, exceeded, folds, labels, known,
-                      partly_known, joint, totals, counts, minimum, maximum):  # pragma: no cover
-        """Per unit and sample: upsample, find each value's level (and, when `counts` has rows, count its slot
-        and extremes as `_histogram` does), then count the known pixels' levels, then each label channel's
-        (labels of unknown pixels are -1 by `_prepare_labels`). Separate loops keep each one simple."""
+                      partly_known, concept_area, pixels, joint, totals, counts, minimum,
+                      maximum):  # pragma: no cover
+        """Per unit and sample: upsample, find each value's level (its slot when `exceeded` is empty), then
+        count the known pixels' levels, then each label channel's (labels of unknown pixels are -1 by
+        `_prepare_labels`). Separate loops keep each one simple.
+
+        Level 0 (values at or below every level: a ReLU unit's zeros, often half its values) is not counted per
+        value: once a unit is done, it is what the known pixels (`pixels`) and each concept's area
+        (`concept_area`, this batch included) leave after the other levels. When `counts` has rows (the levels
+        are then the slots), it gets every value's slot count and `minimum`/`maximum` its extremes, as
+        `_histogram` would: the unknown pixels' counts directly, the known pixels' as what this call added to
+        the totals."""
         n, units = acts.shape[0], acts.shape[1]
-        channels = labels.shape[1]
+        channels, concepts, folds_count = labels.shape[1], joint.shape[3], joint.shape[0]
         with_histogram = counts.shape[0] > 0
+        identity = exceeded.shape[0] == 0
         for u in numba.prange(units):
             rows = np.empty((y0.size, acts.shape[3]), np.float32)
             values = np.empty(y0.size * x0.size, np.float32)
             levels = np.empty(values.size, np.int32)
-            level_of = exceeded[u]
             low_seen, high_seen = np.inf, -np.inf
+            if with_histogram:
+                counts[u] -= totals[:, u].sum(0)
             for i in range(n):
                 _upsample_into(values, acts, i, u, y0, y1, wy0, wy1, x0, x1, wx0, wx1, rows)
-                if with_histogram:
+                if identity:
                     for p in range(values.size):
-                        v = values[p]
-                        s = _slot(v, scale[u], bias[u], bins)
-                        counts[u, s] += 1
-                        levels[p] = level_of[s]
-                        low_seen = min(low_seen, v)
-                        high_seen = max(high_seen, v)
+                        levels[p] = _slot(values[p], scale[u], bias[u], bins)
                 else:
+                    level_of = exceeded[u]
                     for p in range(values.size):
                         levels[p] = level_of[_slot(values[p], scale[u], bias[u], bins)]
+                if with_histogram:
+                    for p in range(values.size):
+                        low_seen = min(low_seen, values[p])
+                        high_seen = max(high_seen, values[p])
                 total = totals[folds[i], u]
                 if partly_known[i]:
                     for p in range(values.size):
-                        if known[i, p]:
+                        if not known[i, p]:
+                            if with_histogram:
+                                counts[u, levels[p]] += 1
+                        elif levels[p] > 0:
                             total[levels[p]] += 1
                 else:
                     for p in range(values.size):
-                        total[levels[p]] += 1
+                        if levels[p] > 0:
+                            total[levels[p]] += 1
                 counted = joint[folds[i], u]
                 for k in range(channels):
                     label = labels[i, k]
                     for p in range(values.size):
                         c = label[p]
-                        if c >= 0:
+                        if c >= 0 and levels[p] > 0:
                             counted[levels[p], c] += 1
+            above = np.zeros(concepts, np.int64)
+            for f in range(folds_count):
+                totals[f, u, 0] = pixels[f] - totals[f, u, 1:].sum()
+                above[:] = 0
+                for b in range(1, joint.shape[2]):
+                    for c in range(concepts):
+                        above[c] += joint[f, u, b, c]
+                for c in range(concepts):
+                    joint[f, u, 0, c] = concept_area[f, c] - above[c]
             if with_histogram:
+                counts[u] += totals[:, u].sum(0)
                 minimum[u] = min(minimum[u], low_seen)
                 maximum[u] = max(maximum[u], high_seen)
 
@@ -188,7 +212,7 @@ def level_counts(acts: torch.Tensor, low: torch.Tensor, high: torch.Tensor, bins
     levels below each slot) into joint (F, U, L + 1, C) by label (N, K, H, W: -1 none, `unknown` for pixels left
     out, a concept counted once per pixel) and totals (F, U, L + 1); known pixels also into concept_area (F, C)
     and pixels (F,). `histogram` (counts, minimum, maximum) of the same bins over (low, high], if given, gets
-    every value as `histogram()` would add it, from the same pass."""
+    every value as `histogram()` would add it, from the same pass; it needs every edge to be a level."""
     scale, bias = slot_coefficients(low, high, bins)
     codes = labels.flatten(2).to(torch.int32, copy=True).numpy()
     known = np.empty((codes.shape[0], codes.shape[2]), np.bool_)
@@ -200,7 +224,10 @@ def level_counts(acts: torch.Tensor, low: torch.Tensor, high: torch.Tensor, bins
         counts, minimum, maximum = np.empty((0, bins + 2), np.int64), extremes, extremes
     else:
         counts, minimum, maximum = (t.numpy() for t in histogram)
+    slots = torch.arange(bins + 2, dtype=exceeded.dtype, device=exceeded.device)
+    identity = exceeded.shape[1] == bins + 2 and bool((exceeded == slots).all())
+    levels = torch.empty(0, 0, dtype=torch.int32) if identity else exceeded.to(torch.int32).contiguous()
     with _torch_threads():
         _level_counts(acts.float().contiguous().numpy(), *_taps(acts, tuple(labels.shape[-2:])), scale.numpy(),
-                      bias.numpy(), bins, exceeded.to(torch.int32).contiguous().numpy(), folds_array, codes, known,
-                      partly_known, joint.numpy(), totals.numpy(), counts, minimum, maximum)
+                      bias.numpy(), bins, levels.numpy(), folds_array, codes, known, partly_known,
+                      concept_area.numpy(), pixels.numpy(), joint.numpy(), totals.numpy(), counts, minimum, maximum)

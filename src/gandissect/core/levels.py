@@ -107,7 +107,8 @@ class LevelCounts(Statistic):
             quantiles: UnitQuantiles | None = None) -> None:
         """Feature maps (N, U, h, w), counted as upsampled to the labels' (N, K, H, W) size, and each sample's
         fold (N,) or one fold for all. `quantiles`, a histogram over the same range and bins, is given the same
-        upsampled values too (`UnitQuantiles.add`), by the fused kernel in the same pass over them."""
+        upsampled values too (`UnitQuantiles.add`), in the same pass over them: a slot histogram's totals
+        already count the known pixels' slots."""
         if acts.dim() != 4 or labels.dim() != 4 or labels.shape[0] != acts.shape[0]:
             raise ValueError(f"labels of shape {tuple(labels.shape)} do not align with activations of shape "
                              f"{tuple(acts.shape)}: expected (N, K, H, W) and (N, U, h, w) with the same N")
@@ -117,6 +118,8 @@ class LevelCounts(Statistic):
         if quantiles is not None and (quantiles.bins != self.bins or not torch.equal(quantiles.low, self.low)
                                       or not torch.equal(quantiles.high, self.high)):
             raise ValueError("the quantile histogram must have the counts' range and bins")
+        if quantiles is not None and self.edges.shape[1] != self.bins + 1:
+            raise ValueError("a quantile histogram is filled together only with a slot histogram")
         if kernels.available(acts, self.joint):  # labels prepared and counted inside the kernels
             histogram = None if quantiles is None else (quantiles.counts, quantiles.minimum, quantiles.maximum)
             kernels.level_counts(acts.detach(), self.low, self.high, self.bins, self._exceeded(), folds, labels,

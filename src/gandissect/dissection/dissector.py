@@ -76,7 +76,8 @@ class Dissector:
     def __init__(self, generator: nn.Module, segmenter: Segmenter, config: DissectConfig, out: str | Path,
                  device: str | torch.device = "cpu", resume: bool = False, force: bool = False,
                  collective: Collective | None = None, progress: bool = True,
-                 on_batch: Callable[[str, int], None] | None = None, identity: dict[str, Any] | None = None) -> None:
+                 on_batch: Callable[[str, int], None] | None = None, identity: dict[str, Any] | None = None,
+                 workers: int | None = None) -> None:
         self.generator = generator
         self.segmenter = segmenter
         self.config = config
@@ -86,6 +87,8 @@ class Dissector:
         self.collective = collective or SingleProcess()
         self.progress = progress
         self.on_batch = on_batch
+        self.workers = workers
+        """Threads computing batches ahead on a CPU (`engine.workers`; None: torch's thread count, at most 4)."""
         self.identity_extra = dict(identity or {})
         self.folder = RunFolder(self.out, RESULT_FILES, self.collective.rank, self.collective.world)
         self.size: tuple[int, int] | None = None
@@ -180,7 +183,7 @@ class Dissector:
                           seg_size=self.size[0] if with_labels and self.size else None, images=with_labels,
                           device=self.device, collective=self.collective, description=description,
                           progress=self.progress, checkpoint=checkpoint,
-                          checkpoint_every=self.config.checkpoint_every, inference=True,
+                          checkpoint_every=self.config.checkpoint_every, inference=True, workers=self.workers,
                           on_batch=(lambda done: self.on_batch(description, done)) if self.on_batch else None)
 
     def prepare(self) -> bool:

@@ -14,6 +14,7 @@ statistics (a one-pass dissection's slot histograms) cost at most about that sha
 
 from __future__ import annotations
 
+import itertools
 import signal
 import threading
 import time
@@ -34,6 +35,7 @@ from gandissect.core.sampling import sample_z
 from gandissect.core.segmenters import Segmenter, check_labels
 from gandissect.core.stats import Statistic
 from gandissect.engine.collectives import Collective, SingleProcess
+from gandissect.engine.workers import Workers, model_copies, worker_count
 
 CHECKPOINT_SHARE = 0.05
 RANGE = "range/images"  # a RangeCounts in a pass's statistics counts the image values clipped to the range
@@ -133,7 +135,7 @@ class SamplePass:
                  device: str | torch.device = "cpu", collective: Collective | None = None,
                  description: str = "pass", progress: bool = True, checkpoint: Checkpoint | None = None,
                  checkpoint_every: int = 8, on_batch: Callable[[int], None] | None = None,
-                 inference: bool = False) -> None:
+                 inference: bool = False, workers: int | None = 1) -> None:
         self.generator = generator
         self.seed, self.samples, self.batch_size, self.first = seed, samples, batch_size, first
         self.layers = list(layers)
@@ -150,6 +152,9 @@ class SamplePass:
         self.checkpoint_every = checkpoint_every
         self.on_batch = on_batch
         self.inference = inference
+        self.workers = workers
+        """Threads computing batches ahead on a CPU (engine.workers): a number, or None for torch's thread count
+        up to MAX_WORKERS."""
 
     def batches(self) -> Batches:
         """Every batch of the set as (start, stop) sample indices (computed on demand: any count fits)."""
@@ -170,23 +175,27 @@ class SamplePass:
             self._kept = None
             kept.position = position
             return kept
-        z = sample_z(self.generator, self.seed, range(start, stop)).to(self.device)
+        return self._compute((self.generator, self.segmenter), start, stop, position)
+
+    def _compute(self, models: tuple[nn.Module, Segmenter | None], start: int, stop: int, position: int) -> Batch:
+        generator, segmenter = models
+        z = sample_z(generator, self.seed, range(start, stop)).to(self.device)
         if not self.generate:
             return Batch(position, start, stop, z, {}, None, None)
-        with self._no_grad(), Trace(self.generator, self.layers, edit=self.edits,
+        with self._no_grad(), Trace(generator, self.layers, edit=self.edits,
                                     stop=not self.images and bool(self.layers)) as trace:
-            images = self.generator(z)
+            images = generator(z)
         for name in self.layers:
             check_finite(f"layer {name!r}", trace[name], start)
         labels, clipped = None, None
         if self.images:
-            check_image_shape(self.generator, images)
+            check_image_shape(generator, images)
             check_finite("the generator's images", images, start, per_unit=False)
-            low, high = declared_range(self.generator)
+            low, high = declared_range(generator)
             images, outside, largest = clip_to_range(images, low, high, strict=position < STRICT_BATCHES)
             clipped = (outside, images[0].numel(), largest)
-            if self.segmenter is not None:
-                labels = self.segment(images)
+            if segmenter is not None:
+                labels = self.segment(images, segmenter)
         return Batch(position, start, stop, z, dict(trace.outputs), images if self.images else None, labels, clipped)
 
     def _no_grad(self) -> Any:
@@ -194,12 +203,14 @@ class SamplePass:
         afterwards, so only for passes whose statistics just read the batch), else no_grad."""
         return torch.inference_mode() if self.inference else torch.no_grad()
 
-    def segment(self, images: torch.Tensor) -> torch.Tensor:
-        """The segmenter's labels, checked against the protocol, at `seg_size` when set."""
-        assert self.segmenter is not None
+    def segment(self, images: torch.Tensor, segmenter: Segmenter | None = None) -> torch.Tensor:
+        """The segmenter's (the pass's, or a worker's copy of it) labels, checked against the protocol, at
+        `seg_size` when set."""
+        segmenter = segmenter or self.segmenter
+        assert segmenter is not None
         with self._no_grad():
-            raw = self.segmenter.segment(images)
-        labels = check_labels(raw, images, len(self.segmenter.concepts), type(self.segmenter).__name__)
+            raw = segmenter.segment(images)
+        labels = check_labels(raw, images, len(segmenter.concepts), type(segmenter).__name__)
         if self.seg_size and tuple(labels.shape[-2:]) != (self.seg_size, self.seg_size):
             labels = F.interpolate(labels.float(), size=(self.seg_size, self.seg_size), mode="nearest").long()
         return labels
@@ -208,14 +219,12 @@ class SamplePass:
             start: int = 0, merge: bool = True) -> dict[str, Statistic]:
         """Feed this rank's batches from position `start` on to `update`; return the statistics merged over
         the process group (or this rank's own with merge=False)."""
-        batches, mine = self.batches(), self.mine()
+        mine = self.mine()
         bar = tqdm(total=len(mine), initial=start, unit="batch", desc=self.description, disable=not self.progress,
                    dynamic_ncols=True)
         began, saving = time.perf_counter(), 0.0
-        with _deferred_interrupt() as interrupted:
-            for position in range(start, len(mine)):
-                first, last = batches[mine[position]]
-                batch = self.batch(first, last, position)
+        with _deferred_interrupt() as interrupted, self._batches(range(start, len(mine))) as computed:
+            for position, batch in zip(range(start, len(mine)), computed, strict=True):
                 if RANGE in stats and batch.clipped is not None:
                     stats[RANGE].add(*batch.clipped)  # type: ignore[call-arg]
                 update(batch, stats)
@@ -234,6 +243,28 @@ class SamplePass:
                     raise KeyboardInterrupt
         bar.close()
         return self.collective.merge(stats) if merge else stats
+
+    @contextmanager
+    def _batches(self, positions: range) -> Iterator[Iterator[Batch]]:
+        """This rank's batches at `positions`, in order: computed here, or ahead by worker threads."""
+        batches, mine = self.batches(), self.mine()
+        count = worker_count(self.device, self.workers) if self.generate else 1
+        copies = model_copies((self.generator, self.segmenter), count) if count > 1 and len(positions) > 1 else None
+        if copies is None:
+            yield (self.batch(*batches[mine[p]], p) for p in positions)
+            return
+        threads = torch.get_num_threads()
+        each = max(1, threads // len(copies))
+        kept = getattr(self, "_kept", None)
+        first = batches[mine[positions[0]]]
+        ahead = positions[1:] if kept is not None and (kept.start, kept.stop) == first else positions
+        torch.set_num_threads(each)  # this thread's statistics share the cores with the workers
+        try:
+            with Workers(copies, each) as workers:
+                computed = workers.ordered(lambda models, p: self._compute(models, *batches[mine[p]], p), ahead)
+                yield itertools.chain([self.batch(*first, positions[0])] if ahead is not positions else [], computed)
+        finally:
+            torch.set_num_threads(threads)
 
 
 @contextmanager
