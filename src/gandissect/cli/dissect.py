@@ -54,10 +54,12 @@ def _run_dissect(args: argparse.Namespace) -> int:
     from gandissect.dissection import DissectConfig, Dissector
     from gandissect.engine import collectives
     from gandissect.engine.samplepass import RANGE, check_device
+    from gandissect.engine.speed import keep_freed_memory
     from gandissect.models import default_layers_for, default_segmenter_for, resolve_generator, resolve_segmenter
     from gandissect.viz import report
 
     device = collectives.local_device(check_device(args.device))
+    keep_freed_memory()
     generator = resolve_generator(args.model, device)
     segmenter_spec = args.segmenter or default_segmenter_for(args.model)
     if segmenter_spec is None:
