@@ -101,3 +101,16 @@ def test_dissection_with_workers_equals_one_batch_at_a_time(tmp_path):
                               workers=workers)
         documents.append(dissector.finish(dissector.run()))
     assert json.dumps(documents[0], sort_keys=True) == json.dumps(documents[1], sort_keys=True)
+
+
+@pytest.mark.parametrize("workers", [0, -2])
+def test_a_worker_count_below_one_is_refused_in_one_line(tmp_path, capsys, workers):
+    from gandissect.cli import main
+
+    code = main(["dissect", "--model", "scenes64", "--layers", "layer4", "--samples", "8", "--workers", str(workers),
+                 "--out", str(tmp_path / "run"), "--no-report"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    expected = "--workers must be a positive whole number (1: no worker threads)"
+    assert err[-1] == f"gandissect dissect: error: {expected}; got {workers}"
+    assert not (tmp_path / "run").exists()

@@ -87,6 +87,8 @@ class Dissector:
         self.collective = collective or SingleProcess()
         self.progress = progress
         self.on_batch = on_batch
+        if workers is not None and (not isinstance(workers, int) or workers < 1):
+            raise ConfigError(f"--workers must be a positive whole number (1: no worker threads); got {workers}")
         self.workers = workers
         """Threads computing batches ahead on a CPU (`engine.workers`; None: torch's thread count, at most 4)."""
         self.identity_extra = dict(identity or {})

@@ -62,6 +62,8 @@ class Workers:
             self.models.put(models)
 
     def ordered(self, compute: Callable[[Any, Item], Result], items: Iterable[Item]) -> Iterator[Result]:
+        """compute(models, item) for every item, in the items' order; a worker's error is raised here, at its
+        item. Items are submitted only as results are taken, so a stopped consumer leaves little work behind."""
         pending: deque[Future[Result]] = deque()
         source = iter(items)
         ahead = self.count + 1
