@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -71,3 +72,14 @@ def test_what_is_not_a_module_or_cannot_be_copied_is_used_as_it_is():
     assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
     segmenter = object()
     assert inference_copy(segmenter) is segmenter
+
+
+def test_allocator_settings_are_taken_by_glibc():
+    import platform
+
+    from gandissect.engine.speed import keep_freed_memory
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    assert keep_freed_memory() and keep_freed_memory(huge_blocks=True)
+    assert torch.ones(64, 2**20).sum() == 64 * 2**20  # a block of 256 MiB still allocates, from the heap

@@ -55,6 +55,9 @@ def _run_causal_labels(args: argparse.Namespace) -> int:
 
     layers = chosen_layers(args)
     run = open_run(args)
+    from gandissect.engine.speed import keep_freed_memory
+
+    keep_freed_memory(huge_blocks=True)  # interventions allocate activations of hundreds of MiB per batch
     layers = layers or list(run.result.config.layers)
     for layer in layers:
         check_layer(run.result, layer)

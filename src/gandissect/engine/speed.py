@@ -95,23 +95,27 @@ def _fold(conv: nn.Conv2d | nn.ConvTranspose2d, norm: nn.BatchNorm2d) -> None:
     conv.bias = nn.Parameter((bias * scale + shift).to(conv.weight.dtype), requires_grad=False)
 
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
 """glibc's mallopt parameters (malloc.h)."""
 LARGEST_HEAP_BLOCK = 32 * 2**20
 """The highest mmap threshold glibc accepts on 64-bit systems."""
 
 
-def keep_freed_memory(trim: int = 256 * 2**20) -> bool:
-    """Ask glibc's allocator to serve blocks up to 32 MiB from its heap and keep up to `trim` bytes of freed
-    heap for reuse. By default every block above 128 KiB (a batch's labels, features, the segmenter's
-    activations) is a fresh mapping, faulted in page by page and unmapped when freed, every batch: in a
-    1,000-sample dissection of scenes64 that was 1.5 of its 13 cpu-s, as system time. Process-wide, so for
-    commands that own their process. Returns whether the allocator took the settings (False where it is not
-    glibc's)."""
+def keep_freed_memory(trim: int = 256 * 2**20, huge_blocks: bool = False) -> bool:
+    """Ask glibc's allocator to serve blocks up to 32 MiB (with `huge_blocks`, of any size) from its heap and
+    keep up to `trim` bytes of freed heap for reuse. By default every block above 128 KiB (a batch's labels,
+    features, the segmenter's activations) is a fresh mapping, faulted in page by page and unmapped when freed,
+    every batch: in a 1,000-sample dissection of scenes64 that was 1.5 of its 13 cpu-s, as system time, and in
+    the causal tools, whose batches of interventions hold activations of hundreds of MiB, about a third of
+    their CPU time. Process-wide, so for commands that own their process. Returns whether the allocator took
+    the settings (False where it is not glibc's)."""
     import ctypes
 
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
-    return bool(mallopt(M_MMAP_THRESHOLD, LARGEST_HEAP_BLOCK)) and bool(mallopt(M_TRIM_THRESHOLD, trim))
+    settings = [(M_MMAP_THRESHOLD, LARGEST_HEAP_BLOCK), (M_TRIM_THRESHOLD, trim)]
+    if huge_blocks:
+        settings.append((M_MMAP_MAX, 0))  # glibc still maps a block that no heap can hold
+    return all(bool(mallopt(parameter, value)) for parameter, value in settings)
