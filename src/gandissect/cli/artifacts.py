@@ -60,6 +60,7 @@ def _run_artifacts(args: argparse.Namespace) -> int:
     from gandissect.causal.realism import concept_features, linear_head_patches
     from gandissect.core.errors import ConfigError
     from gandissect.core.sampling import sample_z
+    from gandissect.engine.speed import keep_freed_memory
     from gandissect.engine.storage import write_json_atomic
     from gandissect.models import registry
 
@@ -68,9 +69,7 @@ def _run_artifacts(args: argparse.Namespace) -> int:
         if value < least:  # a Frechet distance needs samples on both sides of its split; a mean needs a draw
             raise ConfigError(f"{flag} must be at least {least}; got {value}")
     run = open_run(args)
-    from gandissect.engine.speed import keep_freed_memory
-
-    keep_freed_memory(huge_blocks=True)  # interventions allocate activations of hundreds of MiB per batch
+    keep_freed_memory(huge_blocks=True)
     layer = args.layer or run.result.config.layers[0]
     width = check_layer(run.result, layer)
     if not 0 < args.count < width:

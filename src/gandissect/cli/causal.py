@@ -118,7 +118,7 @@ def _run_causal(args: argparse.Namespace) -> int:
     from gandissect.engine.speed import keep_freed_memory
 
     run = open_run(args)
-    keep_freed_memory(huge_blocks=True)  # interventions allocate activations of hundreds of MiB per batch
+    keep_freed_memory(huge_blocks=True)
     layer = args.layer or run.result.config.layers[0]
     width = check_layer(run.result, layer)
     concepts = chosen_concepts(run.result, args.concept)

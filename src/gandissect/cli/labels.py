@@ -51,13 +51,12 @@ def _run_causal_labels(args: argparse.Namespace) -> int:
     from gandissect.causal.interventions import check_layer
     from gandissect.causal.labels import agreement_table, causal_labels, rule_agreement, summary_table
     from gandissect.engine import collectives
+    from gandissect.engine.speed import keep_freed_memory
     from gandissect.engine.storage import write_json_atomic
 
     layers = chosen_layers(args)
     run = open_run(args)
-    from gandissect.engine.speed import keep_freed_memory
-
-    keep_freed_memory(huge_blocks=True)  # interventions allocate activations of hundreds of MiB per batch
+    keep_freed_memory(huge_blocks=True)
     layers = layers or list(run.result.config.layers)
     for layer in layers:
         check_layer(run.result, layer)

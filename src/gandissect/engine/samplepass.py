@@ -257,12 +257,13 @@ class SamplePass:
         each = max(1, threads // len(copies))
         kept = getattr(self, "_kept", None)
         first = batches[mine[positions[0]]]
-        ahead = positions[1:] if kept is not None and (kept.start, kept.stop) == first else positions
+        first_kept = kept is not None and (kept.start, kept.stop) == first  # computed here already: not ahead
+        ahead = positions[1:] if first_kept else positions
         torch.set_num_threads(each)  # this thread's statistics share the cores with the workers
         try:
             with Workers(copies, each) as workers:
                 computed = workers.ordered(lambda models, p: self._compute(models, *batches[mine[p]], p), ahead)
-                yield itertools.chain([self.batch(*first, positions[0])] if ahead is not positions else [], computed)
+                yield itertools.chain([self.batch(*first, positions[0])] if first_kept else [], computed)
         finally:
             torch.set_num_threads(threads)
 

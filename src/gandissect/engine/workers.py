@@ -10,6 +10,7 @@ order, and give the same numbers, as without workers.
 from __future__ import annotations
 
 import copy
+import itertools
 import queue
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -66,16 +67,12 @@ class Workers:
         item. Items are submitted only as results are taken, so a stopped consumer leaves little work behind."""
         pending: deque[Future[Result]] = deque()
         source = iter(items)
-        ahead = self.count + 1
-        for item in source:
+        for item in itertools.islice(source, self.count + 1):
             pending.append(self.executor.submit(self._with_models, compute, item))
-            if len(pending) >= ahead:
-                break
         while pending:
             result = pending.popleft().result()
-            for item in source:
+            for item in itertools.islice(source, 1):
                 pending.append(self.executor.submit(self._with_models, compute, item))
-                break
             yield result
 
     def close(self) -> None:
